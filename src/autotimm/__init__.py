@@ -1,0 +1,35 @@
+"""autotimm: train timm backbones on your own images in a few lines.
+
+Example:
+    >>> from autotimm import AutoTrainer, ImageClassifier, ImageDataModule  # doctest: +SKIP
+    >>> data = ImageDataModule("path/to/images", image_size=224)  # doctest: +SKIP
+    >>> model = ImageClassifier("resnet18", num_classes=data.num_classes)  # doctest: +SKIP
+    >>> AutoTrainer(max_epochs=5).fit(model, datamodule=data)  # doctest: +SKIP
+"""
+
+from autotimm.backbones import BackboneConfig, PretrainedWeightsError, list_backbones
+from autotimm.data import ImageDataModule
+from autotimm.loggers import LoggerConfig, LoggerManager, LoggingConfig
+from autotimm.metrics import MetricConfig
+from autotimm.optim import list_optimizers, list_schedulers
+from autotimm.tasks import ImageClassifier
+from autotimm.trainer import AutoTrainer, TunerConfig, TuningError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AutoTrainer",
+    "BackboneConfig",
+    "ImageClassifier",
+    "ImageDataModule",
+    "LoggerConfig",
+    "LoggerManager",
+    "LoggingConfig",
+    "MetricConfig",
+    "PretrainedWeightsError",
+    "TunerConfig",
+    "TuningError",
+    "list_backbones",
+    "list_optimizers",
+    "list_schedulers",
+]

@@ -1,0 +1,215 @@
+"""Backbones: configuration, creation and discovery over timm's model registry."""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import logging
+import os
+import socket
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import timm
+import torch.nn as nn
+
+from autotimm._errors import unknown_choice
+
+__all__ = ["BackboneConfig", "PretrainedWeightsError", "create_backbone", "list_backbones"]
+
+log = logging.getLogger(__name__)
+
+_PROBE_TIMEOUT_S = 3.0
+# Set while a model is rebuilt from a checkpoint: its weights come from the checkpoint.
+_skip_pretrained: contextvars.ContextVar[bool] = contextvars.ContextVar("autotimm_skip_pretrained", default=False)
+
+
+class PretrainedWeightsError(RuntimeError):
+    """Raised when pretrained weights are asked for but cannot be downloaded or found."""
+
+
+@dataclass
+class BackboneConfig:
+    """How to build a timm backbone.
+
+    Args:
+        model_name: Any timm model name, tags included (`"resnet50"`, `"resnet50.a1_in1k"`).
+        pretrained: `True` downloads timm's weights (or uses the local cache), `False` starts
+            from random weights, and a path (`"weights.safetensors"`, `"model.pth"`) loads a
+            local weights file.
+        drop_rate: Dropout before the classifier inside the backbone.
+        drop_path_rate: Stochastic depth rate, for models that support it.
+        kwargs: Further keyword arguments for `timm.create_model`.
+
+    Example:
+        >>> cfg = BackboneConfig("resnet18", pretrained=False, drop_path_rate=0.1)
+        >>> cfg.model_name
+        'resnet18'
+    """
+
+    model_name: str
+    pretrained: bool | str = True
+    drop_rate: float = 0.0
+    drop_path_rate: float | None = None
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model_name, str) or not self.model_name:
+            raise TypeError(f"Expected `model_name` to be a non-empty string, but got {self.model_name!r}.")
+        if not timm.is_model(self.model_name):
+            raise unknown_choice("backbone", self.model_name, timm.list_models())
+        if not isinstance(self.pretrained, (bool, str, os.PathLike)):
+            raise TypeError(f"Expected `pretrained` to be a bool or a path, but got {self.pretrained!r}.")
+        if isinstance(self.pretrained, (str, os.PathLike)):
+            self.pretrained = str(self.pretrained)
+            if not Path(self.pretrained).is_file():
+                raise FileNotFoundError(
+                    f"`pretrained` names a weights file that does not exist: {self.pretrained!r}. "
+                    "Pass `pretrained=True` to download timm's weights or `pretrained=False` for random ones."
+                )
+        if not 0.0 <= self.drop_rate < 1.0:
+            raise ValueError(f"Expected `drop_rate` in [0, 1), but got {self.drop_rate!r}.")
+        if self.drop_path_rate is not None and not 0.0 <= self.drop_path_rate < 1.0:
+            raise ValueError(f"Expected `drop_path_rate` in [0, 1), but got {self.drop_path_rate!r}.")
+
+    @classmethod
+    def coerce(cls, backbone: str | BackboneConfig | dict[str, Any]) -> BackboneConfig:
+        """Accept a model name, a config, or a config's `asdict()` form."""
+        if isinstance(backbone, BackboneConfig):
+            return backbone
+        if isinstance(backbone, str):
+            return cls(backbone)
+        if isinstance(backbone, dict):
+            return cls(**backbone)
+        raise TypeError(f"Expected `backbone` to be a timm model name or a BackboneConfig, but got {backbone!r}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data form, safe for checkpoints and YAML."""
+        return asdict(self)
+
+
+@contextlib.contextmanager
+def skip_pretrained_download() -> Iterator[None]:
+    """Build backbones with random weights inside this block (the caller loads weights itself)."""
+    token = _skip_pretrained.set(True)
+    try:
+        yield
+    finally:
+        _skip_pretrained.reset(token)
+
+
+def create_backbone(config: BackboneConfig, **overrides: Any) -> nn.Module:
+    """Create the timm model that `config` describes.
+
+    Args:
+        config: The backbone configuration.
+        overrides: Keyword arguments for `timm.create_model` that the task fixes
+            (e.g. `num_classes=0`, `features_only=True`).
+
+    Raises:
+        PretrainedWeightsError: when `pretrained=True` and the weights can neither be
+            downloaded nor found in the local cache.
+
+    Example:
+        >>> model = create_backbone(BackboneConfig("resnet18", pretrained=False), num_classes=0)
+        >>> model.num_features
+        512
+    """
+    kwargs: dict[str, Any] = {"drop_rate": config.drop_rate, **config.kwargs, **overrides}
+    if config.drop_path_rate is not None:
+        kwargs["drop_path_rate"] = config.drop_path_rate
+    pretrained = config.pretrained
+    if _skip_pretrained.get():
+        pretrained = False
+    if isinstance(pretrained, str):
+        kwargs["pretrained_cfg_overlay"] = {"file": pretrained}
+        pretrained = True
+    elif pretrained:
+        local_file = _offline_weights_file(config.model_name)
+        if local_file is not None:
+            kwargs["pretrained_cfg_overlay"] = {"file": local_file}
+    try:
+        return timm.create_model(config.model_name, pretrained=bool(pretrained), **kwargs)
+    except (OSError, ConnectionError) as e:
+        if not pretrained:
+            raise
+        raise PretrainedWeightsError(_no_weights_message(config.model_name, str(e))) from e
+
+
+def list_backbones(pattern: str | None = None, pretrained: bool = False) -> list[str]:
+    """List timm model names, optionally filtered by a wildcard `pattern`.
+
+    Args:
+        pattern: A shell-style pattern such as `"*resnet*"` or `"convnext*"`.
+        pretrained: Only names that have pretrained weights (listed with their tags).
+
+    Example:
+        >>> "resnet18" in list_backbones("resnet1*")
+        True
+    """
+    return timm.list_models(pattern or "", pretrained=pretrained)
+
+
+def _offline_weights_file(model_name: str) -> str | None:
+    """Return a cached weights file when the weights' host cannot be reached.
+
+    Raises `PretrainedWeightsError` at once when the host is unreachable and nothing is
+    cached, instead of letting the hub client retry for a minute. Returns `None` when the
+    host is reachable (timm downloads as usual) or when this cannot be decided.
+    """
+    cfg = timm.models.get_pretrained_cfg(model_name)
+    if cfg is None or cfg.file:
+        return None
+    hosts = []
+    if cfg.hf_hub_id:
+        hosts.append(urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname)
+    if cfg.url:
+        hosts.append(urlparse(cfg.url).hostname)
+    if not hosts or any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy")):
+        return None
+    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+    if not offline and any(_reachable(h) for h in hosts if h):
+        return None
+    cached = _cached_weights(cfg)
+    if cached is None:
+        raise PretrainedWeightsError(_no_weights_message(model_name, f"cannot reach {', '.join(h for h in hosts if h)}"))
+    log.info("Offline: loading %s weights from the local cache %s", model_name, cached)
+    return cached
+
+
+def _reachable(host: str) -> bool:
+    try:
+        with socket.create_connection((host, 443), timeout=_PROBE_TIMEOUT_S):
+            return True
+    except OSError:
+        return False
+
+
+def _cached_weights(cfg: Any) -> str | None:
+    if cfg.hf_hub_id:
+        from huggingface_hub import try_to_load_from_cache
+
+        repo_id, _, revision = cfg.hf_hub_id.partition("@")
+        names = [cfg.hf_hub_filename] if cfg.hf_hub_filename else ["model.safetensors", "pytorch_model.bin"]
+        for name in names:
+            path = try_to_load_from_cache(repo_id, name, revision=revision or None)
+            if isinstance(path, str):
+                return path
+    if cfg.url:
+        import torch.hub
+
+        path = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(cfg.url).path).name
+        if path.is_file():
+            return str(path)
+    return None
+
+
+def _no_weights_message(model_name: str, reason: str) -> str:
+    return (
+        f"Pretrained weights for backbone {model_name!r} could not be downloaded ({reason}) and are not in "
+        "the local cache. Either train from random weights with `pretrained=False`, or point to a local "
+        f"weights file: `BackboneConfig({model_name!r}, pretrained='path/to/weights.safetensors')`."
+    )

@@ -1,0 +1,26 @@
+"""Data modules, transforms and demo data for autotimm tasks."""
+
+from autotimm.data.demo import make_digits_folder
+from autotimm.data.image_folder import CorruptImageError, ImageDataModule, TransformedSubset, stratified_split
+from autotimm.data.transforms import (
+    ToRGB,
+    build_eval_transform,
+    build_train_transform,
+    default_data_config,
+    list_augmentations,
+    resolve_data_config,
+)
+
+__all__ = [
+    "CorruptImageError",
+    "ImageDataModule",
+    "ToRGB",
+    "TransformedSubset",
+    "build_eval_transform",
+    "build_train_transform",
+    "default_data_config",
+    "list_augmentations",
+    "make_digits_folder",
+    "resolve_data_config",
+    "stratified_split",
+]

@@ -1,0 +1,229 @@
+"""Small, real demo data written as an image folder, for examples and tests that run offline."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+__all__ = ["make_digits_folder"]
+
+log = logging.getLogger(__name__)
+
+MANIFEST_NAME = "autotimm_demo.json"
+_KIND = "digits"
+_VERSION = 1
+_SPLITS = ("train", "val", "test")
+
+
+def _check_fraction(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"Expected `{name}` to be a float, but got {value!r}.")
+    if not 0 <= value < 1:
+        raise ValueError(f"Expected `{name}` to be in [0, 1), but got {value!r}.")
+    return float(value)
+
+
+def _check_params(
+    image_size: int, val_fraction: float, test_fraction: float, seed: int, max_per_class: int | None
+) -> dict[str, Any]:
+    for name, value in (("image_size", image_size), ("seed", seed), ("max_per_class", max_per_class)):
+        if value is None and name == "max_per_class":
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"Expected `{name}` to be an int, but got {value!r}.")
+    if image_size < 8:
+        raise ValueError(f"Expected `image_size` to be >= 8 (the digits are 8x8), but got {image_size!r}.")
+    val_fraction = _check_fraction("val_fraction", val_fraction)
+    test_fraction = _check_fraction("test_fraction", test_fraction)
+    if val_fraction + test_fraction >= 1:
+        raise ValueError(
+            f"Expected `val_fraction + test_fraction` < 1 to leave images for training, but got "
+            f"{val_fraction} + {test_fraction}."
+        )
+    needed = 1 + (val_fraction > 0) + (test_fraction > 0)
+    if max_per_class is not None and max_per_class < needed:
+        raise ValueError(
+            f"Expected `max_per_class` >= {needed} (one image per class in each non-empty split), "
+            f"but got {max_per_class!r}."
+        )
+    return {
+        "image_size": image_size,
+        "val_fraction": val_fraction,
+        "test_fraction": test_fraction,
+        "seed": seed,
+        "max_per_class": max_per_class,
+    }
+
+
+def _load_digits() -> tuple[np.ndarray, np.ndarray]:
+    try:
+        from sklearn.datasets import load_digits
+    except ModuleNotFoundError as e:
+        raise ModuleNotFoundError(
+            'make_digits_folder needs scikit-learn: pip install scikit-learn (or pip install "autotimm[dev]").'
+        ) from e
+    digits = load_digits()
+    return digits.images, digits.target
+
+
+def _split_counts(n: int, val_fraction: float, test_fraction: float) -> dict[str, int]:
+    n_val = max(1, round(val_fraction * n)) if val_fraction > 0 else 0
+    n_test = max(1, round(test_fraction * n)) if test_fraction > 0 else 0
+    return {"train": n - n_val - n_test, "val": n_val, "test": n_test}
+
+
+def _read_manifest(root: Path) -> dict[str, Any] | None:
+    """Return the manifest of a demo folder, `None` for a missing or empty folder; raise for anything else."""
+    if not root.exists():
+        return None
+    if not root.is_dir():
+        raise FileExistsError(f"'{root}' is a file, not a folder; pass a new or empty folder to make_digits_folder.")
+    manifest_path = root / MANIFEST_NAME
+    if manifest_path.is_file():
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except (OSError, ValueError) as e:
+            raise FileExistsError(f"'{manifest_path}' is not a readable autotimm demo manifest: {e}.") from e
+        if isinstance(manifest, dict) and manifest.get("kind") == _KIND:
+            return manifest
+    if any(root.iterdir()):
+        raise FileExistsError(
+            f"'{root}' exists and is not an autotimm digits demo folder (no {MANIFEST_NAME}); refusing to write "
+            f"into it. Pass a new or empty folder."
+        )
+    return None
+
+
+def _is_complete(root: Path, manifest: dict[str, Any]) -> bool:
+    for split, per_class in manifest["counts"].items():
+        for label, count in per_class.items():
+            folder = root / split / label
+            if not folder.is_dir() or sum(1 for p in folder.iterdir() if p.suffix == ".png") != count:
+                return False
+    return True
+
+
+def _reuse(root: Path, manifest: dict[str, Any], params: dict[str, Any]) -> Path:
+    """Return `root` if it holds a complete set made with `params`; raise otherwise."""
+    if manifest.get("version") != _VERSION or manifest.get("params") != params:
+        raise ValueError(
+            f"'{root}' holds a digits demo made with {manifest.get('params')}, not {params}. "
+            f"Pass another folder, or delete this one to rebuild it."
+        )
+    if not _is_complete(root, manifest):
+        raise ValueError(
+            f"'{root}' holds an incomplete digits demo (files were removed). Delete the folder to rebuild it."
+        )
+    return root
+
+
+def _write(folder: Path, images: np.ndarray, targets: np.ndarray, params: dict[str, Any]) -> int:
+    """Write the images and the manifest into `folder`; return the number of images."""
+    rng = np.random.default_rng(params["seed"])
+    size = params["image_size"]
+    counts: dict[str, dict[str, int]] = {split: {} for split in _SPLITS}
+    for label in sorted(set(targets.tolist())):
+        members = rng.permutation(np.flatnonzero(targets == label))
+        if params["max_per_class"] is not None:
+            members = members[: params["max_per_class"]]
+        n = _split_counts(len(members), params["val_fraction"], params["test_fraction"])
+        parts = {
+            "test": members[: n["test"]],
+            "val": members[n["test"] : n["test"] + n["val"]],
+            "train": members[n["test"] + n["val"] :],
+        }
+        for split, indices in parts.items():
+            if len(indices) == 0:
+                continue
+            out = folder / split / str(label)
+            out.mkdir(parents=True)
+            for i in sorted(indices.tolist()):
+                pixels = np.round(images[i] * (255.0 / 16.0)).astype(np.uint8)  # digits are 0..16
+                image = Image.fromarray(pixels).resize((size, size), Image.Resampling.BILINEAR)
+                image.convert("RGB").save(out / f"{i:04d}.png")
+            counts[split][str(label)] = len(indices)
+    manifest = {
+        "kind": _KIND,
+        "version": _VERSION,
+        "params": params,
+        "counts": {split: per_class for split, per_class in counts.items() if per_class},
+        "source": "sklearn.datasets.load_digits",
+    }
+    (folder / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2))
+    return sum(sum(per_class.values()) for per_class in counts.values())
+
+
+def make_digits_folder(
+    root: str | os.PathLike[str],
+    image_size: int = 32,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.15,
+    seed: int = 0,
+    max_per_class: int | None = None,
+) -> Path:
+    """Write scikit-learn's handwritten digits (1797 real 8x8 scans, 10 classes) as an image folder.
+
+    Creates `root/train/<digit>/`, `root/val/<digit>/` and `root/test/<digit>/` (folders
+    `"0"`..`"9"`) of RGB PNG files upscaled to `image_size`, split per class (stratified)
+    with a generator seeded by `seed`, so the same arguments give the same files. A split
+    whose fraction is 0 is not written. A manifest (`autotimm_demo.json`) records the
+    arguments: calling again with the same ones reuses the folder. The files are written
+    to a temporary sibling folder and moved into place when complete.
+
+    Args:
+        root: The folder to create (it may exist if empty).
+        image_size: Side of the square images, >= 8.
+        val_fraction: Fraction of each class written to `val/`.
+        test_fraction: Fraction of each class written to `test/`.
+        seed: Seed of the split and of the `max_per_class` subsample.
+        max_per_class: Keep at most this many images per class (for quick tests).
+
+    Returns:
+        `root` as a `pathlib.Path`.
+
+    Raises:
+        ModuleNotFoundError: If scikit-learn is not installed.
+        FileExistsError: If `root` is a file, or a non-empty folder that is not a digits demo.
+        ValueError: If an argument is out of range, or `root` holds a demo made with other arguments.
+
+    Example:
+        >>> from autotimm.data import ImageDataModule, make_digits_folder
+        >>> root = make_digits_folder("demo_digits", image_size=32)  # doctest: +SKIP
+        >>> ImageDataModule(root, image_size=32).num_classes  # doctest: +SKIP
+        10
+    """
+    params = _check_params(image_size, val_fraction, test_fraction, seed, max_per_class)
+    root = Path(root).expanduser()
+    manifest = _read_manifest(root)
+    if manifest is not None:
+        return _reuse(root, manifest, params)
+
+    images, targets = _load_digits()
+    root.parent.mkdir(parents=True, exist_ok=True)
+    # A hidden sibling with a unique name (created with the usual permissions, unlike `mkdtemp`).
+    staging = root.parent / f".{root.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial"
+    staging.mkdir()
+    try:
+        n_images = _write(staging, images, targets, params)
+        if root.is_dir():
+            root.rmdir()  # empty (checked above); fails if someone wrote into it meanwhile
+        os.replace(staging, root)
+    except OSError:
+        # Another process may have built the same folder concurrently: accept it if it matches.
+        manifest = _read_manifest(root)
+        if manifest is None:
+            raise
+        return _reuse(root, manifest, params)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    log.info("Wrote the digits demo (%d images) to '%s'.", n_images, root)
+    return root

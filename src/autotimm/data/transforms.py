@@ -1,0 +1,237 @@
+"""Image transforms for classification, built with `timm.data.create_transform`.
+
+The backbone decides the input size, the normalisation, the interpolation and the
+eval crop (its *data config*, as returned by `timm.data.resolve_model_data_config`);
+the augmentation preset decides how much randomness the training transform adds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+
+from PIL import Image
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform
+
+from autotimm._errors import unknown_choice
+
+__all__ = [
+    "AugmentationName",
+    "ToRGB",
+    "build_eval_transform",
+    "build_train_transform",
+    "default_data_config",
+    "list_augmentations",
+    "resolve_data_config",
+]
+
+AugmentationName = Literal["default", "light", "strong", "none"]
+
+# Keyword arguments given to `timm.data.create_transform(is_training=True, ...)` per
+# preset. `None` means: train with the eval transform (no augmentation at all).
+_AUGMENTATIONS: dict[str, dict[str, Any] | None] = {
+    # timm's standard ImageNet recipe: random-resized-crop (0.08, 1), flip, colour jitter 0.4.
+    "default": {},
+    # Gentler, for small data sets: keep at least half of the image, no colour jitter.
+    "light": {"scale": (0.5, 1.0), "color_jitter": None},
+    # RandAugment (timm's usual policy) plus random erasing with per-pixel noise.
+    "strong": {"auto_augment": "rand-m9-mstd0.5-inc1", "re_prob": 0.25, "re_mode": "pixel"},
+    "none": None,
+}
+
+_DATA_CONFIG_KEYS = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
+
+
+def list_augmentations() -> list[str]:
+    """Return the names of the augmentation presets.
+
+    Example:
+        >>> list_augmentations()
+        ['default', 'light', 'none', 'strong']
+    """
+    return sorted(_AUGMENTATIONS)
+
+
+def default_data_config() -> dict[str, Any]:
+    """Return timm's ImageNet defaults, used when no backbone gives its own data config.
+
+    Example:
+        >>> default_data_config()["input_size"]
+        (3, 224, 224)
+    """
+    return {
+        "input_size": (3, 224, 224),
+        "interpolation": "bicubic",
+        "mean": tuple(IMAGENET_DEFAULT_MEAN),
+        "std": tuple(IMAGENET_DEFAULT_STD),
+        "crop_pct": 0.875,
+        "crop_mode": "center",
+    }
+
+
+def _check_image_size(image_size: int | tuple[int, int] | None) -> tuple[int, int] | None:
+    """Return `image_size` as `(height, width)`, or raise naming the bad value."""
+    if image_size is None:
+        return None
+    if isinstance(image_size, bool):
+        raise TypeError(f"Expected `image_size` to be an int or a (height, width) tuple, but got {image_size!r}.")
+    if isinstance(image_size, int):
+        size = (image_size, image_size)
+    elif (
+        isinstance(image_size, (tuple, list))
+        and len(image_size) == 2
+        and all(isinstance(s, int) and not isinstance(s, bool) for s in image_size)
+    ):
+        size = (int(image_size[0]), int(image_size[1]))
+    else:
+        raise TypeError(f"Expected `image_size` to be an int or a (height, width) tuple, but got {image_size!r}.")
+    if min(size) < 1:
+        raise ValueError(f"Expected `image_size` to be >= 1, but got {image_size!r}.")
+    return size
+
+
+def resolve_data_config(
+    data_config: Mapping[str, Any] | None = None,
+    image_size: int | tuple[int, int] | None = None,
+) -> dict[str, Any]:
+    """Complete a backbone's data config with timm's defaults and apply an image-size override.
+
+    Args:
+        data_config: A dict as returned by `timm.data.resolve_model_data_config(model)`
+            (keys `input_size`, `mean`, `std`, `interpolation`, `crop_pct`, `crop_mode`).
+            Missing keys take timm's ImageNet defaults; unknown keys are ignored.
+        image_size: Overrides the height and width of `input_size` (an int for square
+            images, or `(height, width)`).
+
+    Returns:
+        A new dict with the six keys above; `input_size` is `(channels, height, width)`.
+
+    Raises:
+        TypeError: If `data_config` is not a mapping or `image_size` is not an int or pair.
+        ValueError: If `input_size` or `image_size` is malformed.
+
+    Example:
+        >>> cfg = resolve_data_config({"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}, image_size=64)
+        >>> cfg["input_size"], cfg["mean"]
+        ((3, 64, 64), (0.5, 0.5, 0.5))
+    """
+    if data_config is not None and not isinstance(data_config, Mapping):
+        raise TypeError(
+            "Expected `data_config` to be a dict like `timm.data.resolve_model_data_config(model)` returns, "
+            f"but got {type(data_config).__name__}: {data_config!r}."
+        )
+    config = default_data_config()
+    config.update({k: v for k, v in (data_config or {}).items() if k in _DATA_CONFIG_KEYS and v is not None})
+
+    input_size = config["input_size"]
+    if isinstance(input_size, int) and not isinstance(input_size, bool):
+        input_size = (3, input_size, input_size)
+    if not (isinstance(input_size, (tuple, list)) and len(input_size) == 3 and all(int(s) >= 1 for s in input_size)):
+        raise ValueError(
+            f"Expected `input_size` in the data config to be (channels, height, width), but got {input_size!r}."
+        )
+    size = _check_image_size(image_size)
+    if size is not None:
+        input_size = (input_size[0], *size)
+    config["input_size"] = tuple(int(s) for s in input_size)
+    config["mean"] = tuple(float(m) for m in config["mean"])
+    config["std"] = tuple(float(s) for s in config["std"])
+    return config
+
+
+def _check_augmentation(augmentation: str) -> str:
+    if augmentation not in _AUGMENTATIONS:
+        raise unknown_choice("augmentation", augmentation, _AUGMENTATIONS)
+    return augmentation
+
+
+def build_eval_transform(data_config: Mapping[str, Any] | None = None) -> Callable[[Image.Image], Any]:
+    """Build the deterministic eval transform: resize, centre crop (per `crop_pct`), tensor, normalise.
+
+    Args:
+        data_config: A backbone's data config; see `resolve_data_config`.
+
+    Returns:
+        A callable mapping an RGB PIL image to a normalised `[C, H, W]` float tensor.
+
+    Example:
+        >>> from PIL import Image
+        >>> tf = build_eval_transform({"input_size": (3, 32, 32)})
+        >>> tuple(tf(Image.new("RGB", (50, 40))).shape)
+        (3, 32, 32)
+    """
+    cfg = resolve_data_config(data_config)
+    return create_transform(
+        input_size=cfg["input_size"],
+        is_training=False,
+        interpolation=cfg["interpolation"],
+        mean=cfg["mean"],
+        std=cfg["std"],
+        crop_pct=cfg["crop_pct"],
+        crop_mode=cfg["crop_mode"],
+    )
+
+
+def build_train_transform(
+    data_config: Mapping[str, Any] | None = None,
+    augmentation: AugmentationName = "default",
+) -> Callable[[Image.Image], Any]:
+    """Build the training transform of an augmentation preset.
+
+    Presets (see `list_augmentations()`):
+
+    - `"default"`: timm's standard recipe: random-resized-crop (scale 0.08-1), horizontal
+      flip, colour jitter 0.4.
+    - `"light"`: random-resized-crop with scale (0.5, 1) and horizontal flip, no colour
+      jitter; for small data sets.
+    - `"strong"`: random-resized-crop, flip, RandAugment `rand-m9-mstd0.5-inc1` and
+      random erasing (p=0.25, per-pixel noise).
+    - `"none"`: the eval transform, so training sees exactly what evaluation sees.
+
+    Args:
+        data_config: A backbone's data config; see `resolve_data_config`.
+        augmentation: The preset name.
+
+    Returns:
+        A callable mapping an RGB PIL image to a normalised `[C, H, W]` float tensor.
+
+    Raises:
+        ValueError: If `augmentation` is not a preset; the message lists the presets.
+
+    Example:
+        >>> from PIL import Image
+        >>> tf = build_train_transform({"input_size": (3, 32, 32)}, augmentation="light")
+        >>> tuple(tf(Image.new("RGB", (50, 40))).shape)
+        (3, 32, 32)
+    """
+    kwargs = _AUGMENTATIONS[_check_augmentation(augmentation)]
+    if kwargs is None:
+        return build_eval_transform(data_config)
+    cfg = resolve_data_config(data_config)
+    return create_transform(
+        input_size=cfg["input_size"],
+        is_training=True,
+        interpolation=cfg["interpolation"],
+        mean=cfg["mean"],
+        std=cfg["std"],
+        **kwargs,
+    )
+
+
+class ToRGB:
+    """Convert a PIL image of any mode (grayscale, palette, RGBA) to RGB.
+
+    A class rather than a lambda so that datasets using it can be pickled into
+    DataLoader worker processes started with `spawn`.
+
+    Example:
+        >>> from PIL import Image
+        >>> ToRGB()(Image.new("L", (8, 8))).mode
+        'RGB'
+    """
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        return image if image.mode == "RGB" else image.convert("RGB")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"

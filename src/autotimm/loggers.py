@@ -1,0 +1,161 @@
+"""Experiment loggers by name (`LoggerConfig`, `LoggerManager`) and what a task logs (`LoggingConfig`)."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pytorch_lightning.loggers import Logger
+
+from autotimm._errors import unknown_choice
+
+__all__ = ["LoggerConfig", "LoggerManager", "LoggingConfig", "list_loggers", "resolve_loggers"]
+
+
+@dataclass(frozen=True)
+class _LoggerEntry:
+    class_path: str
+    requires: tuple[str, ...]  # any one of these packages must be importable
+    extra: str
+
+
+_LOGGERS: dict[str, _LoggerEntry] = {
+    "tensorboard": _LoggerEntry("pytorch_lightning.loggers.TensorBoardLogger", ("tensorboard", "tensorboardX"), "tensorboard"),
+    "csv": _LoggerEntry("pytorch_lightning.loggers.CSVLogger", (), ""),
+    "wandb": _LoggerEntry("pytorch_lightning.loggers.WandbLogger", ("wandb",), "wandb"),
+}
+
+
+def list_loggers() -> list[str]:
+    """Names accepted by `LoggerConfig(backend=...)`.
+
+    Example:
+        >>> list_loggers()
+        ['csv', 'tensorboard', 'wandb']
+    """
+    return sorted(_LOGGERS)
+
+
+@dataclass
+class LoggerConfig:
+    """One experiment logger, by backend name.
+
+    Args:
+        backend: `"tensorboard"`, `"csv"` or `"wandb"` (see `list_loggers()`).
+        params: Keyword arguments for the Lightning logger class. `save_dir` defaults to the
+            trainer's `default_root_dir`. W&B works offline with `WANDB_MODE=offline` or
+            `params={"offline": True}`.
+
+    Example:
+        >>> LoggerConfig(backend="csv", params={"save_dir": "logs"}).backend
+        'csv'
+    """
+
+    backend: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.backend = str(self.backend).lower()
+        if self.backend not in _LOGGERS:
+            raise unknown_choice("logger backend", self.backend, _LOGGERS)
+        if not isinstance(self.params, dict):
+            raise TypeError(f"Expected `params` to be a dict, but got {self.params!r}.")
+        entry = _LOGGERS[self.backend]
+        if entry.requires and not any(importlib.util.find_spec(p) for p in entry.requires):
+            raise ModuleNotFoundError(
+                f"The {self.backend!r} logger needs the package {entry.requires[0]!r}: "
+                f"pip install 'autotimm[{entry.extra}]'"
+            )
+        signature = inspect.signature(self._logger_cls)
+        takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values())
+        if not takes_any:
+            for key in self.params:
+                if key not in signature.parameters:
+                    raise unknown_choice(f"{self.backend} logger parameter", key, signature.parameters)
+
+    @property
+    def _logger_cls(self) -> type[Logger]:
+        module_name, _, name = _LOGGERS[self.backend].class_path.rpartition(".")
+        return getattr(importlib.import_module(module_name), name)
+
+    def build(self, default_save_dir: str | Path = ".") -> Logger:
+        """Create the Lightning logger."""
+        params = dict(self.params)
+        params.setdefault("save_dir", str(default_save_dir))
+        return self._logger_cls(**params)
+
+
+class LoggerManager:
+    """A set of loggers configured by name, passed to `AutoTrainer(logger=...)`.
+
+    Example:
+        >>> manager = LoggerManager([LoggerConfig("csv"), LoggerConfig("tensorboard")])
+        >>> [type(lg).__name__ for lg in manager.build("runs")]
+        ['CSVLogger', 'TensorBoardLogger']
+    """
+
+    def __init__(self, configs: Sequence[LoggerConfig | Logger]) -> None:
+        if isinstance(configs, (LoggerConfig, Logger)):
+            configs = [configs]
+        for cfg in configs:
+            if not isinstance(cfg, (LoggerConfig, Logger)):
+                raise TypeError(f"Expected LoggerConfig or Lightning Logger entries, but got {cfg!r}.")
+        self.configs = list(configs)
+
+    def build(self, default_save_dir: str | Path = ".") -> list[Logger]:
+        """Create the Lightning loggers; ready-made loggers are passed through."""
+        return [c.build(default_save_dir) if isinstance(c, LoggerConfig) else c for c in self.configs]
+
+
+def resolve_loggers(logger: Any, default_save_dir: str | Path) -> bool | Logger | list[Logger]:
+    """Turn `AutoTrainer(logger=...)` into what `pytorch_lightning.Trainer` takes.
+
+    Accepts `False`/`True`/`None`, a `LoggerManager`, a `LoggerConfig`, a Lightning `Logger`,
+    or a list mixing `LoggerConfig` and `Logger`.
+    """
+    if logger is None or isinstance(logger, bool):
+        return bool(logger)
+    if isinstance(logger, Logger):
+        return logger
+    if isinstance(logger, (LoggerConfig, list, tuple)):
+        logger = LoggerManager(logger)
+    if isinstance(logger, LoggerManager):
+        return logger.build(default_save_dir)
+    raise TypeError(
+        "Expected `logger` to be False, True, a LoggerManager, a LoggerConfig, a Lightning Logger or a list of "
+        f"them, but got {logger!r}."
+    )
+
+
+@dataclass
+class LoggingConfig:
+    """What a task logs besides its loss and metrics.
+
+    Args:
+        log_learning_rate: Log `train/lr` (the first parameter group's learning rate).
+        log_gradient_norm: Log `train/grad_norm` (total L2 norm of the gradients, before
+            clipping) at the trainer's `log_every_n_steps`.
+
+    Example:
+        >>> LoggingConfig(log_gradient_norm=True).log_learning_rate
+        True
+    """
+
+    log_learning_rate: bool = True
+    log_gradient_norm: bool = False
+
+    @classmethod
+    def coerce(cls, config: LoggingConfig | dict[str, Any] | None) -> LoggingConfig:
+        """Accept a config, its dict form, or `None` (the defaults)."""
+        if config is None:
+            return cls()
+        if isinstance(config, LoggingConfig):
+            return config
+        if isinstance(config, dict):
+            return cls(**config)
+        raise TypeError(f"Expected `logging_config` to be a LoggingConfig, but got {config!r}.")

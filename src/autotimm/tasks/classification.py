@@ -1,0 +1,200 @@
+"""Image classification over any timm backbone."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import timm.data
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from autotimm.backbones import BackboneConfig, create_backbone
+from autotimm.loggers import LoggingConfig
+from autotimm.metrics import MetricConfig, build_metrics
+from autotimm.tasks.base import BaseTask
+
+__all__ = ["ImageClassifier"]
+
+
+def _default_metrics() -> list[MetricConfig]:
+    return [MetricConfig("accuracy", metric_class="Accuracy", stages=["val", "test"], prog_bar=True)]
+
+
+class ImageClassifier(BaseTask):
+    """Image classifier: a timm backbone, a linear head, and the training loop around them.
+
+    Multi-class by default (softmax, cross-entropy). With `multi_label=True` each output is
+    an independent sigmoid trained with `BCEWithLogitsLoss`; `num_classes=1` with
+    `multi_label=True` is a binary classifier (for a folder of two classes, label 1 is the
+    positive class).
+
+    Logs `train/loss` (each step), `train/loss_epoch`, `val/loss`, `test/loss` and
+    `<stage>/<metric name>` for each metric. `predict_step` returns class probabilities.
+
+    Args:
+        backbone: A timm model name (`"resnet50"`, `"convnext_tiny.fb_in22k"`) or a `BackboneConfig`.
+        num_classes: Number of classes (outputs).
+        metrics: Metrics to compute; `None` gives accuracy on val and test, `[]` none.
+        logging_config: Learning-rate and gradient-norm logging.
+        optimizer: A name from `list_optimizers()`.
+        lr: Learning rate (also settable as `model._lr` before `fit`).
+        weight_decay: Weight decay, not applied to biases and norm weights.
+        optimizer_kwargs: Extra optimizer arguments.
+        scheduler: A name from `list_schedulers()`, or `None` for a constant learning rate.
+        scheduler_kwargs: Extra scheduler arguments.
+        freeze_backbone: Train only the head; the backbone's BatchNorm statistics stay frozen too.
+        label_smoothing: Label smoothing in [0, 1).
+        head_dropout: Dropout before the linear head.
+        multi_label: Independent sigmoid outputs with `BCEWithLogitsLoss`.
+
+    Example:
+        >>> model = ImageClassifier(BackboneConfig("resnet18", pretrained=False), num_classes=10)
+        >>> model(torch.randn(2, 3, 64, 64)).shape
+        torch.Size([2, 10])
+    """
+
+    def __init__(
+        self,
+        backbone: str | BackboneConfig | dict[str, Any],
+        num_classes: int,
+        metrics: Sequence[MetricConfig | dict[str, Any]] | None = None,
+        logging_config: LoggingConfig | dict[str, Any] | None = None,
+        optimizer: str = "adamw",
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        optimizer_kwargs: dict[str, Any] | None = None,
+        scheduler: str | None = None,
+        scheduler_kwargs: dict[str, Any] | None = None,
+        freeze_backbone: bool = False,
+        label_smoothing: float = 0.0,
+        head_dropout: float = 0.0,
+        multi_label: bool = False,
+    ) -> None:
+        super().__init__(
+            lr=lr,
+            weight_decay=weight_decay,
+            optimizer=optimizer,
+            optimizer_kwargs=optimizer_kwargs,
+            scheduler=scheduler,
+            scheduler_kwargs=scheduler_kwargs,
+            logging_config=logging_config,
+        )
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"Expected `num_classes` to be a positive integer, but got {num_classes!r}.")
+        if num_classes == 1 and not multi_label:
+            raise ValueError(
+                "`num_classes=1` needs `multi_label=True` (a binary classifier with one sigmoid output); "
+                "or use `num_classes=2` for a two-class softmax classifier."
+            )
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"Expected `label_smoothing` in [0, 1), but got {label_smoothing!r}.")
+        if not 0.0 <= head_dropout < 1.0:
+            raise ValueError(f"Expected `head_dropout` in [0, 1), but got {head_dropout!r}.")
+        backbone_cfg = BackboneConfig.coerce(backbone)
+        metric_cfgs = _default_metrics() if metrics is None else [MetricConfig.coerce(m) for m in metrics]
+        self.save_hyperparameters(
+            {
+                "backbone": backbone_cfg.to_dict(),
+                "num_classes": num_classes,
+                "metrics": [m.to_dict() for m in metric_cfgs],
+                "logging_config": vars(self.logging_config).copy(),
+                "optimizer": self.optimizer_name,
+                "lr": self._lr,
+                "weight_decay": self.weight_decay,
+                "optimizer_kwargs": self.optimizer_kwargs,
+                "scheduler": self.scheduler_name,
+                "scheduler_kwargs": self.scheduler_kwargs,
+                "freeze_backbone": bool(freeze_backbone),
+                "label_smoothing": float(label_smoothing),
+                "head_dropout": float(head_dropout),
+                "multi_label": bool(multi_label),
+            }
+        )
+        self.num_classes = num_classes
+        self.multi_label = bool(multi_label)
+        self.label_smoothing = float(label_smoothing)
+        self.metric_configs = metric_cfgs
+        self._prog_bar = {m.name: m.prog_bar for m in metric_cfgs}
+
+        self.backbone = create_backbone(backbone_cfg, num_classes=0)
+        self.head = nn.Sequential(nn.Dropout(head_dropout), nn.Linear(self.backbone.num_features, num_classes))
+        self.data_config: dict[str, Any] = timm.data.resolve_model_data_config(self.backbone)
+        task = ("binary" if num_classes == 1 else "multilabel") if multi_label else "multiclass"
+        self.train_metrics = build_metrics(metric_cfgs, "train", num_classes, task)
+        self.val_metrics = build_metrics(metric_cfgs, "val", num_classes, task)
+        self.test_metrics = build_metrics(metric_cfgs, "test", num_classes, task)
+        if freeze_backbone:
+            self.freeze_backbone()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return the logits `[B, num_classes]` of a normalised image batch `[B, 3, H, W]`."""
+        return self.head(self.backbone(x))
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """Softmax over classes, or per-output sigmoid with `multi_label=True`."""
+        return torch.sigmoid(logits) if self.multi_label else logits.softmax(dim=-1)
+
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        data_classes = getattr(datamodule, "num_classes", None)
+        expected = 2 if (self.multi_label and self.num_classes == 1) else self.num_classes
+        if isinstance(data_classes, int) and data_classes != expected and not self.multi_label:
+            raise ValueError(
+                f"The model has `num_classes={self.num_classes}` but the data has {data_classes} classes "
+                f"({getattr(datamodule, 'class_names', '')}). Build the model with `num_classes=data.num_classes`."
+            )
+
+    # ---- steps ---------------------------------------------------------------------------
+    def _targets(self, y: torch.Tensor) -> torch.Tensor:
+        """Loss targets: class indices, or float multi-hot / binary targets with `multi_label`."""
+        if not self.multi_label:
+            return y
+        if y.ndim == 1:
+            y = y.unsqueeze(1) if self.num_classes == 1 else F.one_hot(y.long(), self.num_classes)
+        return y.float()
+
+    def _loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        if not self.multi_label:
+            return F.cross_entropy(logits, targets, label_smoothing=self.label_smoothing)
+        if self.label_smoothing:
+            targets = targets * (1.0 - self.label_smoothing) + 0.5 * self.label_smoothing
+        return F.binary_cross_entropy_with_logits(logits, targets)
+
+    def _step(self, batch: Any, stage: str) -> torch.Tensor:
+        x, y = batch[0], batch[1]
+        logits = self(x)
+        targets = self._targets(y)
+        loss = self._loss(logits, targets)
+        metrics: nn.ModuleDict = getattr(self, f"{stage}_metrics")
+        if len(metrics):
+            probs = self.probabilities(logits.detach())
+            metric_target = targets.long()
+            if self.multi_label and self.num_classes == 1:
+                probs, metric_target = probs.squeeze(1), metric_target.squeeze(1)
+            for name, metric in metrics.items():
+                metric.update(probs, metric_target)
+                self.log(f"{stage}/{name}", metric, on_step=False, on_epoch=True, prog_bar=self._prog_bar[name])
+        batch_size = x.shape[0]
+        if stage == "train":
+            self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=batch_size)
+            self.log("train/loss_epoch", loss, on_step=False, on_epoch=True, batch_size=batch_size, sync_dist=True)
+        else:
+            self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=stage == "val", batch_size=batch_size, sync_dist=True)
+        return loss
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "test")
+
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor:
+        """Class probabilities `[B, num_classes]` for a batch `x` or `(x, y)`."""
+        x = batch[0] if isinstance(batch, (list, tuple)) else batch
+        return self.probabilities(self(x))
+

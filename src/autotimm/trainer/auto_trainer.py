@@ -1,0 +1,167 @@
+"""`AutoTrainer`: a Lightning `Trainer` with checkpoint monitoring, loggers by name and tuning."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any, Literal
+
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+from pytorch_lightning.utilities import rank_zero_info
+
+from autotimm._errors import check_choice, closest
+from autotimm.loggers import resolve_loggers
+from autotimm.trainer.tuning import TunerConfig, run_tuning
+
+__all__ = ["AutoTrainer"]
+
+_TRAINER_ARGS = frozenset(inspect.signature(pl.Trainer.__init__).parameters) - {"self"}
+
+
+class AutoTrainer(pl.Trainer):
+    """A `pytorch_lightning.Trainer` with sensible defaults for fine-tuning timm backbones.
+
+    On top of Lightning's Trainer it adds:
+
+    - `checkpoint_monitor`: keep the best checkpoint by a logged metric (names with `/`
+      such as `"val/accuracy"` work; the file name shows the real value) and `last.ckpt`;
+    - `logger`: loggers by name (`[LoggerConfig("tensorboard")]`, a `LoggerManager`) as
+      well as Lightning loggers;
+    - `tuner_config`: learning-rate and batch-size finding before training (skipped with
+      `fast_dev_run` and when resuming with `ckpt_path`), results in `trainer.tuning_results`;
+    - `test()` after `fit()` evaluates the best checkpoint when there is one.
+
+    Args:
+        max_epochs: Training epochs.
+        accelerator: `"auto"`, `"gpu"`, `"cpu"`, `"tpu"`, ...
+        devices: Number of devices or `"auto"`.
+        precision: `32`, `16`, `"bf16-mixed"`, `"16-mixed"`, ...
+        logger: `False`, a `LoggerManager`, a list of `LoggerConfig`, or Lightning loggers.
+        tuner_config: A `TunerConfig` to tune before training.
+        checkpoint_monitor: Metric to keep the best checkpoint by, e.g. `"val/accuracy"`.
+        checkpoint_mode: `"max"` or `"min"` for `checkpoint_monitor`.
+        callbacks: Lightning callbacks.
+        default_root_dir: Folder for logs and checkpoints.
+        gradient_clip_val: Clip gradients to this norm.
+        accumulate_grad_batches: Accumulate gradients over this many batches.
+        val_check_interval: Validation frequency (fraction of an epoch, or steps).
+        enable_checkpointing: Save checkpoints.
+        fast_dev_run: Run 1 (or N) batches of train, val and test to check the code.
+        trainer_kwargs: Any other `pytorch_lightning.Trainer` argument.
+
+    Example:
+        >>> trainer = AutoTrainer(max_epochs=3, checkpoint_monitor="val/accuracy")  # doctest: +SKIP
+        >>> trainer.fit(model, datamodule=data)  # doctest: +SKIP
+        >>> trainer.test(model, datamodule=data)  # uses the best checkpoint  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        max_epochs: int = 10,
+        accelerator: str = "auto",
+        devices: int | str | list[int] = "auto",
+        precision: int | str = 32,
+        logger: Any = False,
+        tuner_config: TunerConfig | None = None,
+        checkpoint_monitor: str | None = None,
+        checkpoint_mode: Literal["max", "min"] = "max",
+        callbacks: list[Callback] | None = None,
+        default_root_dir: str | Path = ".",
+        gradient_clip_val: float | None = None,
+        accumulate_grad_batches: int = 1,
+        val_check_interval: int | float = 1.0,
+        enable_checkpointing: bool = True,
+        fast_dev_run: bool | int = False,
+        **trainer_kwargs: Any,
+    ) -> None:
+        for key in trainer_kwargs:
+            if key not in _TRAINER_ARGS:
+                matches = closest(key, _TRAINER_ARGS)
+                hint = f" Did you mean {matches[0]!r}?" if matches else ""
+                raise TypeError(f"AutoTrainer got an unknown argument {key!r}.{hint} It takes any pytorch_lightning.Trainer argument.")
+        check_choice("checkpoint_mode", checkpoint_mode, ("max", "min"))
+        if tuner_config is not None and not isinstance(tuner_config, TunerConfig):
+            raise TypeError(f"Expected `tuner_config` to be a TunerConfig or None, but got {tuner_config!r}.")
+        if checkpoint_monitor is not None and (not isinstance(checkpoint_monitor, str) or not checkpoint_monitor):
+            raise TypeError(f"Expected `checkpoint_monitor` to be a metric name such as 'val/loss', but got {checkpoint_monitor!r}.")
+        if checkpoint_monitor and not enable_checkpointing:
+            raise ValueError(f"`checkpoint_monitor={checkpoint_monitor!r}` needs `enable_checkpointing=True`.")
+        if isinstance(accumulate_grad_batches, bool) or not isinstance(accumulate_grad_batches, int) or accumulate_grad_batches < 1:
+            raise ValueError(f"Expected `accumulate_grad_batches` to be a positive integer, but got {accumulate_grad_batches!r}.")
+        if gradient_clip_val is not None and not gradient_clip_val > 0:
+            raise ValueError(f"Expected `gradient_clip_val` to be a positive number or None, but got {gradient_clip_val!r}.")
+        if callbacks is not None and not isinstance(callbacks, (list, tuple)):
+            callbacks = [callbacks]
+
+        callbacks = list(callbacks or [])
+        if checkpoint_monitor and enable_checkpointing and not fast_dev_run:
+            callbacks.append(_monitor_checkpoint(checkpoint_monitor, checkpoint_mode))
+
+        super().__init__(
+            max_epochs=max_epochs,
+            accelerator=accelerator,
+            devices=devices,
+            precision=precision,
+            logger=resolve_loggers(logger, default_root_dir),
+            callbacks=callbacks,
+            default_root_dir=default_root_dir,
+            gradient_clip_val=gradient_clip_val,
+            accumulate_grad_batches=accumulate_grad_batches,
+            val_check_interval=val_check_interval,
+            enable_checkpointing=enable_checkpointing,
+            fast_dev_run=fast_dev_run,
+            **trainer_kwargs,
+        )
+        if tuner_config is not None and tuner_config.enabled and self.world_size > 1:
+            raise ValueError(
+                f"Tuning (TunerConfig) cannot run with {self.world_size} processes (strategy "
+                f"{type(self.strategy).__name__}). Tune in a single-device run first and pass the found `lr` / "
+                "`batch_size` explicitly, or set `tuner_config=None`."
+            )
+        self.tuner_config = tuner_config
+        self.checkpoint_monitor = checkpoint_monitor
+        self.checkpoint_mode = checkpoint_mode
+        self.tuning_results: dict[str, Any] = {}
+
+    def fit(
+        self,
+        model: pl.LightningModule,
+        train_dataloaders: Any = None,
+        val_dataloaders: Any = None,
+        datamodule: pl.LightningDataModule | None = None,
+        ckpt_path: str | Path | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Tune (if configured), then train; `ckpt_path` resumes a run and skips tuning."""
+        if ckpt_path is not None and not (str(ckpt_path) in ("last", "best", "hpc", "registry") or Path(ckpt_path).is_file()):
+            raise FileNotFoundError(f"`ckpt_path` does not exist: {str(ckpt_path)!r}.")
+        tuning = self.tuner_config is not None and self.tuner_config.enabled
+        if tuning and self.fast_dev_run:
+            rank_zero_info("autotimm: tuning skipped under fast_dev_run.")
+        elif tuning and ckpt_path is not None:
+            rank_zero_info("autotimm: tuning skipped when resuming from a checkpoint.")
+        elif tuning:
+            self.tuning_results = run_tuning(self, self.tuner_config, model, datamodule, train_dataloaders, val_dataloaders)
+        super().fit(model, train_dataloaders, val_dataloaders, datamodule, ckpt_path, **kwargs)
+
+    def test(self, model: pl.LightningModule | None = None, dataloaders: Any = None, ckpt_path: Any = None, *args: Any, **kwargs: Any) -> Any:
+        """Test; after `fit`, the best checkpoint is evaluated unless `ckpt_path` says otherwise."""
+        callback = self.checkpoint_callback
+        if ckpt_path is None and callback is not None and callback.best_model_path and Path(callback.best_model_path).is_file():
+            ckpt_path = "best"
+        return super().test(model, dataloaders, ckpt_path, *args, **kwargs)
+
+
+def _monitor_checkpoint(monitor: str, mode: str) -> ModelCheckpoint:
+    """Keep the best checkpoint by `monitor`, plus `last.ckpt`; no sub-folders from a `/` in the name."""
+    safe = monitor.replace("/", "_").replace("\\", "_")
+    return ModelCheckpoint(
+        monitor=monitor,
+        mode=mode,
+        save_top_k=1,
+        save_last=True,
+        filename=f"epoch={{epoch:02d}}-step={{step}}-{safe}={{{monitor}:.4f}}",
+        auto_insert_metric_name=False,
+    )
+

@@ -1,0 +1,472 @@
+"""Tests of `autotimm.data`: image folders, built-ins, transforms and the digits demo (real files, no mocks)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import re
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+import timm
+import torch
+from PIL import Image
+from timm.data import resolve_model_data_config
+
+from autotimm.data import (
+    CorruptImageError,
+    ImageDataModule,
+    build_eval_transform,
+    build_train_transform,
+    list_augmentations,
+    make_digits_folder,
+)
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _module(root: Path, **kwargs) -> ImageDataModule:
+    kwargs.setdefault("num_workers", 0)
+    kwargs.setdefault("image_size", 32)
+    return ImageDataModule(root, **kwargs)
+
+
+def _first_batch(loader) -> tuple[torch.Tensor, torch.Tensor]:
+    return next(iter(loader))
+
+
+def _sample_paths(dataset) -> list[str]:
+    return [dataset.dataset.samples[i][0] for i in dataset.indices]
+
+
+def _write_mnist(root: Path, n_train: int = 40, n_test: int = 10) -> Path:
+    """Write a tiny MNIST in torchvision's raw IDX layout, so the built-in path runs offline."""
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+        labels = (np.arange(n) % 10).astype(np.uint8)
+        (raw / f"{prefix}-images-idx3-ubyte").write_bytes(struct.pack(">IIII", 0x0803, n, 28, 28) + images.tobytes())
+        (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(struct.pack(">II", 0x0801, n) + labels.tobytes())
+    return root
+
+
+# --------------------------------------------------------------------------- layout
+
+
+def test_layout_and_class_names(digits_root: Path) -> None:
+    data = _module(digits_root)
+    assert data.num_classes == 10
+    assert data.class_names == [str(d) for d in range(10)]
+    assert data.train_dataset is None  # nothing read before setup
+
+    data.setup()
+    for split, dataset in (("train", data.train_dataset), ("val", data.val_dataset), ("test", data.test_dataset)):
+        n_files = len(list((digits_root / split).glob("*/*.png")))
+        assert len(dataset) == n_files > 0
+        assert dataset.dataset.classes == data.class_names
+
+
+def test_num_classes_before_setup(make_image_folder) -> None:
+    root = make_image_folder(classes=["zebra", "ant", "mole"])
+    (root / "train" / ".ipynb_checkpoints").mkdir()  # hidden folders are not classes
+    data = _module(root)
+    assert data.num_classes == 3
+    assert data.class_names == ["ant", "mole", "zebra"]
+
+
+def test_batches_have_shape_and_labels_in_range(digits_root: Path) -> None:
+    data = _module(digits_root, batch_size=16)
+    data.setup("fit")
+    for loader in (data.train_dataloader(), data.val_dataloader()):
+        images, labels = _first_batch(loader)
+        assert images.shape == (16, 3, 32, 32) and images.dtype == torch.float32
+        assert labels.dtype == torch.int64 and 0 <= labels.min() and labels.max() < data.num_classes
+
+
+def test_batch_size_attribute_takes_effect(digits_root: Path) -> None:
+    data = _module(digits_root, batch_size=8)
+    data.setup("fit")
+    assert _first_batch(data.train_dataloader())[0].shape[0] == 8
+    data.batch_size = 5  # what Lightning's batch-size finder does
+    assert _first_batch(data.train_dataloader())[0].shape[0] == 5
+    assert _first_batch(data.val_dataloader())[0].shape[0] == 5
+
+
+def test_test_and_predict_loaders(digits_root: Path, make_image_folder) -> None:
+    data = _module(digits_root)
+    data.setup("predict")
+    assert data.predict_dataloader().dataset is data.test_dataset
+
+    no_test = _module(make_image_folder(splits=("train", "val")))
+    no_test.setup()
+    assert no_test.predict_dataloader().dataset is no_test.val_dataset
+    with pytest.raises(RuntimeError, match="no 'test' folder"):
+        no_test.test_dataloader()
+
+
+def test_loader_defaults(make_image_folder) -> None:
+    data = ImageDataModule(make_image_folder(classes={"a": 5, "b": 4}), image_size=32, val_split=0, batch_size=4)
+    assert 1 <= data.num_workers <= min(8, os.cpu_count() or 1)
+    data.setup("fit")
+    loader = data.train_dataloader()  # not iterated: no worker starts
+    assert loader.num_workers == data.num_workers and loader.persistent_workers
+    assert loader.pin_memory is False  # no trainer on CUDA
+    assert loader.drop_last  # 9 images in batches of 4 would end with a batch of 1
+    data.batch_size = 3
+    assert not data.train_dataloader().drop_last
+
+
+def test_dataloader_before_setup_says_call_setup(digits_root: Path) -> None:
+    with pytest.raises(RuntimeError, match=re.escape("setup('fit')")):
+        _module(digits_root).train_dataloader()
+
+
+# --------------------------------------------------------------------------- split
+
+
+def test_stratified_seeded_split(make_image_folder) -> None:
+    root = make_image_folder(classes={"a": 20, "b": 10, "c": 3, "single": 1})
+
+    def split(seed: int) -> tuple[list[str], list[str]]:
+        data = _module(root, val_split=0.2, seed=seed)
+        data.setup("fit")
+        return _sample_paths(data.train_dataset), _sample_paths(data.val_dataset)
+
+    train, val = split(seed=1)
+    assert split(seed=1) == (train, val)  # same seed, same split
+    assert split(seed=2) != (train, val)
+    assert not set(train) & set(val)
+    assert len(train) + len(val) == 34
+
+    def per_class(paths: list[str]) -> dict[str, int]:
+        return {c: sum(Path(p).parent.name == c for p in paths) for c in ("a", "b", "c", "single")}
+
+    assert per_class(val) == {"a": 4, "b": 2, "c": 1, "single": 0}  # >= 1 per class with >= 2 images
+    assert per_class(train)["single"] == 1
+
+
+def test_no_val_split_gives_empty_val_loader(make_image_folder) -> None:
+    data = _module(make_image_folder(), val_split=0)
+    data.setup("fit")
+    assert data.val_dataset is None
+    assert data.val_dataloader() == []  # Lightning skips validation
+    assert len(data.train_dataset) == 8
+
+
+# --------------------------------------------------------------------------- transforms
+
+
+def test_eval_transforms_deterministic_train_random(digits_root: Path) -> None:
+    data = _module(digits_root)
+    data.setup()
+    for dataset in (data.val_dataset, data.test_dataset):
+        assert torch.equal(dataset[0][0], dataset[0][0])
+    draws = [data.train_dataset[0][0] for _ in range(5)]
+    assert any(not torch.equal(draws[0], d) for d in draws[1:])
+
+
+def test_split_val_subset_uses_eval_transform(make_image_folder) -> None:
+    data = _module(make_image_folder(classes={"a": 10, "b": 10}), val_split=0.3)
+    data.setup("fit")
+    assert data.val_dataset.dataset is data.train_dataset.dataset  # same folder, different transforms
+    assert torch.equal(data.val_dataset[0][0], data.val_dataset[0][0])
+    draws = [data.train_dataset[0][0] for _ in range(5)]
+    assert any(not torch.equal(draws[0], d) for d in draws[1:])
+
+
+@pytest.mark.parametrize("augmentation", list_augmentations())
+def test_augmentation_presets_build(augmentation: str) -> None:
+    image = Image.new("RGB", (40, 30), (200, 10, 50))
+    out = build_train_transform({"input_size": (3, 24, 24)}, augmentation)(image)
+    assert out.shape == (3, 24, 24)
+    if augmentation == "none":
+        assert torch.equal(out, build_eval_transform({"input_size": (3, 24, 24)})(image))
+
+
+@pytest.fixture(scope="module")
+def backbone_data_configs() -> dict[str, dict]:
+    """`resolve_model_data_config` of two backbones with different normalisation (built once)."""
+    names = ("resnet18", "vit_tiny_patch16_224")
+    return {name: resolve_model_data_config(timm.create_model(name, pretrained=False)) for name in names}
+
+
+def test_vit_and_resnet_configs_differ(backbone_data_configs: dict[str, dict]) -> None:
+    resnet, vit = backbone_data_configs["resnet18"], backbone_data_configs["vit_tiny_patch16_224"]
+    assert resnet["mean"] != vit["mean"] and resnet["std"] != vit["std"]
+
+
+@pytest.mark.parametrize("backbone", ["resnet18", "vit_tiny_patch16_224"])
+def test_normalisation_follows_data_config(make_image_folder, backbone_data_configs, backbone: str) -> None:
+    color = (200, 100, 30)  # a solid colour survives any resize and crop unchanged
+    root = make_image_folder(color=color, splits=("train", "val"))
+    config = backbone_data_configs[backbone]
+    data = _module(root, image_size=24, batch_size=4)
+    data.set_data_config(config)
+    data.setup("fit")
+    images, _ = _first_batch(data.val_dataloader())
+    assert images.shape == (4, 3, 24, 24)
+    expected = (torch.tensor(color) / 255 - torch.tensor(config["mean"])) / torch.tensor(config["std"])
+    torch.testing.assert_close(images.mean(dim=(0, 2, 3)), expected, atol=1e-4, rtol=0)
+    torch.testing.assert_close(images.std(dim=(0, 2, 3)), torch.zeros(3), atol=1e-4, rtol=0)
+    assert data.data_config["mean"] == tuple(config["mean"])
+
+
+def test_defaults_and_image_size_override(make_image_folder) -> None:
+    root = make_image_folder(splits=("train", "val"))
+    data = ImageDataModule(root, num_workers=0, batch_size=2)
+    data.setup("fit")
+    assert data.data_config["input_size"] == (3, 224, 224)
+    assert data.data_config["mean"] == pytest.approx((0.485, 0.456, 0.406))
+    assert _first_batch(data.val_dataloader())[0].shape == (2, 3, 224, 224)
+
+    data = ImageDataModule(root, num_workers=0, batch_size=2, image_size=(20, 28))
+    data.set_data_config({"input_size": (3, 64, 64), "mean": (0.5,) * 3, "std": (0.5,) * 3})
+    data.setup("fit")
+    assert data.data_config["input_size"] == (3, 20, 28)
+    assert _first_batch(data.train_dataloader())[0].shape == (2, 3, 20, 28)
+
+
+def test_custom_transforms_override_presets(make_image_folder) -> None:
+    def constant(image: Image.Image) -> torch.Tensor:
+        return torch.zeros(3, 8, 8)
+
+    data = _module(make_image_folder(splits=("train", "val")), train_transforms=constant, batch_size=2)
+    data.setup("fit")
+    assert _first_batch(data.train_dataloader())[0].shape == (2, 3, 8, 8)
+    assert _first_batch(data.val_dataloader())[0].shape == (2, 3, 32, 32)
+
+
+class _ConfigModel(pl.LightningModule):
+    """A tiny model exposing `data_config` the way autotimm tasks do; records the batch shapes it sees."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = torch.nn.Linear(3, 2)
+        self.data_config = {"input_size": (3, 40, 40), "mean": (0.5,) * 3, "std": (0.25,) * 3}
+        self.shapes: list[tuple[int, ...]] = []
+
+    def training_step(self, batch, batch_idx):
+        images, labels = batch
+        self.shapes.append(tuple(images.shape))
+        return torch.nn.functional.cross_entropy(self.head(images.mean(dim=(2, 3))), labels)
+
+    def validation_step(self, batch, batch_idx) -> None:
+        self.shapes.append(tuple(batch[0].shape))
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+@pytest.mark.parametrize("image_size", [None, 24])
+def test_trainer_model_data_config_is_used(make_image_folder, tmp_path: Path, image_size: int | None) -> None:
+    root = make_image_folder(splits=("train", "val"))
+    data = ImageDataModule(root, image_size=image_size, num_workers=0, batch_size=4)
+    model = _ConfigModel()
+    trainer = pl.Trainer(
+        accelerator="cpu", fast_dev_run=1, logger=False, enable_progress_bar=False, enable_model_summary=False
+    )
+    trainer.fit(model, datamodule=data)
+    side = image_size or 40
+    assert model.shapes == [(4, 3, side, side)] * 2
+    assert data.data_config["std"] == (0.25,) * 3
+
+    path = tmp_path / "model.ckpt"
+    trainer.save_checkpoint(path)
+    checkpoint = torch.load(path, weights_only=True)  # datamodule hyper-parameters are primitives
+    assert checkpoint["datamodule_hyper_parameters"]["image_size"] == image_size
+
+
+def test_datasets_pickle_for_spawned_workers(make_image_folder) -> None:
+    data = _module(make_image_folder(splits=("train", "val")))
+    data.setup("fit")
+    clone = pickle.loads(pickle.dumps(data.val_dataset))
+    assert torch.equal(clone[0][0], data.val_dataset[0][0])
+
+
+# --------------------------------------------------------------------------- bad files
+
+
+def test_non_image_file_warning_names_file(make_image_folder) -> None:
+    root = make_image_folder()
+    (root / "train" / "cat" / "notes.txt").write_text("not an image")
+    (root / "train" / "dog" / ".DS_Store").write_bytes(b"\0")  # system files are ignored silently
+    data = _module(root)
+    with pytest.warns(UserWarning, match=r"1 file\(s\) without an image extension.*notes\.txt") as record:
+        data.setup("fit")
+    assert not any("DS_Store" in str(w.message) for w in record)
+    assert len(data.train_dataset) + len(data.val_dataset) == 8
+
+
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_corrupt_image_error_names_file(make_image_folder, num_workers: int) -> None:
+    root = make_image_folder(splits=("train", "val"))
+    (root / "val" / "dog" / "broken.png").write_bytes(b"this is not a png")
+    data = _module(root, num_workers=num_workers, batch_size=16)
+    data.setup("fit")
+    with pytest.raises(CorruptImageError, match=re.escape(str(root / "val" / "dog" / "broken.png"))):
+        _first_batch(data.val_dataloader())
+
+
+def test_missing_data_dir(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere"
+    with pytest.raises(FileNotFoundError, match=re.escape(str(missing)) + ".*Expected layout"):
+        ImageDataModule(missing)
+
+
+def test_missing_train_folder(tmp_path: Path) -> None:
+    (tmp_path / "validation").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"No 'train' folder.*validation.*Expected layout"):
+        ImageDataModule(tmp_path)
+
+
+def test_images_without_class_folders(tmp_path: Path) -> None:
+    (tmp_path / "train").mkdir()
+    Image.new("RGB", (4, 4)).save(tmp_path / "train" / "a.png")
+    with pytest.raises(FileNotFoundError, match=r"No class folders.*1 files"):
+        ImageDataModule(tmp_path)
+
+
+def test_mismatched_class_folders(make_image_folder) -> None:
+    root = make_image_folder(splits=("train", "val"))
+    (root / "val" / "dog").rename(root / "val" / "bird")
+    with pytest.raises(ValueError, match=r"missing in val/: \['dog'\]; extra in val/: \['bird'\]"):
+        ImageDataModule(root)
+
+
+def test_empty_class_folder(make_image_folder) -> None:
+    root = make_image_folder()
+    (root / "train" / "empty").mkdir()
+    (root / "train" / "empty" / "readme.md").write_text("")
+    data = _module(root)
+    with pytest.warns(UserWarning, match="readme.md"), pytest.raises(FileNotFoundError, match=r"\['empty'\]"):
+        data.setup("fit")
+
+
+# --------------------------------------------------------------------------- built-in data sets
+
+
+def test_builtin_class_names_without_download(tmp_path: Path) -> None:
+    assert ImageDataModule(tmp_path / "x", dataset_name="cifar10").class_names[:2] == ["airplane", "automobile"]
+    assert ImageDataModule(tmp_path / "x", dataset_name="CIFAR100").num_classes == 100
+    assert ImageDataModule(tmp_path / "x", dataset_name="FashionMNIST").num_classes == 10
+    assert not (tmp_path / "x").exists()  # nothing downloaded at construction
+
+
+def test_unknown_dataset_name_suggests_closest(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"(?i)'cifar11'.*did you mean 'cifar10'"):
+        ImageDataModule(tmp_path, dataset_name="cifar11")
+
+
+def test_builtin_mnist_from_local_files_is_rgb_and_split(tmp_path: Path) -> None:
+    root = _write_mnist(tmp_path / "mnist")
+    data = ImageDataModule(root, dataset_name="mnist", image_size=32, batch_size=4, num_workers=0, val_split=0.25)
+    data.prepare_data()  # files present: no download
+    data.setup()
+    assert (len(data.train_dataset), len(data.val_dataset), len(data.test_dataset)) == (30, 10, 10)
+    assert sorted(data.val_dataset.targets) == list(range(10))  # stratified: one per digit
+    images, labels = _first_batch(data.val_dataloader())
+    assert images.shape == (4, 3, 32, 32) and labels.max() < 10
+
+
+def test_builtin_missing_files_error(tmp_path: Path) -> None:
+    data = ImageDataModule(tmp_path, dataset_name="MNIST", num_workers=0)
+    with pytest.raises(FileNotFoundError, match=r"MNIST was not found .*prepare_data"):
+        data.setup("fit")
+
+
+def test_builtin_download_failure_is_explained(tmp_path: Path) -> None:
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    data = ImageDataModule(blocker / "data", dataset_name="CIFAR10", num_workers=0)
+    with pytest.raises(RuntimeError, match=r"Could not download CIFAR10.*place the files in .*image folder"):
+        data.prepare_data()  # fails creating the folder, before any network access
+
+
+# --------------------------------------------------------------------------- argument checks
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"batch_size": 0}, ValueError),
+        ({"batch_size": 2.5}, TypeError),
+        ({"batch_size": True}, TypeError),
+        ({"val_split": 1.0}, ValueError),
+        ({"val_split": -0.1}, ValueError),
+        ({"num_workers": -1}, ValueError),
+        ({"image_size": 0}, ValueError),
+        ({"image_size": "big"}, TypeError),
+        ({"augmentation": "heavy"}, ValueError),
+        ({"train_transforms": "flip"}, TypeError),
+        ({"pin_memory": "yes"}, TypeError),
+        ({"num_workers": 0, "persistent_workers": True}, ValueError),
+    ],
+)
+def test_bad_arguments_name_the_value(make_image_folder, kwargs: dict, error: type) -> None:
+    root = make_image_folder()
+    name, value = list(kwargs.items())[-1]
+    with pytest.raises(error, match=re.escape(name)) as info:
+        ImageDataModule(root, **kwargs)
+    assert repr(value) in str(info.value) or str(value) in str(info.value)
+
+
+def test_bad_augmentation_lists_presets(make_image_folder) -> None:
+    with pytest.raises(ValueError, match=r"'heavy'.*\['default', 'light', 'none', 'strong'\]"):
+        ImageDataModule(make_image_folder(), augmentation="heavy")
+
+
+# --------------------------------------------------------------------------- digits demo
+
+
+def _tree_digest(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha1(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*.png"))}
+
+
+def test_digits_folder_layout(digits_root: Path) -> None:
+    for split in ("train", "val", "test"):
+        assert sorted(p.name for p in (digits_root / split).iterdir()) == [str(d) for d in range(10)]
+    assert len(list(digits_root.rglob("*.png"))) == 1797
+    with Image.open(next((digits_root / "train" / "3").iterdir())) as image:
+        assert image.mode == "RGB" and image.size == (32, 32)
+
+
+def test_digits_folder_deterministic(tmp_path: Path) -> None:
+    first = make_digits_folder(tmp_path / "a", image_size=16, max_per_class=6)
+    second = make_digits_folder(tmp_path / "b", image_size=16, max_per_class=6)
+    other = make_digits_folder(tmp_path / "c", image_size=16, max_per_class=6, seed=1)
+    assert _tree_digest(first) == _tree_digest(second)
+    assert len(_tree_digest(first)) == 60
+    assert _tree_digest(first) != _tree_digest(other)
+
+
+def test_digits_folder_idempotent(tmp_path: Path) -> None:
+    root = make_digits_folder(tmp_path / "d", image_size=16, max_per_class=4)
+    stamps = {p: p.stat().st_mtime_ns for p in root.rglob("*")}
+    assert make_digits_folder(tmp_path / "d", image_size=16, max_per_class=4) == root
+    assert {p: p.stat().st_mtime_ns for p in root.rglob("*")} == stamps
+    with pytest.raises(ValueError, match="made with"):
+        make_digits_folder(root, image_size=24, max_per_class=4)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]  # no staging folder left behind
+
+
+def test_digits_folder_refuses_user_folder(tmp_path: Path) -> None:
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "holiday.jpg").write_bytes(b"precious")
+    with pytest.raises(FileExistsError, match="not an autotimm digits demo folder"):
+        make_digits_folder(tmp_path / "mine")
+    assert (tmp_path / "mine" / "holiday.jpg").read_bytes() == b"precious"
+    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["holiday.jpg"]
+
+
+def test_digits_folder_without_val_works_with_split(tmp_path: Path) -> None:
+    root = make_digits_folder(tmp_path / "e", image_size=16, val_fraction=0, test_fraction=0, max_per_class=10)
+    assert sorted(p.name for p in root.iterdir()) == ["autotimm_demo.json", "train"]
+    data = ImageDataModule(root, image_size=16, num_workers=0, val_split=0.2)
+    data.setup("fit")
+    assert (len(data.train_dataset), len(data.val_dataset)) == (80, 20)

@@ -1,0 +1,75 @@
+"""MetricConfig: building torchmetrics objects with the model's number of classes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torchmetrics
+
+from autotimm import MetricConfig
+from autotimm.metrics import build_metrics
+
+
+def test_num_classes_is_filled_in_and_metric_computes():
+    metric = MetricConfig("accuracy", metric_class="Accuracy", params={"task": "multiclass"}).create(num_classes=4)
+    metric.update(torch.eye(4), torch.arange(4))
+    assert metric.compute().item() == pytest.approx(1.0)
+
+
+def test_task_comes_from_the_model_when_not_given():
+    auroc = MetricConfig("auroc", metric_class="AUROC").create(num_classes=1, task="binary")
+    auroc.update(torch.tensor([0.1, 0.9, 0.8, 0.2]), torch.tensor([0, 1, 1, 0]))
+    assert auroc.compute().item() == pytest.approx(1.0)
+    multilabel = MetricConfig("f1", metric_class="F1Score").create(num_classes=3, task="multilabel")
+    assert multilabel.num_labels == 3
+
+
+def test_explicit_params_win():
+    metric = MetricConfig("top2", metric_class="Accuracy", params={"task": "multiclass", "num_classes": 7, "top_k": 2}).create(
+        num_classes=4
+    )
+    assert metric.num_classes == 7 and metric.top_k == 2
+
+
+def test_unknown_metric_class_suggests_closest():
+    with pytest.raises(ValueError, match="'Accuracy'"):
+        MetricConfig("acc", metric_class="Acuracy")
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"stages": ["training"]}, "training"),
+        ({"backend": "sklearn"}, "sklearn"),
+        ({"name": "val/acc"}, "val/acc"),
+    ],
+)
+def test_bad_config_is_named(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        MetricConfig(**{"name": "acc", "metric_class": "Accuracy", **kwargs})
+
+
+def test_bad_params_fail_when_built_with_the_metric_named():
+    cfg = MetricConfig("acc", metric_class="Accuracy", params={"task": "multiclass", "averag": "macro"})
+    with pytest.raises(ValueError, match="acc"):
+        cfg.create(num_classes=3)
+
+
+def test_custom_backend_accepts_a_metric_class():
+    cfg = MetricConfig("mean_pred", backend="custom", metric_class=torchmetrics.MeanMetric, stages=["val"])
+    metric = cfg.create()
+    metric.update(torch.tensor([1.0, 3.0]))
+    assert metric.compute().item() == 2.0
+    assert cfg.to_dict()["metric_class"] == "torchmetrics.aggregation.MeanMetric"
+    assert MetricConfig.coerce(cfg.to_dict()).metric_cls is torchmetrics.MeanMetric
+
+
+def test_build_metrics_per_stage_and_unique_names():
+    configs = [
+        MetricConfig("accuracy", metric_class="Accuracy", stages=["train", "val"]),
+        MetricConfig("f1", metric_class="F1Score", stages=["val"]),
+    ]
+    assert list(build_metrics(configs, "train", 3, "multiclass")) == ["accuracy"]
+    assert list(build_metrics(configs, "val", 3, "multiclass")) == ["accuracy", "f1"]
+    with pytest.raises(ValueError, match="accuracy"):
+        build_metrics(configs + configs[:1], "val", 3, "multiclass")

@@ -1,0 +1,153 @@
+"""AutoTrainer: checkpoints, resume, accumulation, loggers, test-after-fit."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from pytorch_lightning.callbacks import EarlyStopping
+
+from autotimm import AutoTrainer, ImageClassifier, LoggerConfig, TunerConfig
+
+
+def _trainer(tmp_path, **kwargs):
+    defaults = {"accelerator": "cpu", "default_root_dir": tmp_path, "enable_progress_bar": False, "enable_model_summary": False}
+    return AutoTrainer(**{**defaults, **kwargs})
+
+
+def test_checkpoint_name_shows_the_real_metric_value(digits_data, backbone, tmp_path):
+    model = ImageClassifier(backbone, num_classes=10)
+    trainer = _trainer(tmp_path, max_epochs=2, checkpoint_monitor="val/loss", checkpoint_mode="min", limit_train_batches=4, limit_val_batches=2)
+    trainer.fit(model, datamodule=digits_data)
+    callback = trainer.checkpoint_callback
+    best = Path(callback.best_model_path)
+    assert best.is_file() and best.parent.name == "checkpoints"  # no sub-folder from the '/' in 'val/loss'
+    value = float(re.search(r"val_loss=([0-9.]+)\.ckpt$", best.name).group(1))
+    assert value == pytest.approx(callback.best_model_score.item(), abs=1e-4) and value > 0
+    assert (best.parent / "last.ckpt").is_file()
+
+
+def test_resume_continues_from_the_saved_step(digits_data, backbone, tmp_path):
+    limit = 3
+    first = _trainer(tmp_path, max_epochs=1, limit_train_batches=limit, limit_val_batches=1)
+    model = ImageClassifier(backbone, num_classes=10)
+    first.fit(model, datamodule=digits_data)
+    checkpoint = first.checkpoint_callback.best_model_path
+    assert first.global_step == limit
+
+    resumed = _trainer(tmp_path, max_epochs=2, limit_train_batches=limit, limit_val_batches=1)
+    resumed.fit(ImageClassifier(backbone, num_classes=10), datamodule=digits_data, ckpt_path=checkpoint)
+    assert resumed.current_epoch == 2 and resumed.global_step == 2 * limit
+
+
+def test_accumulation_takes_fewer_optimizer_steps(digits_data, backbone, tmp_path):
+    steps = {}
+    for accumulate in (1, 4):
+        trainer = _trainer(tmp_path, max_epochs=1, accumulate_grad_batches=accumulate, limit_train_batches=8, limit_val_batches=0, enable_checkpointing=False)
+        trainer.fit(ImageClassifier(backbone, num_classes=10), datamodule=digits_data)
+        steps[accumulate] = trainer.global_step
+    assert steps == {1: 8, 4: 2}
+
+
+def test_test_after_fit_uses_the_best_checkpoint(digits_data, backbone, tmp_path):
+    model = ImageClassifier(backbone, num_classes=10, lr=3e-3)
+    # Keep the epoch with the *highest* validation loss, so "best" is not the final weights.
+    trainer = _trainer(tmp_path, max_epochs=2, checkpoint_monitor="val/loss", checkpoint_mode="max", limit_train_batches=10, limit_val_batches=3)
+    trainer.fit(model, datamodule=digits_data)
+    best = trainer.checkpoint_callback.best_model_path
+    (result,) = trainer.test(model, datamodule=digits_data, verbose=False)
+    assert trainer.ckpt_path == best
+    (explicit,) = _trainer(tmp_path).test(ImageClassifier(backbone, num_classes=10), datamodule=digits_data, ckpt_path=best, verbose=False)
+    assert result["test/loss"] == pytest.approx(explicit["test/loss"], rel=1e-5)
+
+
+def test_tensorboard_events_contain_the_metrics(digits_data, backbone, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    model = ImageClassifier(backbone, num_classes=10)
+    trainer = _trainer(
+        tmp_path, max_epochs=2, logger=[LoggerConfig("tensorboard", {"save_dir": str(tmp_path / "logs")})],
+        limit_train_batches=4, limit_val_batches=2, log_every_n_steps=1,
+    )
+    trainer.fit(model, datamodule=digits_data)
+    events = EventAccumulator(trainer.logger.log_dir)
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"train/loss", "train/lr", "val/loss", "val/accuracy"} <= tags
+    assert len(events.Scalars("val/accuracy")) == 2
+    assert all(math.isfinite(e.value) for e in events.Scalars("train/loss"))
+
+
+def test_wandb_logger_runs_offline(digits_data, backbone, tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    trainer = _trainer(tmp_path, max_epochs=1, limit_train_batches=2, limit_val_batches=1, logger=[LoggerConfig("wandb", {"save_dir": str(tmp_path), "project": "autotimm-test"})])
+    trainer.fit(ImageClassifier(backbone, num_classes=10), datamodule=digits_data)
+    import wandb
+
+    wandb.finish()
+    assert list((tmp_path / "wandb").glob("offline-run-*"))
+
+
+def test_user_callbacks_work(digits_data, backbone, tmp_path):
+    stopper = EarlyStopping(monitor="val/loss", patience=0, mode="min", min_delta=10.0)  # stops after one epoch
+    trainer = _trainer(tmp_path, max_epochs=5, callbacks=[stopper], limit_train_batches=2, limit_val_batches=1)
+    trainer.fit(ImageClassifier(backbone, num_classes=10), datamodule=digits_data)
+    assert trainer.current_epoch < 5 and stopper.stopped_epoch > 0
+
+
+def test_fast_dev_run_skips_tuning(digits_data, backbone, tmp_path):
+    trainer = _trainer(tmp_path, fast_dev_run=True, tuner_config=TunerConfig(auto_lr=True, auto_batch_size=True))
+    model = ImageClassifier(backbone, num_classes=10, lr=1e-3)
+    trainer.fit(model, datamodule=digits_data)
+    assert trainer.tuning_results == {} and model._lr == 1e-3 and trainer.global_step == 1
+
+
+def test_second_run_keeps_the_first_runs_files(digits_data, backbone, tmp_path):
+    for _ in range(2):
+        trainer = _trainer(tmp_path, max_epochs=1, checkpoint_monitor="val/accuracy", limit_train_batches=2, limit_val_batches=1)
+        trainer.fit(ImageClassifier(backbone, num_classes=10), datamodule=digits_data)
+    files = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert len([f for f in files if f.startswith("last")]) == 2 and len(files) == 4
+
+
+def test_missing_resume_checkpoint_is_named(digits_data, backbone, tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothing.ckpt"):
+        _trainer(tmp_path).fit(ImageClassifier(backbone, num_classes=10), datamodule=digits_data, ckpt_path=tmp_path / "nothing.ckpt")
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"max_epoch": 3}, TypeError, "max_epochs"),
+        ({"checkpoint_mode": "maximum"}, ValueError, "maximum"),
+        ({"accumulate_grad_batches": 0}, ValueError, "accumulate_grad_batches"),
+        ({"gradient_clip_val": -1.0}, ValueError, "-1.0"),
+        ({"tuner_config": {"auto_lr": True}}, TypeError, "TunerConfig"),
+        ({"checkpoint_monitor": "val/loss", "enable_checkpointing": False}, ValueError, "enable_checkpointing"),
+        ({"logger": "tensorboard"}, TypeError, "logger"),
+    ],
+)
+def test_bad_trainer_arguments_are_named(kwargs, error, match, tmp_path):
+    with pytest.raises(error, match=match):
+        _trainer(tmp_path, **kwargs)
+
+
+def test_gradient_clipping_is_applied(digits_data, backbone, tmp_path):
+    model = ImageClassifier(backbone, num_classes=10, lr=1e-3)
+    norms = []
+
+    from pytorch_lightning import Callback
+
+    class ClipCheck(Callback):
+        def on_before_zero_grad(self, trainer, pl_module, optimizer):
+            grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
+            norms.append(torch.nn.utils.get_total_norm(grads).item())
+
+    trainer = _trainer(tmp_path, max_epochs=1, gradient_clip_val=0.01, callbacks=[ClipCheck()], limit_train_batches=3, limit_val_batches=0, enable_checkpointing=False)
+    trainer.fit(model, datamodule=digits_data)
+    assert norms and max(norms) <= 0.01 + 1e-6
