@@ -151,3 +151,25 @@ def test_gradient_clipping_is_applied(digits_data, backbone, tmp_path):
     trainer = _trainer(tmp_path, max_epochs=1, gradient_clip_val=0.01, callbacks=[ClipCheck()], limit_train_batches=3, limit_val_batches=0, enable_checkpointing=False)
     trainer.fit(model, datamodule=digits_data)
     assert norms and max(norms) <= 0.01 + 1e-6
+
+
+def test_last_checkpoint_follows_every_epoch(digits_data, backbone, tmp_path):
+    # A frozen backbone (BatchNorm statistics too) and a negligible learning rate: val/accuracy
+    # never improves after the first epoch, so only the first epoch is "best".
+    model = ImageClassifier(backbone, num_classes=10, lr=1e-12, freeze_backbone=True)
+    trainer = _trainer(tmp_path, max_epochs=3, checkpoint_monitor="val/accuracy", limit_train_batches=2, limit_val_batches=2)
+    trainer.fit(model, datamodule=digits_data)
+    assert "epoch=00" in Path(trainer.checkpoint_callback.best_model_path).name
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["epoch"] == 2 and last["global_step"] == 6
+
+
+def test_default_run_saves_last_checkpoint(digits_data, backbone, tmp_path):
+    trainer = _trainer(tmp_path, max_epochs=2, limit_train_batches=2, limit_val_batches=1)
+    trainer.fit(ImageClassifier(backbone, num_classes=10), datamodule=digits_data)
+    assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 4
+
+
+def test_loss_monitored_for_its_maximum_warns(tmp_path):
+    with pytest.warns(UserWarning, match="checkpoint_mode='min'"):
+        _trainer(tmp_path, checkpoint_monitor="val/loss")

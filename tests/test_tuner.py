@@ -6,6 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
 
 from autotimm import AutoTrainer, ImageClassifier, ImageDataModule, TunerConfig, TuningError
 
@@ -18,14 +22,16 @@ def _trainer(tmp_path, **kwargs):
 def test_lr_finder_sets_a_sane_lr_and_saves_its_curve(digits_data, backbone, tmp_path):
     model = ImageClassifier(backbone, num_classes=10, lr=0.5)
     config = TunerConfig(auto_lr=True, auto_batch_size=False, lr_find_kwargs={"min_lr": 1e-6, "max_lr": 1.0, "num_training": 1000})
-    trainer = _trainer(tmp_path, max_epochs=1, max_steps=3, tuner_config=config, limit_val_batches=1)
+    trainer = _trainer(tmp_path, max_epochs=2, max_steps=3, tuner_config=config, limit_val_batches=1)
     trainer.fit(model, datamodule=digits_data)
     lr = trainer.tuning_results["lr"]
     assert model._lr == lr != 0.5 and 1e-6 <= lr < 1.0
     assert model.hparams["lr"] == lr
     curve = json.loads(Path(trainer.tuning_results["lr_find_curve"]).read_text())
-    # at most one point per batch of one epoch, not 1000 (fewer if the loss diverged early)
-    assert 8 <= len(curve["lr"]) <= len(digits_data.train_dataloader()) and curve["suggestion"] == lr
+    # Capped to the batches of max_epochs=2 epochs, not 1000, so the sweep reaches the high
+    # learning rates instead of stopping at the low end (it may stop sooner on divergence).
+    assert 8 <= len(curve["lr"]) <= 2 * len(digits_data.train_dataloader()) and curve["suggestion"] == lr
+    assert curve["lr"][-1] > 1e-2
     assert trainer.global_step == 3  # the real run happened after tuning
 
 
@@ -77,3 +83,81 @@ def test_resume_does_not_retune(digits_data, backbone, tmp_path):
 def test_tuning_refuses_distributed_runs_up_front(tmp_path):
     with pytest.raises(ValueError, match="single-device"):
         _trainer(tmp_path, devices=2, strategy="ddp", tuner_config=TunerConfig(auto_batch_size=True))
+
+
+class _PlainModule(pl.LightningModule):
+    """Any LightningModule, not an autotimm task."""
+
+    def __init__(self, lr: float | None = 0.5) -> None:
+        super().__init__()
+        if lr is not None:
+            self.lr = lr
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10))
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return F.cross_entropy(self.net(x), y)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=getattr(self, "lr", 0.1))
+
+
+def test_tuned_lr_reaches_any_lightning_module(digits_data, tmp_path):
+    model = _PlainModule(lr=0.5)
+    trainer = _trainer(tmp_path, max_epochs=2, max_steps=2, tuner_config=TunerConfig(auto_lr=True), limit_val_batches=0)
+    trainer.fit(model, datamodule=digits_data)
+    assert model.lr == trainer.tuning_results["lr"] != 0.5
+    assert trainer.optimizers[0].param_groups[0]["lr"] == model.lr
+
+
+def test_module_without_lr_attribute_is_refused_before_tuning(digits_data, tmp_path):
+    trainer = _trainer(tmp_path, max_epochs=1, tuner_config=TunerConfig(auto_lr=True))
+    with pytest.raises(TuningError, match="learning_rate"):
+        trainer.fit(_PlainModule(lr=None), datamodule=digits_data)
+    assert trainer.global_step == 0
+
+
+def test_both_steps_leave_the_lr_finder_enough_steps(make_image_folder, backbone, tmp_path):
+    root = make_image_folder(classes={"a": 40, "b": 40}, splits=("train", "val"), size=32)
+    data = ImageDataModule(root, image_size=32, batch_size=2, num_workers=0)
+    config = TunerConfig(auto_lr=True, auto_batch_size=True, batch_size_kwargs={"steps_per_trial": 1})
+    trainer = _trainer(tmp_path, max_epochs=1, tuner_config=config)
+    try:
+        trainer.fit(ImageClassifier(backbone, num_classes=2), datamodule=data)
+    except TuningError as e:  # random pixels: the loss may not fall, but the curve must have enough points
+        assert "could not suggest" in str(e)
+    curve = json.loads(next(tmp_path.rglob("lr_find.json")).read_text())
+    assert len(curve["lr"]) >= 30 and data.batch_size <= 80 // 30
+
+
+def test_failed_finder_leaves_the_trainer_as_it_was(make_image_folder, backbone, tmp_path):
+    root = make_image_folder(classes={"a": 4, "b": 4}, splits=("train", "val"), size=32)
+    data = ImageDataModule(root, image_size=32, batch_size=4, num_workers=0)
+    trainer = _trainer(tmp_path, max_epochs=3, tuner_config=TunerConfig(auto_lr=True))
+    with pytest.raises(TuningError):
+        trainer.fit(ImageClassifier(backbone, num_classes=2), datamodule=data)
+    trainer.tuner_config = None  # the error's advice: turn the step off, then fit again
+    trainer.fit(ImageClassifier(backbone, num_classes=2), datamodule=data)
+    assert trainer.current_epoch == 3 and trainer.global_step == 3 * 2
+
+
+def test_lr_finder_with_accumulation_sweeps_the_whole_range(digits_data, backbone, tmp_path):
+    config = TunerConfig(auto_lr=True, lr_find_kwargs={"num_training": 1000})
+    trainer = _trainer(tmp_path, max_epochs=1, max_steps=1, accumulate_grad_batches=4, tuner_config=config, limit_val_batches=0)
+    try:
+        trainer.fit(ImageClassifier(backbone, num_classes=10), datamodule=digits_data)
+    except TuningError:
+        pass  # only the sweep is checked here
+    curve = json.loads(next(tmp_path.rglob("lr_find.json")).read_text())
+    assert curve["lr"][-1] > 0.1  # reached the top of the range (or diverged high up), not 1e-5
+
+
+def test_second_run_keeps_the_first_lr_curve(digits_data, backbone, tmp_path):
+    for _ in range(2):
+        config = TunerConfig(auto_lr=True, lr_find_kwargs={"num_training": 10})
+        trainer = _trainer(tmp_path, max_epochs=1, max_steps=1, tuner_config=config, limit_val_batches=0)
+        try:
+            trainer.fit(ImageClassifier(backbone, num_classes=10), datamodule=digits_data)
+        except TuningError:
+            pass
+    assert sorted(p.name for p in tmp_path.glob("lr_find*.json")) == ["lr_find-v1.json", "lr_find.json"]

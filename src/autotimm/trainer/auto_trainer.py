@@ -8,7 +8,8 @@ from typing import Any, Literal
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
-from pytorch_lightning.utilities import rank_zero_info
+from lightning_fabric.utilities.cloud_io import get_filesystem
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
 from autotimm._errors import check_choice, closest
 from autotimm.loggers import resolve_loggers
@@ -94,9 +95,15 @@ class AutoTrainer(pl.Trainer):
         if callbacks is not None and not isinstance(callbacks, (list, tuple)):
             callbacks = [callbacks]
 
+        if checkpoint_monitor and checkpoint_mode == "max" and "loss" in checkpoint_monitor.lower():
+            rank_zero_warn(
+                f"checkpoint_monitor={checkpoint_monitor!r} with checkpoint_mode='max' keeps the checkpoint with the "
+                "highest loss; pass checkpoint_mode='min' to keep the lowest."
+            )
+
         callbacks = list(callbacks or [])
-        if checkpoint_monitor and enable_checkpointing and not fast_dev_run:
-            callbacks.append(_monitor_checkpoint(checkpoint_monitor, checkpoint_mode))
+        if enable_checkpointing and not fast_dev_run:
+            callbacks.extend(_checkpoint_callbacks(checkpoint_monitor, checkpoint_mode, callbacks))
 
         super().__init__(
             max_epochs=max_epochs,
@@ -108,7 +115,8 @@ class AutoTrainer(pl.Trainer):
             default_root_dir=default_root_dir,
             gradient_clip_val=gradient_clip_val,
             accumulate_grad_batches=accumulate_grad_batches,
-            val_check_interval=val_check_interval,
+            # None is Lightning's "every epoch" and, unlike an explicit 1.0, logs nothing at construction.
+            val_check_interval=None if val_check_interval == 1.0 else val_check_interval,
             enable_checkpointing=enable_checkpointing,
             fast_dev_run=fast_dev_run,
             **trainer_kwargs,
@@ -134,8 +142,9 @@ class AutoTrainer(pl.Trainer):
         **kwargs: Any,
     ) -> None:
         """Tune (if configured), then train; `ckpt_path` resumes a run and skips tuning."""
-        if ckpt_path is not None and not (str(ckpt_path) in ("last", "best", "hpc", "registry") or Path(ckpt_path).is_file()):
-            raise FileNotFoundError(f"`ckpt_path` does not exist: {str(ckpt_path)!r}.")
+        if ckpt_path is not None and str(ckpt_path) not in ("last", "best", "hpc", "registry"):
+            if not get_filesystem(ckpt_path).exists(str(ckpt_path)):
+                raise FileNotFoundError(f"`ckpt_path` does not exist: {str(ckpt_path)!r}.")
         tuning = self.tuner_config is not None and self.tuner_config.enabled
         if tuning and self.fast_dev_run:
             rank_zero_info("autotimm: tuning skipped under fast_dev_run.")
@@ -153,15 +162,24 @@ class AutoTrainer(pl.Trainer):
         return super().test(model, dataloaders, ckpt_path, *args, **kwargs)
 
 
-def _monitor_checkpoint(monitor: str, mode: str) -> ModelCheckpoint:
-    """Keep the best checkpoint by `monitor`, plus `last.ckpt`; no sub-folders from a `/` in the name."""
-    safe = monitor.replace("/", "_").replace("\\", "_")
-    return ModelCheckpoint(
+def _checkpoint_callbacks(monitor: str | None, mode: str, user_callbacks: list[Callback]) -> list[ModelCheckpoint]:
+    """The checkpoint callbacks autotimm adds: the best by `monitor` (if any) and `last.ckpt`.
+
+    `last.ckpt` is written at every epoch end by a callback of its own: Lightning's
+    `save_last=True` writes it only when a top-k checkpoint is saved at the same step.
+    """
+    if monitor is None:
+        if any(isinstance(cb, ModelCheckpoint) for cb in user_callbacks):
+            return []
+        return [ModelCheckpoint(save_last=True)]  # Lightning's default, plus last.ckpt
+    best = ModelCheckpoint(
         monitor=monitor,
         mode=mode,
         save_top_k=1,
-        save_last=True,
-        filename=f"epoch={{epoch:02d}}-step={{step}}-{safe}={{{monitor}:.4f}}",
+        # A '/' in the metric name must not become a sub-folder; the value is formatted from
+        # the metric itself, so the name shows the real score.
+        filename=f"epoch={{epoch:02d}}-step={{step}}-{monitor.replace('/', '_')}={{{monitor}:.4f}}",
         auto_insert_metric_name=False,
     )
-
+    last = ModelCheckpoint(filename=ModelCheckpoint.CHECKPOINT_NAME_LAST, monitor=None, save_top_k=1)
+    return [best, last]

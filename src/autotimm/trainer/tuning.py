@@ -6,22 +6,30 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import BatchSizeFinder, Callback, LearningRateFinder
 from pytorch_lightning.utilities import rank_zero_info
+from pytorch_lightning.utilities.parsing import lightning_hasattr, lightning_setattr
 
 from autotimm._errors import check_choice, unknown_choice
-
-if TYPE_CHECKING:
-    from pytorch_lightning.tuner.lr_finder import _LRFinder
+from autotimm.trainer.lr_curve import raw_losses, suggest_lr
 
 __all__ = ["TunerConfig", "TuningError", "run_tuning"]
 
 _LR_FIND_KEYS = ("min_lr", "max_lr", "num_training", "mode", "early_stop_threshold")
 _BATCH_SIZE_KEYS = ("mode", "steps_per_trial", "init_val", "max_trials", "margin", "max_val")
 _MIN_LR_POINTS = 8
+# The LR finder's search range unless `lr_find_kwargs` says otherwise: six decades around
+# every learning rate that fine-tuning uses (Lightning's own default starts at 1e-8).
+_LR_RANGE = {"min_lr": 1e-6, "max_lr": 1.0}
+# The loss must fall by at least this fraction somewhere on the curve for a suggestion.
+_MIN_LOSS_DROP = 0.02
+# With both steps on, the batch-size finder leaves the LR finder at least this many steps.
+_LR_STEPS_WANTED = 30
+# Where a tuned learning rate is written, as Lightning's own LR finder looks for it.
+_LR_ATTRIBUTES = ("lr", "learning_rate")
 
 
 class TuningError(RuntimeError):
@@ -39,7 +47,8 @@ class TunerConfig:
     Args:
         auto_lr: Run Lightning's learning-rate finder and train with its suggestion.
         auto_batch_size: Run Lightning's batch-size finder on the data module's `batch_size`.
-        lr_find_kwargs: `min_lr`, `max_lr`, `num_training`, `mode` (`"exponential"` or
+        lr_find_kwargs: `min_lr` (default 1e-6), `max_lr` (default 1.0), `num_training`
+            (default 100, capped to the batches in `max_epochs` epochs), `mode` (`"exponential"` or
             `"linear"`), `early_stop_threshold`.
         batch_size_kwargs: `mode` (`"power"` or `"binsearch"`), `steps_per_trial`,
             `init_val`, `max_trials`, `margin`, `max_val`.
@@ -68,7 +77,7 @@ class TunerConfig:
         lr = self.lr_find_kwargs
         if "mode" in lr:
             check_choice("lr_find_kwargs['mode']", lr["mode"], ("exponential", "linear"))
-        min_lr, max_lr = lr.get("min_lr", 1e-8), lr.get("max_lr", 1.0)
+        min_lr, max_lr = lr.get("min_lr", _LR_RANGE["min_lr"]), lr.get("max_lr", _LR_RANGE["max_lr"])
         if not 0 < min_lr < max_lr:
             raise ValueError(f"Expected 0 < min_lr < max_lr in `lr_find_kwargs`, but got min_lr={min_lr}, max_lr={max_lr}.")
         if "num_training" in lr and (not isinstance(lr["num_training"], int) or lr["num_training"] < _MIN_LR_POINTS):
@@ -109,51 +118,84 @@ def run_tuning(
     """
     results: dict[str, Any] = {}
     loaders = {"train_dataloaders": train_dataloaders, "val_dataloaders": val_dataloaders, "datamodule": datamodule}
+    lr_attribute = _lr_attribute(model) if config.auto_lr else None
     if config.auto_batch_size:
-        off = "Turn this step off with `TunerConfig(auto_batch_size=False)` and set `batch_size` on the data module yourself."
-        if datamodule is None or not hasattr(datamodule, "batch_size"):
-            raise TuningError(
-                f"The batch-size finder needs a data module with a `batch_size` attribute (such as ImageDataModule). {off}"
-            )
-        finder = BatchSizeFinder(**config.batch_size_kwargs)
-        _run_finder(trainer, finder, model, loaders, "batch-size finder", off)
-        found = finder.optimal_batch_size
-        if not found:
-            raise TuningError(f"The batch-size finder returned no batch size. {off}")
-        size = _train_set_size(trainer)
-        if size is not None and found > size:
-            found = size
-        datamodule.batch_size = found
-        if "batch_size" in getattr(datamodule, "hparams", {}):
-            datamodule.hparams["batch_size"] = found
-        results["batch_size"] = found
-        rank_zero_info(f"autotimm: batch-size finder chose batch_size={found}")
+        results["batch_size"] = _find_batch_size(trainer, config, model, datamodule, loaders)
     if config.auto_lr:
-        results.update(_find_lr(trainer, config, model, loaders))
+        results.update(_find_lr(trainer, config, model, loaders, lr_attribute))
     return results
 
 
-class _EpochCappedLRFinder(LearningRateFinder):
-    """Lightning's LR finder, with its steps capped to one epoch's training batches.
+def _lr_attribute(model: pl.LightningModule) -> str:
+    for name in _LR_ATTRIBUTES:
+        if lightning_hasattr(model, name):
+            return name
+    raise TuningError(
+        f"The learning-rate finder needs the model to read its learning rate from an attribute or hyperparameter "
+        f"named one of {list(_LR_ATTRIBUTES)}, and {type(model).__name__} has none. Add one, or turn this step off "
+        "with `TunerConfig(auto_lr=False)`."
+    )
 
-    Past one epoch the finder would run validation loops between its steps; on a small data
-    set that costs time and gives no better curve.
+
+def _find_batch_size(
+    trainer: pl.Trainer,
+    config: TunerConfig,
+    model: pl.LightningModule,
+    datamodule: pl.LightningDataModule | None,
+    loaders: dict[str, Any],
+) -> int:
+    off = "Turn this step off with `TunerConfig(auto_batch_size=False)` and set `batch_size` on the data module yourself."
+    if datamodule is None or not hasattr(datamodule, "batch_size"):
+        raise TuningError(f"The batch-size finder needs a data module with a `batch_size` attribute (such as ImageDataModule). {off}")
+    finder = BatchSizeFinder(**config.batch_size_kwargs)
+    _run_finder(trainer, finder, model, loaders, "batch-size finder", off)
+    found = finder.optimal_batch_size
+    if not found:
+        raise TuningError(f"The batch-size finder returned no batch size. {off}")
+    size = _train_set_size(trainer)
+    if size is not None:
+        found = min(found, size)
+        if config.auto_lr:
+            # Leave the learning-rate finder enough steps to draw a curve.
+            epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else 1
+            found = max(1, min(found, size * epochs // (_LR_STEPS_WANTED * trainer.accumulate_grad_batches)))
+    datamodule.batch_size = found
+    if "batch_size" in getattr(datamodule, "hparams", {}):
+        datamodule.hparams["batch_size"] = found
+    rank_zero_info(f"autotimm: batch-size finder chose batch_size={found}")
+    return found
+
+
+class _CappedLRFinder(LearningRateFinder):
+    """Lightning's LR finder, its steps capped to the optimizer steps the run has.
+
+    The finder spreads its learning rates over `num_training` steps, but stops with the
+    run's `max_epochs`: on a small data set it would end early, having tried only the
+    lowest learning rates. Capping the steps to what `max_epochs` epochs hold makes the
+    sweep cover the whole range.
     """
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         trainer.fit_loop.setup_data()
-        batches = trainer.num_training_batches
-        if math.isfinite(batches):
-            self._num_training_steps = max(2, min(self._num_training_steps, int(batches)))
+        per_epoch = math.ceil(trainer.num_training_batches / trainer.accumulate_grad_batches)
+        epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else math.inf
+        available = per_epoch * epochs
+        if math.isfinite(available):
+            self._num_training_steps = max(2, min(self._num_training_steps, int(available)))
         super().on_fit_start(trainer, pl_module)
 
 
 def _run_finder(
     trainer: pl.Trainer, finder: Callback, model: pl.LightningModule, loaders: dict[str, Any], what: str, off: str
 ) -> None:
-    """Run one of Lightning's finder callbacks in a fit that stops once it has its result."""
+    """Run one of Lightning's finder callbacks in a fit that stops once it has its result.
+
+    The trainer's loop limits are put back afterwards, also when the finder fails.
+    """
     finder._early_exit = True  # stop the fit after the search, as Lightning's Tuner does
     callbacks = trainer.callbacks
+    epoch_loop = trainer.fit_loop.epoch_loop
+    saved = (epoch_loop.max_steps, trainer.limit_val_batches, trainer.limit_train_batches)
     trainer.callbacks = [finder, *callbacks]
     try:
         pl.Trainer.fit(trainer, model, **loaders)
@@ -161,55 +203,52 @@ def _run_finder(
         raise TuningError(f"The {what} failed: {e}. {off}") from e
     finally:
         trainer.callbacks = callbacks
+        epoch_loop.max_steps, trainer.limit_val_batches, trainer.limit_train_batches = saved
 
 
-def _find_lr(trainer: pl.Trainer, config: TunerConfig, model: pl.LightningModule, loaders: dict[str, Any]) -> dict[str, Any]:
-    kwargs = {"num_training_steps": config.lr_find_kwargs.get("num_training", 100)}
+def _find_lr(
+    trainer: pl.Trainer, config: TunerConfig, model: pl.LightningModule, loaders: dict[str, Any], attribute: str
+) -> dict[str, Any]:
+    kwargs = {"num_training_steps": config.lr_find_kwargs.get("num_training", 100), **_LR_RANGE}
     kwargs.update({k: v for k, v in config.lr_find_kwargs.items() if k != "num_training"})
     off = "Turn this step off with `TunerConfig(auto_lr=False)` and set `lr` on the model yourself."
-    callback = _EpochCappedLRFinder(update_attr=False, **kwargs)
+    callback = _CappedLRFinder(update_attr=False, **kwargs)
     _run_finder(trainer, callback, model, loaders, "learning-rate finder", off)
     finder = callback.optimal_lr
     if finder is None:
         raise TuningError(f"The learning-rate finder returned no result. {off}")
-    lrs, losses = list(finder.results["lr"]), list(finder.results["loss"])
+    lrs = [float(lr) for lr in finder.results["lr"]]
+    losses = raw_losses(finder.results["loss"])
     if len(lrs) < _MIN_LR_POINTS:
         raise TuningError(
-            f"The learning-rate finder recorded only {len(lrs)} points (one per training batch of one epoch; it needs "
-            f"at least {_MIN_LR_POINTS}). Use more data or a smaller batch size. {off}"
+            f"The learning-rate finder recorded only {len(lrs)} points (one per optimizer step, over at most "
+            f"`max_epochs` epochs; it needs at least {_MIN_LR_POINTS}). Use more data or a smaller batch size. {off}"
         )
-    lr = _suggest(finder, lrs, losses, kwargs.get("min_lr", 1e-8), kwargs.get("max_lr", 1.0))
-    if lr is None:
-        raise TuningError(f"The learning-rate finder could not suggest a learning rate (the loss never fell). {off}")
-    model._lr = lr
-    if "lr" in model.hparams:
-        model.hparams["lr"] = lr
+    lr = suggest_lr(lrs, losses, min_drop=_MIN_LOSS_DROP)
+    if lr is not None:
+        lr = float(min(max(lr, kwargs["min_lr"]), kwargs["max_lr"]))
     curve = _save_curve(trainer, lrs, losses, lr)
-    rank_zero_info(f"autotimm: learning-rate finder chose lr={lr:.3g} (curve saved to {curve})")
+    if lr is None:
+        raise TuningError(
+            f"The learning-rate finder could not suggest a learning rate: over {len(lrs)} steps from "
+            f"{lrs[0]:.1e} to {lrs[-1]:.1e} the smoothed loss never fell {_MIN_LOSS_DROP:.0%} below its start. "
+            f"Give it more steps (more data, a smaller batch size, more `max_epochs`) or another range in "
+            f"`lr_find_kwargs`; the curve is in {curve}. {off}"
+        )
+    lightning_setattr(model, attribute, lr)
+    rank_zero_info(f"autotimm: learning-rate finder chose {attribute}={lr:.3g} (curve saved to {curve})")
     return {"lr": lr, "lr_find_curve": str(curve)}
 
 
-def _suggest(finder: _LRFinder, lrs: list[float], losses: list[float], min_lr: float, max_lr: float) -> float | None:
-    """Lightning's steepest-descent suggestion, kept below the LR at the loss minimum.
-
-    On short, noisy curves the steepest drop can sit in the diverging tail; an LR at or past
-    the loss minimum trains badly, so such a suggestion is replaced by a tenth of the LR at
-    the minimum.
-    """
-    skip_begin = min(10, len(lrs) // 5)
-    suggestion = finder.suggestion(skip_begin=skip_begin, skip_end=1)
-    finite = [(loss, lr) for loss, lr in zip(losses, lrs) if math.isfinite(loss)]
-    if suggestion is None or not finite:
-        return None
-    lr_at_min = min(finite)[1]
-    if suggestion >= lr_at_min:
-        suggestion = lr_at_min / 10
-    return float(min(max(suggestion, min_lr), max_lr))
-
-
-def _save_curve(trainer: pl.Trainer, lrs: list[float], losses: list[float], suggestion: float) -> Path:
+def _save_curve(trainer: pl.Trainer, lrs: list[float], losses: list[float], suggestion: float | None) -> Path:
+    """Write the curve to `lr_find.json` in the run's folder, never over an earlier run's file."""
     out_dir = Path(trainer.log_dir or trainer.default_root_dir)
     path = out_dir / "lr_find.json"
+    version = 0
+    while path.exists():
+        version += 1
+        path = out_dir / f"lr_find-v{version}.json"
+    path = Path(trainer.strategy.broadcast(str(path)))
     if trainer.is_global_zero:
         out_dir.mkdir(parents=True, exist_ok=True)
         payload = {"lr": lrs, "loss": [loss if math.isfinite(loss) else None for loss in losses], "suggestion": suggestion}
