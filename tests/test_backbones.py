@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import save_file
 
 from autotimm import BackboneConfig, PretrainedWeightsError, list_backbones
-from autotimm.backbones import create_backbone
+from autotimm.backbones import create_backbone, skip_pretrained_download
 
 
 def test_unknown_backbone_suggests_closest():
@@ -51,10 +51,54 @@ def test_unavailable_pretrained_weights_fail_fast_with_advice(tmp_path, monkeypa
     assert "pretrained=False" in message and "resnet18" in message and "safetensors" in message
 
 
-@pytest.mark.parametrize("bad", [{"drop_rate": 1.5}, {"drop_path_rate": -0.1}, {"pretrained": 3}])
-def test_bad_config_values_are_named(bad):
-    with pytest.raises((ValueError, TypeError), match=str(list(bad.values())[0])):
-        BackboneConfig("resnet18", **{"pretrained": False, **bad})
+@pytest.mark.parametrize(
+    "bad, error, match",
+    [
+        ({"drop_rate": 1.5}, ValueError, "Expected `drop_rate` to be a finite number in \\[0, 1\\), but got 1.5"),
+        ({"drop_rate": "0.1"}, TypeError, "Expected `drop_rate` to be a finite number in \\[0, 1\\), but got str '0.1'"),
+        ({"drop_rate": float("nan")}, ValueError, "`drop_rate`.*nan"),
+        ({"drop_rate": None}, TypeError, "`drop_rate`.*None"),
+        ({"drop_path_rate": -0.1}, ValueError, "`drop_path_rate`.*-0.1"),
+        ({"drop_path_rate": "0.1"}, TypeError, "`drop_path_rate`.*'0.1'"),
+        ({"pretrained": 3}, TypeError, "`pretrained`.*3"),
+        ({"kwargs": 5}, TypeError, "Expected `kwargs` to be a dict, but got int 5"),
+        ({"kwargs": "in_chans=1"}, TypeError, "`kwargs`.*'in_chans=1'"),
+        ({"kwargs": {1: 2}}, TypeError, "keys of `kwargs`"),
+        ({"kwargs": {"pretrained": True}}, ValueError, "`pretrained` cannot be given in `kwargs`"),
+        ({"kwargs": {"drop_rate": 0.2}}, ValueError, "`drop_rate` cannot be given in `kwargs`"),
+        ({"model_name": ""}, ValueError, "`model_name`.*''"),
+        ({"model_name": None}, TypeError, "`model_name`.*None"),
+    ],
+)
+def test_bad_config_values_are_named(bad, error, match):
+    with pytest.raises(error, match=match):
+        BackboneConfig(**{"model_name": "resnet18", "pretrained": False, **bad})
+
+
+def test_coerce_names_an_unknown_key():
+    with pytest.raises(ValueError, match="'drop_out'.*'drop_rate'"):
+        BackboneConfig.coerce({"model_name": "resnet18", "pretrained": False, "drop_out": 0.1})
+
+
+def test_weights_file_is_not_needed_while_rebuilding_from_a_checkpoint(tmp_path):
+    missing = str(tmp_path / "gone.safetensors")
+    with skip_pretrained_download():
+        cfg = BackboneConfig("resnet18", pretrained=missing)
+        model = create_backbone(cfg, num_classes=0)  # random weights: the caller loads its own
+    assert model.num_features == 512
+    with pytest.raises(FileNotFoundError, match="gone.safetensors"):  # checked again outside the block
+        BackboneConfig("resnet18", pretrained=missing)
+
+
+def test_hparams_form_keeps_only_the_weights_file_name(tmp_path):
+    path = tmp_path / "user_name" / "weights.safetensors"
+    path.parent.mkdir()
+    save_file(create_backbone(BackboneConfig("test_resnet", pretrained=False)).state_dict(), str(path))
+    cfg = BackboneConfig("test_resnet", pretrained=path, drop_rate=0.1)
+    assert cfg.to_hparams() == {**cfg.to_dict(), "pretrained": "weights.safetensors"}
+    assert cfg.to_dict()["pretrained"] == str(path)  # the full form still round-trips
+    assert BackboneConfig.coerce(cfg.to_dict()) == cfg
+    assert BackboneConfig("test_resnet", pretrained=False).to_hparams()["pretrained"] is False
 
 
 def test_list_backbones_filters():

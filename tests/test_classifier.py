@@ -6,6 +6,7 @@ import csv
 import warnings
 
 import pytest
+import pytorch_lightning as pl
 import torch
 
 from autotimm import AutoTrainer, BackboneConfig, ImageClassifier, ImageDataModule, LoggerConfig, MetricConfig
@@ -126,6 +127,27 @@ def test_class_count_mismatch_fails_before_training(digits_data, backbone, tmp_p
         ({"backbone": 42}, TypeError, "42"),
         ({"optimizer_kwargs": {"betas2": (0.9, 0.99)}}, ValueError, "betas2"),
         ({"scheduler_kwargs": {"T_max": 5}}, ValueError, "scheduler"),
+        # wrong types are refused, not read by their truth value or compared raw
+        ({"freeze_backbone": "no"}, TypeError, "Expected `freeze_backbone` to be True or False, but got str 'no'"),
+        ({"multi_label": "no"}, TypeError, "Expected `multi_label` to be True or False, but got str 'no'"),
+        ({"multi_label": 1}, TypeError, "`multi_label`"),
+        ({"label_smoothing": "0.1"}, TypeError, "Expected `label_smoothing` to be a finite number in \\[0, 1\\), but got str '0.1'"),
+        ({"head_dropout": None}, TypeError, "Expected `head_dropout` to be a finite number in \\[0, 1\\), but got NoneType None"),
+        ({"num_classes": "10"}, TypeError, "`num_classes`.*'10'"),
+        ({"num_classes": 2.0}, TypeError, "`num_classes`.*2.0"),
+        ({"lr": float("inf")}, ValueError, "Expected `lr` to be a finite number > 0, but got inf"),
+        ({"lr": float("nan")}, ValueError, "`lr`.*nan"),
+        ({"lr": "1e-3"}, TypeError, "`lr`.*'1e-3'"),
+        ({"lr": True}, TypeError, "`lr`.*True"),
+        ({"weight_decay": float("inf")}, ValueError, "Expected `weight_decay` to be a finite number >= 0, but got inf"),
+        ({"optimizer_kwargs": "x"}, TypeError, "Expected `optimizer_kwargs` to be a dict or None, but got str 'x'"),
+        ({"scheduler": "cosine", "scheduler_kwargs": "x"}, TypeError, "Expected `scheduler_kwargs` to be a dict or None, but got str 'x'"),
+        ({"metrics": "accuracy"}, TypeError, "Expected `metrics` to be a list of MetricConfig.*but got str 'accuracy'"),
+        ({"metrics": [5]}, TypeError, "`metrics`.*MetricConfig.*5"),
+        ({"metrics": [{"nme": "acc"}]}, ValueError, "'nme'.*'name'"),
+        ({"logging_config": {"log_learning_rate": "no"}}, TypeError, "`log_learning_rate`.*'no'"),
+        ({"logging_config": {"log_lr": True}}, ValueError, "'log_lr'.*'log_learning_rate'"),
+        ({"backbone": {"model_name": "test_resnet", "pretrained": False, "dropout": 0.1}}, ValueError, "'dropout'.*'drop_rate'"),
     ],
 )
 def test_bad_arguments_are_named(kwargs, error, match, backbone):
@@ -134,8 +156,174 @@ def test_bad_arguments_are_named(kwargs, error, match, backbone):
         ImageClassifier(**arguments)
 
 
+def test_lr_setter_validates(backbone):
+    model = ImageClassifier(backbone, num_classes=3)
+    model.lr = 0.5
+    assert model.lr == 0.5
+    with pytest.raises(ValueError, match="`lr`"):
+        model.lr = 0.0
+    with pytest.raises(TypeError, match="`lr`"):
+        model.lr = "fast"
+
+
 def test_default_construction_is_silent(backbone):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         ImageClassifier(backbone, num_classes=3)
         AutoTrainer()
+
+
+def test_binary_model_on_ten_class_data_fails_before_training(digits_data, backbone, tmp_path):
+    # Without the check it would train (no metric to trip over) on a negative BCE loss.
+    model = ImageClassifier(backbone, num_classes=1, multi_label=True, metrics=[])
+    trainer = AutoTrainer(max_epochs=1, accelerator="cpu", default_root_dir=tmp_path, enable_progress_bar=False)
+    with pytest.raises(ValueError, match=r"binary classifier.*2 classes.*10 classes"):
+        trainer.fit(model, datamodule=digits_data)
+    assert trainer.global_step == 0
+
+
+def test_multilabel_class_count_is_checked(digits_data, backbone, tmp_path):
+    model = ImageClassifier(backbone, num_classes=4, multi_label=True)
+    trainer = AutoTrainer(max_epochs=1, accelerator="cpu", default_root_dir=tmp_path, enable_progress_bar=False)
+    with pytest.raises(ValueError, match="num_classes=4"):
+        trainer.fit(model, datamodule=digits_data)
+
+
+def test_checkpoint_of_local_weights_stores_no_path_and_loads_without_the_file(digits_data, tmp_path):
+    from safetensors.torch import save_file
+
+    from autotimm.backbones import create_backbone
+
+    weights = tmp_path / "user_name" / "weights.safetensors"
+    weights.parent.mkdir()
+    save_file(create_backbone(BackboneConfig("test_resnet", pretrained=False)).state_dict(), str(weights))
+    model = ImageClassifier(BackboneConfig("test_resnet", pretrained=str(weights)), num_classes=10)
+    trainer = AutoTrainer(
+        max_epochs=1, accelerator="cpu", default_root_dir=tmp_path, enable_progress_bar=False, limit_train_batches=2, limit_val_batches=1
+    )
+    trainer.fit(model, datamodule=digits_data)
+    path = tmp_path / "model.ckpt"
+    trainer.save_checkpoint(path)
+    weights.unlink()  # the weights now live in the checkpoint only
+
+    hparams = torch.load(path, weights_only=True)["hyper_parameters"]
+    assert hparams["backbone"]["pretrained"] == "weights.safetensors"
+    assert str(tmp_path) not in repr(hparams) and "user_name" not in repr(hparams)
+    restored = ImageClassifier.load_from_checkpoint(path)
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.allclose(restored.eval()(x), model.eval()(x))
+    with pytest.raises(FileNotFoundError, match="weights.safetensors"):  # outside a checkpoint load, still checked
+        ImageClassifier(hparams["backbone"], num_classes=10)
+
+
+class _LrRecorder(pl.Callback):
+    """The lr of every optimizer step, and the lr left when training ends."""
+
+    def __init__(self) -> None:
+        self.step_lrs: list[float] = []
+        self.final_lr: float | None = None
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        self.step_lrs.append(optimizer.param_groups[0]["lr"])
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.final_lr = trainer.optimizers[0].param_groups[0]["lr"]
+
+
+@pytest.mark.parametrize("limit_train_batches, accumulate", [(3, 1), (5, 2)])  # 3 optimizer steps per epoch
+@pytest.mark.parametrize("scheduler", ["onecycle", "cosine_warmup"])
+def test_step_schedulers_span_the_run_that_max_steps_cuts(digits_data, backbone, tmp_path, scheduler, limit_train_batches, accumulate):
+    lr = 1e-3
+    kwargs = {"warmup_steps": 2} if scheduler == "cosine_warmup" else {}
+    model = ImageClassifier(backbone, num_classes=10, lr=lr, scheduler=scheduler, scheduler_kwargs=kwargs)
+    recorder = _LrRecorder()
+    trainer = AutoTrainer(
+        max_epochs=10,
+        max_steps=7,
+        limit_train_batches=limit_train_batches,
+        accumulate_grad_batches=accumulate,
+        limit_val_batches=0,
+        accelerator="cpu",
+        default_root_dir=tmp_path,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        callbacks=[recorder],
+    )
+    trainer.fit(model, datamodule=digits_data)
+    assert trainer.global_step == 7 and len(recorder.step_lrs) == 7
+    if scheduler == "onecycle":  # the last step runs at the schedule's lowest lr, lr / 25 / 1e4
+        assert recorder.step_lrs[-1] == pytest.approx(lr / 25 / 1e4)
+        assert max(recorder.step_lrs) == pytest.approx(lr, rel=0.05)
+    else:  # warmup, then a cosine that reaches eta_min=0 when the run ends
+        assert recorder.step_lrs[:2] == pytest.approx([lr / 2, lr])
+        assert 0 < recorder.step_lrs[-1] < 0.1 * lr
+        assert recorder.final_lr == pytest.approx(0.0, abs=1e-12)
+
+
+def test_onecycle_total_steps_given_by_the_user_wins(digits_data, backbone, tmp_path):
+    model = ImageClassifier(backbone, num_classes=10, scheduler="onecycle", scheduler_kwargs={"total_steps": 20})
+    trainer = AutoTrainer(
+        max_epochs=1, limit_train_batches=3, limit_val_batches=0, accelerator="cpu", default_root_dir=tmp_path,
+        enable_progress_bar=False, enable_checkpointing=False,
+    )
+    trainer.fit(model, datamodule=digits_data)
+    assert trainer.lr_scheduler_configs[0].scheduler.total_steps == 20
+
+
+def test_scheduler_in_an_open_ended_run_is_refused(digits_data, backbone, tmp_path):
+    model = ImageClassifier(backbone, num_classes=10, scheduler="cosine")
+    trainer = AutoTrainer(max_epochs=-1, accelerator="cpu", default_root_dir=tmp_path, enable_progress_bar=False)
+    with pytest.raises(ValueError, match=r"'cosineannealinglr'.*`max_epochs` or `max_steps`"):
+        trainer.fit(model, datamodule=digits_data)
+    assert trainer.global_step == 0
+
+
+class _GradNormRecorder(pl.Callback):
+    """The total gradient norm before every optimizer step, keyed by the step that logs it."""
+
+    def __init__(self) -> None:
+        self.norms: dict[int, float] = {}
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        self.norms[trainer.global_step] = torch.nn.utils.get_total_norm(grads).item()
+
+
+def test_logged_grad_norm_is_the_norm_of_the_logged_step(digits_data, backbone, tmp_path):
+    model = ImageClassifier(backbone, num_classes=10, logging_config={"log_gradient_norm": True})
+    recorder = _GradNormRecorder()
+    trainer = AutoTrainer(
+        max_epochs=1,
+        limit_train_batches=12,
+        limit_val_batches=0,
+        log_every_n_steps=5,
+        accelerator="cpu",
+        logger=[LoggerConfig("csv")],
+        default_root_dir=tmp_path,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        callbacks=[recorder],
+    )
+    trainer.fit(model, datamodule=digits_data)
+    logged = {int(r["step"]): float(r["train/grad_norm"]) for r in _csv_metrics(trainer) if r.get("train/grad_norm")}
+    assert sorted(logged) == [4, 9]
+    for step, value in logged.items():
+        assert value == pytest.approx(recorder.norms[step], rel=1e-5), f"step {step}"
+
+
+@pytest.mark.parametrize("progress_bar", [False, True])
+def test_progress_bar_values_only_with_a_progress_bar(digits_data, backbone, tmp_path, progress_bar):
+    model = ImageClassifier(backbone, num_classes=10)
+    trainer = AutoTrainer(
+        max_epochs=1,
+        limit_train_batches=2,
+        limit_val_batches=1,
+        accelerator="cpu",
+        default_root_dir=tmp_path,
+        enable_progress_bar=progress_bar,
+        enable_checkpointing=False,
+    )
+    trainer.fit(model, datamodule=digits_data)
+    # Progress-bar values cost a `.item()` (a device sync) each step: none without a bar.
+    expected = {"train/loss", "val/loss", "val/accuracy"} if progress_bar else set()
+    assert set(trainer.progress_bar_metrics) == expected

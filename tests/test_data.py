@@ -282,6 +282,41 @@ def test_trainer_model_data_config_is_used(make_image_folder, tmp_path: Path, im
     assert checkpoint["datamodule_hyper_parameters"]["image_size"] == image_size
 
 
+def _strings(value: object) -> list[str]:
+    """Every string inside nested dicts, lists and tuples (keys included)."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for k, v in value.items() for s in _strings(k) + _strings(v)]
+    if isinstance(value, (list, tuple)):
+        return [s for v in value for s in _strings(v)]
+    return []
+
+
+def test_checkpoint_hyperparameters_hold_no_data_path(make_image_folder, tmp_path: Path) -> None:
+    from autotimm import AutoTrainer, BackboneConfig, ImageClassifier
+
+    root = make_image_folder(splits=("train", "val"), size=32)
+    data = _module(root, batch_size=4)
+    model = ImageClassifier(BackboneConfig("test_resnet", pretrained=False), num_classes=data.num_classes)
+    trainer = AutoTrainer(
+        max_epochs=1, accelerator="cpu", default_root_dir=tmp_path, enable_progress_bar=False, limit_train_batches=1, limit_val_batches=1
+    )
+    trainer.fit(model, datamodule=data)
+    path = tmp_path / "model.ckpt"
+    trainer.save_checkpoint(path)
+    checkpoint = torch.load(path, weights_only=True)
+    saved = {key: checkpoint[key] for key in ("hyper_parameters", "datamodule_hyper_parameters")}
+    assert saved["datamodule_hyper_parameters"]["batch_size"] == 4
+    leaked = [s for s in _strings(saved) if str(tmp_path) in s or str(root) in s]
+    assert not leaked, f"paths in the checkpoint's hyperparameters: {leaked}"
+    # The data module is rebuilt from the checkpoint with the data folder given again.
+    restored = ImageDataModule.load_from_checkpoint(path, data_dir=root, num_workers=0)
+    assert restored.num_classes == data.num_classes and restored.batch_size == 4
+    with pytest.raises(TypeError, match="data_dir"):
+        ImageDataModule.load_from_checkpoint(path)
+
+
 def test_datasets_pickle_for_spawned_workers(make_image_folder) -> None:
     data = _module(make_image_folder(splits=("train", "val")))
     data.setup("fit")

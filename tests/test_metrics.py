@@ -49,6 +49,36 @@ def test_bad_config_is_named(kwargs, match):
         MetricConfig(**{"name": "acc", "metric_class": "Accuracy", **kwargs})
 
 
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"prog_bar": "no"}, "Expected `prog_bar` to be True or False, but got str 'no'"),
+        ({"prog_bar": 1}, "`prog_bar`.*1"),
+        ({"params": "x"}, "Expected `params` to be a dict, but got str 'x'"),
+        ({"stages": 5}, "`stages`.*5"),
+        ({"name": 5}, "`name`.*5"),
+    ],
+)
+def test_wrong_types_are_named(kwargs, match):
+    with pytest.raises(TypeError, match=match):
+        MetricConfig(**{"name": "acc", "metric_class": "Accuracy", **kwargs})
+
+
+def test_a_string_is_not_a_list_of_metrics():
+    with pytest.raises(TypeError, match="Expected `metrics` to be a list of MetricConfig.*but got str 'accuracy'"):
+        MetricConfig.coerce_list("accuracy")
+    with pytest.raises(TypeError, match="entry of `metrics`.*MetricConfig.*int 5"):
+        MetricConfig.coerce_list([5])
+    with pytest.raises(ValueError, match="'stage'.*'stages'"):
+        MetricConfig.coerce_list([{"name": "acc", "stage": ["val"]}])
+    assert [m.name for m in MetricConfig.coerce_list([{"name": "acc"}, MetricConfig("f1", metric_class="F1Score")])] == [
+        "acc",
+        "f1",
+    ]
+    with pytest.raises(TypeError, match="`configs`"):
+        build_metrics("accuracy", "val", 3, "multiclass")
+
+
 def test_bad_params_fail_when_built_with_the_metric_named():
     cfg = MetricConfig("acc", metric_class="Accuracy", params={"task": "multiclass", "averag": "macro"})
     with pytest.raises(ValueError, match="acc"):

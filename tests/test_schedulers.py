@@ -269,6 +269,49 @@ def test_bad_run_lengths(max_epochs: int, steps_per_epoch: int, error: type) -> 
         create_scheduler("cosine", _optimizer(), max_epochs=max_epochs, steps_per_epoch=steps_per_epoch)
 
 
+@pytest.mark.parametrize("name", ["onecyclelr", "cosine_warmup"])
+def test_total_steps_sets_the_length_of_step_schedules(name: str) -> None:
+    optimizer = _optimizer()
+    config = create_scheduler(name, optimizer, max_epochs=MAX_EPOCHS, steps_per_epoch=STEPS_PER_EPOCH, total_steps=7)
+    lrs = []
+    for _ in range(7):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        step_scheduler(config["scheduler"], None, epoch=0)
+    if name == "onecyclelr":
+        assert config["scheduler"].total_steps == 7
+        assert lrs[-1] == pytest.approx(LR / 25 / 1e4)  # the final lr at the last step
+    else:
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)  # eta_min when the run ends
+    # epoch-interval schedules keep following `max_epochs`
+    assert create_scheduler("cosine", _optimizer(), max_epochs=4, steps_per_epoch=5, total_steps=7)["scheduler"].T_max == 4
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"total_steps": 0}, ValueError, "Expected `total_steps` to be an int >= 1, but got 0"),
+        ({"total_steps": 7.0}, TypeError, "Expected `total_steps` to be an int >= 1, but got float 7.0"),
+        ({"max_epochs": float("inf")}, TypeError, "`max_epochs`.*inf"),
+        ({"warmup_epochs": "1"}, TypeError, "`warmup_epochs`.*'1'"),
+        ({"warmup_steps": 1.5}, TypeError, "`warmup_steps`.*1.5"),
+        ({"eta_min": "0"}, TypeError, "`eta_min`.*'0'"),
+        ({"eta_min": float("nan")}, ValueError, "`eta_min`.*nan"),
+    ],
+)
+def test_bad_values_are_named(kwargs: dict, error: type, match: str) -> None:
+    arguments = {"max_epochs": MAX_EPOCHS, "steps_per_epoch": STEPS_PER_EPOCH, **kwargs}
+    with pytest.raises(error, match=match):
+        create_scheduler("cosine_warmup", _optimizer(), **arguments)
+
+
+def test_scheduler_kwargs_must_be_a_dict() -> None:
+    with pytest.raises(TypeError, match="Expected `scheduler_kwargs` to be a dict, but got str 'x'"):
+        check_scheduler_kwargs("cosine", "x")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="`monitor`"):
+        create_scheduler("plateau", _optimizer(), max_epochs=2, steps_per_epoch=2, monitor=3)
+
+
 class _Regressor(pl.LightningModule):
     def __init__(self, scheduler: str) -> None:
         super().__init__()

@@ -130,6 +130,14 @@ def test_missing_resume_checkpoint_is_named(digits_data, backbone, tmp_path):
         ({"tuner_config": {"auto_lr": True}}, TypeError, "TunerConfig"),
         ({"checkpoint_monitor": "val/loss", "enable_checkpointing": False}, ValueError, "enable_checkpointing"),
         ({"logger": "tensorboard"}, TypeError, "logger"),
+        ({"max_epochs": "10"}, TypeError, "max_epochs"),
+        ({"max_epochs": 2.5}, TypeError, "max_epochs"),
+        ({"callbacks": ["early_stopping"]}, TypeError, "early_stopping"),
+        ({"val_check_interval": 0}, ValueError, "val_check_interval"),
+        ({"fast_dev_run": "yes"}, TypeError, "fast_dev_run"),
+        ({"default_root_dir": 5}, TypeError, "default_root_dir"),
+        ({"enable_checkpointing": "no"}, TypeError, "enable_checkpointing"),
+        ({"gradient_clip_val": "1"}, TypeError, "gradient_clip_val"),
     ],
 )
 def test_bad_trainer_arguments_are_named(kwargs, error, match, tmp_path):

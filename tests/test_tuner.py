@@ -54,6 +54,14 @@ def test_unknown_tuner_keys_fail_at_construction():
         TunerConfig(batch_size_kwargs={"mode": "linear"})
     with pytest.raises(ValueError, match="min_lr"):
         TunerConfig(lr_find_kwargs={"min_lr": 1.0, "max_lr": 0.1})
+    with pytest.raises(TypeError, match="auto_lr"):
+        TunerConfig(auto_lr="no")
+    with pytest.raises(TypeError, match="margin"):
+        TunerConfig(batch_size_kwargs={"margin": "x"})
+    with pytest.raises(TypeError, match="steps_per_trial"):
+        TunerConfig(batch_size_kwargs={"steps_per_trial": True})
+    with pytest.raises(TypeError, match="lr_find_kwargs"):
+        TunerConfig(lr_find_kwargs=[("min_lr", 1e-5)])
 
 
 def test_failed_lr_finder_says_how_to_turn_it_off(make_image_folder, backbone, tmp_path):
@@ -121,13 +129,14 @@ def test_both_steps_leave_the_lr_finder_enough_steps(make_image_folder, backbone
     root = make_image_folder(classes={"a": 40, "b": 40}, splits=("train", "val"), size=32)
     data = ImageDataModule(root, image_size=32, batch_size=2, num_workers=0)
     config = TunerConfig(auto_lr=True, auto_batch_size=True, batch_size_kwargs={"steps_per_trial": 1})
-    trainer = _trainer(tmp_path, max_epochs=1, tuner_config=config)
+    trainer = _trainer(tmp_path, max_epochs=2, max_steps=1, tuner_config=config)
     try:
         trainer.fit(ImageClassifier(backbone, num_classes=2), datamodule=data)
     except TuningError as e:  # random pixels: the loss may not fall, but the curve must have enough points
         assert "could not suggest" in str(e)
     curve = json.loads(next(tmp_path.rglob("lr_find.json")).read_text())
-    assert len(curve["lr"]) >= 30 and data.batch_size <= 80 // 30
+    train_images = 80
+    assert len(curve["lr"]) >= 30 and 2 <= data.batch_size <= train_images * 2 // 30
 
 
 def test_failed_finder_leaves_the_trainer_as_it_was(make_image_folder, backbone, tmp_path):
@@ -161,3 +170,14 @@ def test_second_run_keeps_the_first_lr_curve(digits_data, backbone, tmp_path):
         except TuningError:
             pass
     assert sorted(p.name for p in tmp_path.glob("lr_find*.json")) == ["lr_find-v1.json", "lr_find.json"]
+
+
+def test_training_after_a_multi_epoch_lr_sweep_with_a_progress_bar(digits_data, backbone, tmp_path):
+    # The sweep spans epochs (validation runs inside it, without the trainer's callbacks);
+    # the real run must then log the same keys with the progress bar on.
+    config = TunerConfig(auto_lr=True, lr_find_kwargs={"num_training": 24})
+    trainer = _trainer(
+        tmp_path, max_epochs=3, max_steps=10, tuner_config=config, limit_train_batches=8, limit_val_batches=2, enable_progress_bar=True
+    )
+    trainer.fit(ImageClassifier(backbone, num_classes=10), datamodule=digits_data)
+    assert trainer.global_step == 10 and "val/accuracy" in trainer.progress_bar_metrics

@@ -8,7 +8,7 @@ import logging
 import os
 import socket
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -16,13 +16,15 @@ from urllib.parse import urlparse
 import timm
 import torch.nn as nn
 
-from autotimm._errors import unknown_choice
+from autotimm._errors import check_keys, check_mapping, check_number, unknown_choice
 
 __all__ = ["BackboneConfig", "PretrainedWeightsError", "create_backbone", "list_backbones"]
 
 log = logging.getLogger(__name__)
 
 _PROBE_TIMEOUT_S = 3.0
+# `timm.create_model` arguments that have their own `BackboneConfig` field.
+_OWN_FIELDS = ("model_name", "pretrained", "drop_rate", "drop_path_rate")
 # Set while a model is rebuilt from a checkpoint: its weights come from the checkpoint.
 _skip_pretrained: contextvars.ContextVar[bool] = contextvars.ContextVar("autotimm_skip_pretrained", default=False)
 
@@ -39,7 +41,8 @@ class BackboneConfig:
         model_name: Any timm model name, tags included (`"resnet50"`, `"resnet50.a1_in1k"`).
         pretrained: `True` downloads timm's weights (or uses the local cache), `False` starts
             from random weights, and a path (`"weights.safetensors"`, `"model.pth"`) loads a
-            local weights file.
+            local weights file. The file is not needed to rebuild a model from an autotimm
+            checkpoint (`load_from_checkpoint`), which holds the weights.
         drop_rate: Dropout before the classifier inside the backbone.
         drop_path_rate: Stochastic depth rate, for models that support it.
         kwargs: Further keyword arguments for `timm.create_model`.
@@ -57,38 +60,65 @@ class BackboneConfig:
     kwargs: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.model_name, str) or not self.model_name:
-            raise TypeError(f"Expected `model_name` to be a non-empty string, but got {self.model_name!r}.")
+        if not isinstance(self.model_name, str):
+            raise TypeError(f"Expected `model_name` to be a timm model name, but got {self.model_name!r}.")
+        if not self.model_name:
+            raise ValueError(f"Expected `model_name` to be a timm model name, but got {self.model_name!r}.")
         if not timm.is_model(self.model_name):
             raise unknown_choice("backbone", self.model_name, timm.list_models())
         if not isinstance(self.pretrained, (bool, str, os.PathLike)):
-            raise TypeError(f"Expected `pretrained` to be a bool or a path, but got {self.pretrained!r}.")
+            raise TypeError(f"Expected `pretrained` to be True, False or a path, but got {self.pretrained!r}.")
         if isinstance(self.pretrained, (str, os.PathLike)):
             self.pretrained = str(self.pretrained)
-            if not Path(self.pretrained).is_file():
+            # Rebuilding from a checkpoint never reads the file: the checkpoint holds the weights.
+            if not _skip_pretrained.get() and not Path(self.pretrained).is_file():
                 raise FileNotFoundError(
                     f"`pretrained` names a weights file that does not exist: {self.pretrained!r}. "
                     "Pass `pretrained=True` to download timm's weights or `pretrained=False` for random ones."
                 )
-        if not 0.0 <= self.drop_rate < 1.0:
-            raise ValueError(f"Expected `drop_rate` in [0, 1), but got {self.drop_rate!r}.")
-        if self.drop_path_rate is not None and not 0.0 <= self.drop_path_rate < 1.0:
-            raise ValueError(f"Expected `drop_path_rate` in [0, 1), but got {self.drop_path_rate!r}.")
+        check_number("drop_rate", self.drop_rate, low=0, high=1)
+        if self.drop_path_rate is not None:
+            check_number("drop_path_rate", self.drop_path_rate, low=0, high=1)
+        self.kwargs = check_mapping("kwargs", self.kwargs)
+        for key in _OWN_FIELDS:
+            if key in self.kwargs:
+                raise ValueError(
+                    f"`{key}` cannot be given in `kwargs`: it is a BackboneConfig field; pass "
+                    f"`BackboneConfig(..., {key}=...)` instead."
+                )
 
     @classmethod
     def coerce(cls, backbone: str | BackboneConfig | dict[str, Any]) -> BackboneConfig:
-        """Accept a model name, a config, or a config's `asdict()` form."""
+        """Accept a model name, a config, or a config's `to_dict()` form."""
         if isinstance(backbone, BackboneConfig):
             return backbone
         if isinstance(backbone, str):
             return cls(backbone)
         if isinstance(backbone, dict):
+            check_keys("backbone", backbone, [f.name for f in fields(cls)])
             return cls(**backbone)
         raise TypeError(f"Expected `backbone` to be a timm model name or a BackboneConfig, but got {backbone!r}.")
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain-data form, safe for checkpoints and YAML."""
+        """Plain-data form, safe for YAML; `BackboneConfig.coerce` rebuilds the same config from it."""
         return asdict(self)
+
+    def to_hparams(self) -> dict[str, Any]:
+        """The form a task saves in its checkpoint's hyperparameters.
+
+        As `to_dict()`, but a weights file path is cut down to the file name: the
+        checkpoint holds the weights, so the file is never read again, and a full path
+        would write the user's folder names (often their user name) into the checkpoint.
+
+        Example:
+            >>> cfg = BackboneConfig("resnet18", pretrained=False)
+            >>> cfg.to_hparams()["pretrained"]
+            False
+        """
+        out = self.to_dict()
+        if isinstance(self.pretrained, str):
+            out["pretrained"] = Path(self.pretrained).name
+        return out
 
 
 @contextlib.contextmanager

@@ -6,13 +6,13 @@ import importlib
 import importlib.util
 import inspect
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from pytorch_lightning.loggers import Logger
 
-from autotimm._errors import unknown_choice
+from autotimm._errors import check_bool, check_keys, check_list, check_mapping, unknown_choice
 
 __all__ = ["LoggerConfig", "LoggerManager", "LoggingConfig", "list_loggers", "resolve_loggers"]
 
@@ -60,11 +60,12 @@ class LoggerConfig:
     params: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.backend = str(self.backend).lower()
+        if not isinstance(self.backend, str):
+            raise TypeError(f"Expected `backend` to be one of {list_loggers()}, but got {self.backend!r}.")
+        self.backend = self.backend.lower()
         if self.backend not in _LOGGERS:
             raise unknown_choice("logger backend", self.backend, _LOGGERS)
-        if not isinstance(self.params, dict):
-            raise TypeError(f"Expected `params` to be a dict, but got {self.params!r}.")
+        self.params = check_mapping("params", self.params)
         entry = _LOGGERS[self.backend]
         if entry.requires and not any(importlib.util.find_spec(p) for p in entry.requires):
             raise ModuleNotFoundError(
@@ -99,13 +100,16 @@ class LoggerManager:
         ['CSVLogger', 'TensorBoardLogger']
     """
 
-    def __init__(self, configs: Sequence[LoggerConfig | Logger]) -> None:
+    def __init__(self, configs: Sequence[LoggerConfig | Logger] | LoggerConfig | Logger) -> None:
         if isinstance(configs, (LoggerConfig, Logger)):
             configs = [configs]
+        configs = check_list("configs", configs, of="LoggerConfig or Lightning Logger")
         for cfg in configs:
             if not isinstance(cfg, (LoggerConfig, Logger)):
-                raise TypeError(f"Expected LoggerConfig or Lightning Logger entries, but got {cfg!r}.")
-        self.configs = list(configs)
+                raise TypeError(
+                    f"Expected each entry of `configs` to be a LoggerConfig or a Lightning Logger, but got {cfg!r}."
+                )
+        self.configs = configs
 
     def build(self, default_save_dir: str | Path = ".") -> list[Logger]:
         """Create the Lightning loggers; ready-made loggers are passed through."""
@@ -149,6 +153,10 @@ class LoggingConfig:
     log_learning_rate: bool = True
     log_gradient_norm: bool = False
 
+    def __post_init__(self) -> None:
+        check_bool("log_learning_rate", self.log_learning_rate)
+        check_bool("log_gradient_norm", self.log_gradient_norm)
+
     @classmethod
     def coerce(cls, config: LoggingConfig | dict[str, Any] | None) -> LoggingConfig:
         """Accept a config, its dict form, or `None` (the defaults)."""
@@ -157,5 +165,6 @@ class LoggingConfig:
         if isinstance(config, LoggingConfig):
             return config
         if isinstance(config, dict):
+            check_keys("logging_config", config, [f.name for f in fields(cls)])
             return cls(**config)
-        raise TypeError(f"Expected `logging_config` to be a LoggingConfig, but got {config!r}.")
+        raise TypeError(f"Expected `logging_config` to be a LoggingConfig, a dict or None, but got {config!r}.")

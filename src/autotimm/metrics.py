@@ -5,13 +5,13 @@ from __future__ import annotations
 import importlib
 import inspect
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 import torch.nn as nn
 import torchmetrics
 
-from autotimm._errors import check_choice, unknown_choice
+from autotimm._errors import check_bool, check_choice, check_keys, check_list, check_mapping, unknown_choice
 
 __all__ = ["MetricConfig", "build_metrics", "STAGES"]
 
@@ -50,16 +50,19 @@ class MetricConfig:
     prog_bar: bool = False
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not self.name or any(c in self.name for c in "./ "):
-            raise ValueError(f"Expected `name` to be a non-empty string without '.', '/' or spaces, but got {self.name!r}.")
+        expected_name = "a non-empty string without '.', '/' or spaces"
+        if not isinstance(self.name, str):
+            raise TypeError(f"Expected `name` to be {expected_name}, but got {self.name!r}.")
+        if not self.name or any(c in self.name for c in "./ "):
+            raise ValueError(f"Expected `name` to be {expected_name}, but got {self.name!r}.")
         check_choice("backend", self.backend, _BACKENDS)
         if isinstance(self.stages, str):
             self.stages = [self.stages]
-        self.stages = list(self.stages)
+        self.stages = check_list("stages", self.stages, of=f"stage names among {list(STAGES)}")
         for stage in self.stages:
             check_choice("stages", stage, STAGES)
-        if not isinstance(self.params, dict):
-            raise TypeError(f"Expected `params` to be a dict, but got {self.params!r}.")
+        self.params = check_mapping("params", self.params)
+        check_bool("prog_bar", self.prog_bar)
         self.metric_cls  # noqa: B018 - resolve now so a bad name fails at construction
 
     @property
@@ -115,8 +118,23 @@ class MetricConfig:
         if isinstance(metric, MetricConfig):
             return metric
         if isinstance(metric, dict):
+            check_keys("metrics", metric, [f.name for f in fields(cls)])
             return cls(**metric)
-        raise TypeError(f"Expected a MetricConfig, but got {metric!r}.")
+        raise TypeError(
+            f"Expected each entry of `metrics` to be a MetricConfig or its dict form, but got "
+            f"{type(metric).__name__} {metric!r}."
+        )
+
+    @classmethod
+    def coerce_list(cls, metrics: Sequence[MetricConfig | dict[str, Any]]) -> list[MetricConfig]:
+        """Accept a list of configs or of their `to_dict()` forms; a single config or a string is refused.
+
+        Example:
+            >>> [m.name for m in MetricConfig.coerce_list([{"name": "acc", "metric_class": "Accuracy"}])]
+            ['acc']
+        """
+        entries = check_list("metrics", metrics, of="MetricConfig (or their dict forms)")
+        return [cls.coerce(m) for m in entries]
 
 
 def build_metrics(
@@ -130,6 +148,10 @@ def build_metrics(
         ['accuracy']
     """
     check_choice("stage", stage, STAGES)
+    configs = check_list("configs", configs, of="MetricConfig")
+    for config in configs:
+        if not isinstance(config, MetricConfig):
+            raise TypeError(f"Expected each entry of `configs` to be a MetricConfig, but got {config!r}.")
     names = [c.name for c in configs]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:

@@ -335,6 +335,9 @@ class ImageDataModule(pl.LightningDataModule):
     `timm.data.resolve_model_data_config`), else timm's ImageNet defaults; `image_size`
     then overrides the size. They are rebuilt at every `setup()`.
 
+    The saved hyperparameters (written into checkpoints) leave `data_dir` out: pass it
+    again to `ImageDataModule.load_from_checkpoint(path, data_dir=...)`.
+
     The train loader sets `drop_last=True` only when the last batch would hold a single
     sample (BatchNorm fails on it); other loaders keep every sample.
 
@@ -396,10 +399,10 @@ class ImageDataModule(pl.LightningDataModule):
         self._class_names = (
             list(self._builtin.classes) if self._builtin is not None else _check_folder_layout(self.data_dir)
         )
-        # Primitives only, so that checkpoints load with `torch.load(weights_only=True)`.
+        # Primitives only, so that checkpoints load with `torch.load(weights_only=True)`; no
+        # `data_dir`: a path is machine-specific and often holds the user's name.
         self.save_hyperparameters(
             {
-                "data_dir": str(data_dir),
                 "dataset_name": self._builtin.name if self._builtin is not None else None,
                 "image_size": image_size,
                 "batch_size": batch_size,
@@ -418,6 +421,20 @@ class ImageDataModule(pl.LightningDataModule):
         self.train_dataset: TransformedSubset | None = None
         self.val_dataset: TransformedSubset | None = None
         self.test_dataset: TransformedSubset | None = None
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> ImageDataModule:  # type: ignore[override]
+        """Rebuild the data module from a checkpoint; `data_dir` must be given (checkpoints do not store it).
+
+        Example:
+            >>> data = ImageDataModule.load_from_checkpoint("best.ckpt", data_dir="data/pets")  # doctest: +SKIP
+        """
+        if "data_dir" not in kwargs:
+            raise TypeError(
+                "ImageDataModule.load_from_checkpoint needs `data_dir=...`: checkpoints do not store the data "
+                "folder's path."
+            )
+        return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
 
     # ------------------------------------------------------------------ metadata
 

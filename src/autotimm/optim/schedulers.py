@@ -27,7 +27,7 @@ from timm.scheduler import PlateauLRScheduler, create_scheduler_v2
 from timm.scheduler.scheduler import Scheduler as TimmScheduler
 from torch.optim import Optimizer, lr_scheduler
 
-from autotimm._errors import unknown_choice
+from autotimm._errors import check_mapping, check_number, unknown_choice
 
 __all__ = [
     "SCHEDULER_ALIASES",
@@ -59,12 +59,12 @@ _NEVER_ACCEPTED = ("optimizer", "last_epoch")
 
 @dataclass(frozen=True)
 class _Run:
+    """The run a scheduler is built for: epoch-interval schedules use `max_epochs`,
+    step-interval ones `total_steps` (all the optimizer steps of the run)."""
+
     max_epochs: int
     steps_per_epoch: int
-
-    @property
-    def total_steps(self) -> int:
-        return self.max_epochs * self.steps_per_epoch
+    total_steps: int
 
 
 @dataclass(frozen=True)
@@ -98,20 +98,16 @@ def _cosine_warmup(
             f"Give `warmup_steps` or `warmup_epochs`, not both (got {warmup_steps} and {warmup_epochs})."
         )
     if warmup_epochs is not None:
-        if warmup_epochs < 0:
-            raise ValueError(f"Expected `warmup_epochs` to be >= 0, but got {warmup_epochs!r}.")
+        check_number("warmup_epochs", warmup_epochs, low=0)
         warmup_steps = round(warmup_epochs * steps_per_epoch)
     elif warmup_steps is None:
         warmup_steps = min(max(1, round(0.05 * total_steps)), total_steps - 1)
-    if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
-        raise ValueError(f"Expected `warmup_steps` to be an int >= 0, but got {warmup_steps!r}.")
+    check_number("warmup_steps", warmup_steps, low=0, integer=True)
     if warmup_steps >= total_steps:
         raise ValueError(
-            f"The warmup ({warmup_steps} steps) must be shorter than the run "
-            f"({total_steps} steps = max_epochs * steps_per_epoch)."
+            f"The warmup ({warmup_steps} steps) must be shorter than the run ({total_steps} steps)."
         )
-    if eta_min < 0:
-        raise ValueError(f"Expected `eta_min` to be >= 0, but got {eta_min!r}.")
+    check_number("eta_min", eta_min, low=0)
     factors = []
     for group in optimizer.param_groups:
         base_lr = group.get("initial_lr", group["lr"])
@@ -273,6 +269,7 @@ def check_scheduler_kwargs(name: str, kwargs: dict[str, Any]) -> None:
         kwargs: Keyword arguments meant for the scheduler.
 
     Raises:
+        TypeError: If `kwargs` is not a dict with string keys.
         ValueError: If the name is unknown, or a key is not accepted (the message names
             the key and lists the accepted ones).
 
@@ -280,23 +277,17 @@ def check_scheduler_kwargs(name: str, kwargs: dict[str, Any]) -> None:
         >>> check_scheduler_kwargs("cosine", {"T_max": 50, "eta_min": 1e-6})  # passes silently
     """
     key = resolve_scheduler(name)
+    kwargs = check_mapping("scheduler_kwargs", kwargs)
     spec = _SPECS[key]
     accepted = spec.accepted()
     for arg in kwargs:
         if arg in spec.hidden:
             raise ValueError(
                 f"`{arg}` cannot be set for scheduler {key!r}: autotimm sets it from the scheduler name and "
-                f"the run (`max_epochs`, `steps_per_epoch`). Accepted arguments: {accepted}."
+                f"the run (`max_epochs`, `steps_per_epoch`, `total_steps`). Accepted arguments: {accepted}."
             )
         if arg not in accepted:
             raise unknown_choice(f"`{key}` scheduler argument", arg, accepted)
-
-
-def _check_positive_int(argument: str, value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"Expected `{argument}` to be an int, but got {type(value).__name__} {value!r}.")
-    if value < 1:
-        raise ValueError(f"Expected `{argument}` to be >= 1, but got {value}.")
 
 
 def create_scheduler(
@@ -305,6 +296,7 @@ def create_scheduler(
     *,
     max_epochs: int,
     steps_per_epoch: int,
+    total_steps: int | None = None,
     **kwargs: Any,
 ) -> dict[str, Any]:
     """Build the scheduler `name` and wrap it in a Lightning lr-scheduler config.
@@ -313,13 +305,13 @@ def create_scheduler(
 
     | name | interval | defaults |
     |---|---|---|
-    | `cosine_warmup` | step | `warmup_steps` 5% of the run's steps (at least 1), `eta_min=0.0` |
+    | `cosine_warmup` | step | `warmup_steps` 5% of `total_steps` (at least 1), `eta_min=0.0` |
     | `cosineannealinglr` | epoch | `T_max=max_epochs` |
     | `cosineannealingwarmrestarts` | epoch | `T_0=max(1, max_epochs // 3)` |
     | `exponentiallr` | epoch | `gamma=0.01 ** (1 / max_epochs)` (lr ends at 1% of its start) |
     | `linearlr` | epoch | linear decay to 0: `start_factor=1.0`, `end_factor=0.0`, `total_iters=max_epochs` |
     | `multisteplr` | epoch | `milestones` at 60% and 85% of `max_epochs` |
-    | `onecyclelr` | step | `max_lr` = each group's current lr, `total_steps=max_epochs * steps_per_epoch` |
+    | `onecyclelr` | step | `max_lr` = each group's current lr, `total_steps` |
     | `polynomiallr` | epoch | `total_iters=max_epochs` |
     | `reducelronplateau` | epoch | torch's (`mode="min"`), `monitor="val/loss"` |
     | `steplr` | epoch | `step_size=max(1, max_epochs // 3)` |
@@ -328,10 +320,16 @@ def create_scheduler(
     | `timm_multistep` | epoch | `num_epochs=max_epochs`, `decay_milestones` as `multisteplr` |
     | `timm_plateau` | epoch | `num_epochs=max_epochs`, `plateau_mode="min"`, `monitor="val/loss"` |
 
+    Step-interval schedules (`cosine_warmup`, `onecyclelr`) span `total_steps` optimizer
+    steps, `max_epochs * steps_per_epoch` unless given: pass the trainer's
+    `estimated_stepping_batches` when `max_steps`, `limit_train_batches` or gradient
+    accumulation shorten the run. Epoch-interval schedules span `max_epochs`.
+
     `cosine_warmup` takes `warmup_steps` or `warmup_epochs` (a fraction of an epoch is
     fine) and `eta_min`; its lr rises linearly (`lr * (s + 1) / warmup_steps` at step
     `s`) to the optimizer's lr, reached at the last warmup step, then follows a cosine
-    down to `eta_min`, reached when the run ends. timm schedules keep timm's own
+    down to `eta_min`, reached when the run ends (after its `total_steps`-th step).
+    `onecyclelr` runs its last step at its final, lowest lr. timm schedules keep timm's own
     conventions (for example `timm_multistep` decays one epoch before `multisteplr`).
 
     Plateau schedulers take a `monitor` key (the logged metric to watch); set
@@ -343,6 +341,8 @@ def create_scheduler(
         optimizer: The optimizer to schedule.
         max_epochs: Epochs in the run, >= 1.
         steps_per_epoch: Optimizer steps per epoch (after gradient accumulation), >= 1.
+        total_steps: Optimizer steps in the whole run, >= 1, for the step-interval
+            schedules; `None` means `max_epochs * steps_per_epoch`.
         **kwargs: Arguments of the scheduler; they override the defaults above.
 
     Returns:
@@ -353,7 +353,8 @@ def create_scheduler(
         `step_scheduler`.
 
     Raises:
-        TypeError: If `max_epochs` or `steps_per_epoch` is not an int.
+        TypeError: If `max_epochs`, `steps_per_epoch` or `total_steps` is not an int,
+            or `kwargs` holds a value of the wrong type.
         ValueError: If the name or a keyword argument is unknown, or a value is out of
             range (for example a warmup as long as the run).
 
@@ -365,19 +366,24 @@ def create_scheduler(
         ('epoch', 50)
     """
     key = resolve_scheduler(name)
-    _check_positive_int("max_epochs", max_epochs)
-    _check_positive_int("steps_per_epoch", steps_per_epoch)
+    check_number("max_epochs", max_epochs, low=1, integer=True)
+    check_number("steps_per_epoch", steps_per_epoch, low=1, integer=True)
+    if total_steps is None:
+        total_steps = max_epochs * steps_per_epoch
+    check_number("total_steps", total_steps, low=1, integer=True)
     check_scheduler_kwargs(key, kwargs)
     spec = _SPECS[key]
     options = dict(kwargs)
     extra: dict[str, Any] = {}
     if spec.monitor:
         monitor = options.pop("monitor", _DEFAULT_MONITOR)
-        if not isinstance(monitor, str) or not monitor:
+        if not isinstance(monitor, str):
+            raise TypeError(f"Expected `monitor` to be the name of a logged metric, but got {monitor!r}.")
+        if not monitor:
             raise ValueError(f"Expected `monitor` to be the name of a logged metric, but got {monitor!r}.")
         # Lightning hands the metric to `lr_scheduler_step` (after validation) only with this flag.
         extra = {"monitor": monitor, "reduce_on_plateau": True}
-    options = {**spec.defaults(optimizer, _Run(max_epochs, steps_per_epoch)), **options}
+    options = {**spec.defaults(optimizer, _Run(max_epochs, steps_per_epoch, total_steps)), **options}
     return {"scheduler": spec.build(optimizer, **options), "interval": spec.interval, "frequency": 1, **extra}
 
 

@@ -9,6 +9,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn as nn
 
+from autotimm._errors import check_mapping, check_number
 from autotimm.backbones import skip_pretrained_download
 from autotimm.loggers import LoggingConfig
 from autotimm.optim import (
@@ -56,22 +57,19 @@ class BaseTask(pl.LightningModule):
         logging_config: LoggingConfig | dict[str, Any] | None,
     ) -> None:
         super().__init__()
-        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
-            raise ValueError(f"Expected `lr` to be a positive number, but got {lr!r}.")
-        if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)) or weight_decay < 0:
-            raise ValueError(f"Expected `weight_decay` to be a non-negative number, but got {weight_decay!r}.")
-        self._lr = float(lr)
-        self.weight_decay = float(weight_decay)
+        self._lr = float(check_number("lr", lr, low=0, low_inclusive=False))
+        self.weight_decay = float(check_number("weight_decay", weight_decay, low=0))
         self.optimizer_name = resolve_optimizer(optimizer)
-        self.optimizer_kwargs = dict(optimizer_kwargs or {})
+        self.optimizer_kwargs = check_mapping("optimizer_kwargs", optimizer_kwargs, optional=True)
         check_optimizer_kwargs(self.optimizer_name, self.optimizer_kwargs)
         self.scheduler_name = None if scheduler is None else resolve_scheduler(scheduler)
-        self.scheduler_kwargs = dict(scheduler_kwargs or {})
+        self.scheduler_kwargs = check_mapping("scheduler_kwargs", scheduler_kwargs, optional=True)
         if self.scheduler_name is None and self.scheduler_kwargs:
             raise ValueError(f"`scheduler_kwargs` {self.scheduler_kwargs} were given without a `scheduler`.")
         if self.scheduler_name is not None:
             check_scheduler_kwargs(self.scheduler_name, self.scheduler_kwargs)
         self.logging_config = LoggingConfig.coerce(logging_config)
+        self._has_progress_bar = False
 
     @property
     def lr(self) -> float:
@@ -80,7 +78,7 @@ class BaseTask(pl.LightningModule):
 
     @lr.setter
     def lr(self, value: float) -> None:
-        self._lr = float(value)
+        self._lr = float(check_number("lr", value, low=0, low_inclusive=False))
 
     # ---- backbone freezing -------------------------------------------------------------
     def freeze_backbone(self) -> None:
@@ -112,18 +110,41 @@ class BaseTask(pl.LightningModule):
         )
         if self.scheduler_name is None:
             return optimizer
-        trainer = self.trainer
-        total_steps = max(1, int(trainer.estimated_stepping_batches))
-        steps_per_epoch = max(1, math.ceil(trainer.num_training_batches / trainer.accumulate_grad_batches))
-        max_epochs = max(1, math.ceil(total_steps / steps_per_epoch))
+        total_steps, steps_per_epoch = self._run_length()
+        options = dict(self.scheduler_kwargs)
         scheduler = create_scheduler(
             self.scheduler_name,
             optimizer,
-            max_epochs=max_epochs,
+            max_epochs=max(1, math.ceil(total_steps / steps_per_epoch)),
             steps_per_epoch=steps_per_epoch,
-            **self.scheduler_kwargs,
+            total_steps=options.pop("total_steps", total_steps),  # `onecyclelr` lets the user set it
+            **options,
         )
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+    def _run_length(self) -> tuple[int, int]:
+        """Optimizer steps in the whole run and in one epoch, as the trainer will run them.
+
+        The total is `trainer.estimated_stepping_batches`, which honours `max_epochs`,
+        `max_steps`, `limit_train_batches` and `accumulate_grad_batches`.
+        """
+        trainer = self.trainer
+        total = trainer.estimated_stepping_batches  # loads the train dataloader when it can end
+        if not math.isfinite(total):
+            raise ValueError(
+                f"The learning-rate scheduler {self.scheduler_name!r} needs to know how long the run is, but the "
+                f"trainer has no end (`max_epochs={trainer.max_epochs}`, `max_steps={trainer.max_steps}`). "
+                "Set `max_epochs` or `max_steps`, or use `scheduler=None`."
+            )
+        batches = trainer.num_training_batches
+        if not math.isfinite(batches):
+            raise ValueError(
+                f"The learning-rate scheduler {self.scheduler_name!r} needs the number of training batches per "
+                "epoch, but the train dataloader has no length (an iterable data set). Give the data set a "
+                "`__len__`, set `limit_train_batches` to an int, or use `scheduler=None`."
+            )
+        steps_per_epoch = max(1, math.ceil(batches / trainer.accumulate_grad_batches))
+        return max(1, int(total)), steps_per_epoch
 
     def lr_scheduler_step(self, scheduler: Any, metric: Any | None) -> None:
         step_scheduler(scheduler, metric, epoch=self.current_epoch)
@@ -136,11 +157,21 @@ class BaseTask(pl.LightningModule):
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         if not self.logging_config.log_gradient_norm:
             return
-        if self.trainer.global_step % max(1, self.trainer.log_every_n_steps) != 0:
+        # Lightning writes step logs at the end of the batch whose optimizer step makes
+        # `global_step + 1` a multiple of `log_every_n_steps` (and `global_step` has not
+        # been advanced yet here): compute the norm exactly for those steps.
+        every_n = self.trainer.log_every_n_steps
+        if every_n < 1 or (self.trainer.global_step + 1) % every_n != 0:
             return
         grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         if grads:
             self.log("train/grad_norm", torch.nn.utils.get_total_norm(grads), on_step=True, on_epoch=False)
+
+    def setup(self, stage: str) -> None:
+        # Values logged with `prog_bar=True` cost a `.item()` sync per step: only worth it with
+        # a bar. Read at the start of each run, before Lightning's finders swap the trainer's
+        # callbacks out, as a key must keep its `prog_bar` across the runs of a loop.
+        self._has_progress_bar = self.trainer.progress_bar_callback is not None
 
     # ---- checkpoints ---------------------------------------------------------------------
     @classmethod

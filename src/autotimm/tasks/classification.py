@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from autotimm._errors import check_bool, check_number
 from autotimm.backbones import BackboneConfig, create_backbone
 from autotimm.loggers import LoggingConfig
 from autotimm.metrics import MetricConfig, build_metrics
@@ -49,6 +50,11 @@ class ImageClassifier(BaseTask):
         head_dropout: Dropout before the linear head.
         multi_label: Independent sigmoid outputs with `BCEWithLogitsLoss`.
 
+    Raises:
+        TypeError: If an argument has the wrong type (`freeze_backbone="no"`, `lr="1e-3"`).
+        ValueError: If an argument is out of range or names an unknown optimizer, scheduler
+            or backbone; at `fit`, if the data's class count does not match `num_classes`.
+
     Example:
         >>> model = ImageClassifier(BackboneConfig("resnet18", pretrained=False), num_classes=10)
         >>> model(torch.randn(2, 3, 64, 64)).shape
@@ -81,22 +87,23 @@ class ImageClassifier(BaseTask):
             scheduler_kwargs=scheduler_kwargs,
             logging_config=logging_config,
         )
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"Expected `num_classes` to be a positive integer, but got {num_classes!r}.")
+        check_number("num_classes", num_classes, low=1, integer=True)
+        check_bool("multi_label", multi_label)
+        check_bool("freeze_backbone", freeze_backbone)
         if num_classes == 1 and not multi_label:
             raise ValueError(
                 "`num_classes=1` needs `multi_label=True` (a binary classifier with one sigmoid output); "
                 "or use `num_classes=2` for a two-class softmax classifier."
             )
-        if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"Expected `label_smoothing` in [0, 1), but got {label_smoothing!r}.")
-        if not 0.0 <= head_dropout < 1.0:
-            raise ValueError(f"Expected `head_dropout` in [0, 1), but got {head_dropout!r}.")
+        check_number("label_smoothing", label_smoothing, low=0, high=1)
+        check_number("head_dropout", head_dropout, low=0, high=1)
         backbone_cfg = BackboneConfig.coerce(backbone)
-        metric_cfgs = _default_metrics() if metrics is None else [MetricConfig.coerce(m) for m in metrics]
+        metric_cfgs = _default_metrics() if metrics is None else MetricConfig.coerce_list(metrics)
+        num_classes = int(num_classes)
         self.save_hyperparameters(
             {
-                "backbone": backbone_cfg.to_dict(),
+                # No weights path (nor the user name it may hold): the checkpoint holds the weights.
+                "backbone": backbone_cfg.to_hparams(),
                 "num_classes": num_classes,
                 "metrics": [m.to_dict() for m in metric_cfgs],
                 "logging_config": vars(self.logging_config).copy(),
@@ -106,20 +113,20 @@ class ImageClassifier(BaseTask):
                 "optimizer_kwargs": self.optimizer_kwargs,
                 "scheduler": self.scheduler_name,
                 "scheduler_kwargs": self.scheduler_kwargs,
-                "freeze_backbone": bool(freeze_backbone),
+                "freeze_backbone": freeze_backbone,
                 "label_smoothing": float(label_smoothing),
                 "head_dropout": float(head_dropout),
-                "multi_label": bool(multi_label),
+                "multi_label": multi_label,
             }
         )
         self.num_classes = num_classes
-        self.multi_label = bool(multi_label)
+        self.multi_label = multi_label
         self.label_smoothing = float(label_smoothing)
         self.metric_configs = metric_cfgs
         self._prog_bar = {m.name: m.prog_bar for m in metric_cfgs}
 
         self.backbone = create_backbone(backbone_cfg, num_classes=0)
-        self.head = nn.Sequential(nn.Dropout(head_dropout), nn.Linear(self.backbone.num_features, num_classes))
+        self.head = nn.Sequential(nn.Dropout(float(head_dropout)), nn.Linear(self.backbone.num_features, num_classes))
         self.data_config: dict[str, Any] = timm.data.resolve_model_data_config(self.backbone)
         task = ("binary" if num_classes == 1 else "multilabel") if multi_label else "multiclass"
         self.train_metrics = build_metrics(metric_cfgs, "train", num_classes, task)
@@ -137,13 +144,22 @@ class ImageClassifier(BaseTask):
         return torch.sigmoid(logits) if self.multi_label else logits.softmax(dim=-1)
 
     def setup(self, stage: str) -> None:
+        super().setup(stage)
         datamodule = getattr(self.trainer, "datamodule", None)
         data_classes = getattr(datamodule, "num_classes", None)
-        expected = 2 if (self.multi_label and self.num_classes == 1) else self.num_classes
-        if isinstance(data_classes, int) and data_classes != expected and not self.multi_label:
+        binary = self.multi_label and self.num_classes == 1
+        expected = 2 if binary else self.num_classes
+        if isinstance(data_classes, int) and data_classes != expected:
+            names = getattr(datamodule, "class_names", "")
+            if binary:
+                raise ValueError(
+                    f"The model is a binary classifier (`num_classes=1, multi_label=True`), which needs data with "
+                    f"2 classes, but the data has {data_classes} classes ({names}). Build the model with "
+                    "`num_classes=data.num_classes` (and `multi_label=False` for one label per image)."
+                )
             raise ValueError(
                 f"The model has `num_classes={self.num_classes}` but the data has {data_classes} classes "
-                f"({getattr(datamodule, 'class_names', '')}). Build the model with `num_classes=data.num_classes`."
+                f"({names}). Build the model with `num_classes=data.num_classes`."
             )
 
     # ---- steps ---------------------------------------------------------------------------
@@ -168,6 +184,7 @@ class ImageClassifier(BaseTask):
         targets = self._targets(y)
         loss = self._loss(logits, targets)
         metrics: nn.ModuleDict = getattr(self, f"{stage}_metrics")
+        bar = self._has_progress_bar
         if len(metrics):
             probs = self.probabilities(logits.detach())
             metric_target = targets.long()
@@ -175,13 +192,16 @@ class ImageClassifier(BaseTask):
                 probs, metric_target = probs.squeeze(1), metric_target.squeeze(1)
             for name, metric in metrics.items():
                 metric.update(probs, metric_target)
-                self.log(f"{stage}/{name}", metric, on_step=False, on_epoch=True, prog_bar=self._prog_bar[name])
+                self.log(f"{stage}/{name}", metric, on_step=False, on_epoch=True, prog_bar=bar and self._prog_bar[name])
         batch_size = x.shape[0]
         if stage == "train":
-            self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=batch_size)
+            self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=bar, batch_size=batch_size)
             self.log("train/loss_epoch", loss, on_step=False, on_epoch=True, batch_size=batch_size, sync_dist=True)
         else:
-            self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=stage == "val", batch_size=batch_size, sync_dist=True)
+            self.log(
+                f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=bar and stage == "val",
+                batch_size=batch_size, sync_dist=True,
+            )
         return loss
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:

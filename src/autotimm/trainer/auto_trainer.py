@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -11,7 +12,7 @@ from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from lightning_fabric.utilities.cloud_io import get_filesystem
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
-from autotimm._errors import check_choice, closest
+from autotimm._errors import check_bool, check_choice, check_number, closest
 from autotimm.loggers import resolve_loggers
 from autotimm.trainer.tuning import TunerConfig, run_tuning
 
@@ -82,18 +83,28 @@ class AutoTrainer(pl.Trainer):
                 hint = f" Did you mean {matches[0]!r}?" if matches else ""
                 raise TypeError(f"AutoTrainer got an unknown argument {key!r}.{hint} It takes any pytorch_lightning.Trainer argument.")
         check_choice("checkpoint_mode", checkpoint_mode, ("max", "min"))
+        if max_epochs is not None:
+            check_number("max_epochs", max_epochs, low=-1, integer=True)
+        check_bool("enable_checkpointing", enable_checkpointing)
+        if not isinstance(fast_dev_run, bool):
+            check_number("fast_dev_run", fast_dev_run, low=0, integer=True)
+        check_number("accumulate_grad_batches", accumulate_grad_batches, low=1, integer=True)
+        check_number("val_check_interval", val_check_interval, low=0, low_inclusive=False, high=None)
+        if gradient_clip_val is not None:
+            check_number("gradient_clip_val", gradient_clip_val, low=0, low_inclusive=False)
+        if not isinstance(default_root_dir, (str, os.PathLike)):
+            raise TypeError(f"Expected `default_root_dir` to be a path, but got {type(default_root_dir).__name__} {default_root_dir!r}.")
         if tuner_config is not None and not isinstance(tuner_config, TunerConfig):
             raise TypeError(f"Expected `tuner_config` to be a TunerConfig or None, but got {tuner_config!r}.")
         if checkpoint_monitor is not None and (not isinstance(checkpoint_monitor, str) or not checkpoint_monitor):
             raise TypeError(f"Expected `checkpoint_monitor` to be a metric name such as 'val/loss', but got {checkpoint_monitor!r}.")
         if checkpoint_monitor and not enable_checkpointing:
             raise ValueError(f"`checkpoint_monitor={checkpoint_monitor!r}` needs `enable_checkpointing=True`.")
-        if isinstance(accumulate_grad_batches, bool) or not isinstance(accumulate_grad_batches, int) or accumulate_grad_batches < 1:
-            raise ValueError(f"Expected `accumulate_grad_batches` to be a positive integer, but got {accumulate_grad_batches!r}.")
-        if gradient_clip_val is not None and not gradient_clip_val > 0:
-            raise ValueError(f"Expected `gradient_clip_val` to be a positive number or None, but got {gradient_clip_val!r}.")
         if callbacks is not None and not isinstance(callbacks, (list, tuple)):
             callbacks = [callbacks]
+        for callback in callbacks or []:
+            if not isinstance(callback, Callback):
+                raise TypeError(f"Expected `callbacks` to hold Lightning Callback objects, but got {type(callback).__name__} {callback!r}.")
 
         if checkpoint_monitor and checkpoint_mode == "max" and "loss" in checkpoint_monitor.lower():
             rank_zero_warn(

@@ -13,7 +13,7 @@ from pytorch_lightning.callbacks import BatchSizeFinder, Callback, LearningRateF
 from pytorch_lightning.utilities import rank_zero_info
 from pytorch_lightning.utilities.parsing import lightning_hasattr, lightning_setattr
 
-from autotimm._errors import check_choice, unknown_choice
+from autotimm._errors import check_bool, check_choice, check_keys, check_mapping, check_number
 from autotimm.trainer.lr_curve import raw_losses, suggest_lr
 
 __all__ = ["TunerConfig", "TuningError", "run_tuning"]
@@ -65,33 +65,31 @@ class TunerConfig:
     batch_size_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name, kwargs, keys in (
-            ("lr_find_kwargs", self.lr_find_kwargs, _LR_FIND_KEYS),
-            ("batch_size_kwargs", self.batch_size_kwargs, _BATCH_SIZE_KEYS),
-        ):
-            if not isinstance(kwargs, dict):
-                raise TypeError(f"Expected `{name}` to be a dict, but got {kwargs!r}.")
-            for key in kwargs:
-                if key not in keys:
-                    raise unknown_choice(f"key in `{name}`", key, keys)
+        check_bool("auto_lr", self.auto_lr)
+        check_bool("auto_batch_size", self.auto_batch_size)
+        self.lr_find_kwargs = check_mapping("lr_find_kwargs", self.lr_find_kwargs, optional=True)
+        self.batch_size_kwargs = check_mapping("batch_size_kwargs", self.batch_size_kwargs, optional=True)
+        check_keys("lr_find_kwargs", self.lr_find_kwargs, _LR_FIND_KEYS)
+        check_keys("batch_size_kwargs", self.batch_size_kwargs, _BATCH_SIZE_KEYS)
         lr = self.lr_find_kwargs
         if "mode" in lr:
             check_choice("lr_find_kwargs['mode']", lr["mode"], ("exponential", "linear"))
-        min_lr, max_lr = lr.get("min_lr", _LR_RANGE["min_lr"]), lr.get("max_lr", _LR_RANGE["max_lr"])
-        if not 0 < min_lr < max_lr:
-            raise ValueError(f"Expected 0 < min_lr < max_lr in `lr_find_kwargs`, but got min_lr={min_lr}, max_lr={max_lr}.")
-        if "num_training" in lr and (not isinstance(lr["num_training"], int) or lr["num_training"] < _MIN_LR_POINTS):
-            raise ValueError(
-                f"Expected `lr_find_kwargs['num_training']` to be an integer >= {_MIN_LR_POINTS}, but got {lr['num_training']!r}."
-            )
+        min_lr = check_number("lr_find_kwargs['min_lr']", lr.get("min_lr", _LR_RANGE["min_lr"]), low=0, low_inclusive=False)
+        max_lr = check_number("lr_find_kwargs['max_lr']", lr.get("max_lr", _LR_RANGE["max_lr"]), low=0, low_inclusive=False)
+        if not min_lr < max_lr:
+            raise ValueError(f"Expected min_lr < max_lr in `lr_find_kwargs`, but got min_lr={min_lr}, max_lr={max_lr}.")
+        if "num_training" in lr:
+            check_number("lr_find_kwargs['num_training']", lr["num_training"], low=_MIN_LR_POINTS, integer=True)
+        if lr.get("early_stop_threshold") is not None:
+            check_number("lr_find_kwargs['early_stop_threshold']", lr["early_stop_threshold"], low=1, low_inclusive=False)
         bs = self.batch_size_kwargs
         if "mode" in bs:
             check_choice("batch_size_kwargs['mode']", bs["mode"], ("power", "binsearch"))
         for key in ("steps_per_trial", "init_val", "max_trials", "max_val"):
-            if key in bs and (not isinstance(bs[key], int) or bs[key] < 1):
-                raise ValueError(f"Expected `batch_size_kwargs[{key!r}]` to be a positive integer, but got {bs[key]!r}.")
-        if "margin" in bs and not 0.0 <= bs["margin"] < 1.0:
-            raise ValueError(f"Expected `batch_size_kwargs['margin']` in [0, 1), but got {bs['margin']!r}.")
+            if key in bs:
+                check_number(f"batch_size_kwargs[{key!r}]", bs[key], low=1, integer=True)
+        if "margin" in bs:
+            check_number("batch_size_kwargs['margin']", bs["margin"], low=0, high=1)
 
     @property
     def enabled(self) -> bool:
