@@ -30,7 +30,13 @@ def main() -> None:
         backbone=BackboneConfig("resnet18", pretrained=False),
         num_classes=data.num_classes,
         metrics=[
-            MetricConfig("accuracy", metric_class="Accuracy", params={"task": "multiclass"}, stages=["val", "test"], prog_bar=True)
+            MetricConfig(
+                "accuracy",
+                metric_class="Accuracy",
+                params={"task": "multiclass"},
+                stages=["val", "test"],
+                prog_bar=True,
+            )
         ],
         lr=3e-3,
         scheduler="cosine",

@@ -55,7 +55,11 @@ def test_unavailable_pretrained_weights_fail_fast_with_advice(tmp_path, monkeypa
     "bad, error, match",
     [
         ({"drop_rate": 1.5}, ValueError, "Expected `drop_rate` to be a finite number in \\[0, 1\\), but got 1.5"),
-        ({"drop_rate": "0.1"}, TypeError, "Expected `drop_rate` to be a finite number in \\[0, 1\\), but got str '0.1'"),
+        (
+            {"drop_rate": "0.1"},
+            TypeError,
+            "Expected `drop_rate` to be a finite number in \\[0, 1\\), but got str '0.1'",
+        ),
         ({"drop_rate": float("nan")}, ValueError, "`drop_rate`.*nan"),
         ({"drop_rate": None}, TypeError, "`drop_rate`.*None"),
         ({"drop_path_rate": -0.1}, ValueError, "`drop_path_rate`.*-0.1"),

@@ -24,7 +24,11 @@ def _column(rows, key):
 def test_training_lowers_loss_and_beats_chance(digits_data, backbone, tmp_path):
     model = ImageClassifier(backbone, num_classes=10, lr=3e-3, scheduler="cosine")
     trainer = AutoTrainer(
-        max_epochs=3, accelerator="cpu", logger=[LoggerConfig("csv")], default_root_dir=tmp_path, enable_progress_bar=False
+        max_epochs=3,
+        accelerator="cpu",
+        logger=[LoggerConfig("csv")],
+        default_root_dir=tmp_path,
+        enable_progress_bar=False,
     )
     trainer.fit(model, datamodule=digits_data)
     epoch_losses = _column(_csv_metrics(trainer), "train/loss_epoch")
@@ -47,7 +51,12 @@ def test_freeze_backbone_trains_only_the_head(digits_data, backbone, tmp_path):
     backbone_before = {k: v.clone() for k, v in model.backbone.state_dict().items()}
     head_before = model.head[1].weight.clone()
     trainer = AutoTrainer(
-        max_epochs=1, accelerator="cpu", default_root_dir=tmp_path, enable_progress_bar=False, limit_train_batches=5, limit_val_batches=2
+        max_epochs=1,
+        accelerator="cpu",
+        default_root_dir=tmp_path,
+        enable_progress_bar=False,
+        limit_train_batches=5,
+        limit_val_batches=2,
     )
     trainer.fit(model, datamodule=digits_data)
     for key, value in model.backbone.state_dict().items():
@@ -61,7 +70,12 @@ def test_freeze_backbone_trains_only_the_head(digits_data, backbone, tmp_path):
         param.requires_grad = True
     model._lr = 1e-4
     trainer2 = AutoTrainer(
-        max_epochs=1, accelerator="cpu", default_root_dir=tmp_path, enable_progress_bar=False, limit_train_batches=3, limit_val_batches=1
+        max_epochs=1,
+        accelerator="cpu",
+        default_root_dir=tmp_path,
+        enable_progress_bar=False,
+        limit_train_batches=3,
+        limit_val_batches=1,
     )
     trainer2.fit(model, datamodule=digits_data)
     assert trainer2.optimizers[0].param_groups[0]["lr"] == pytest.approx(1e-4)
@@ -79,11 +93,20 @@ def test_binary_multilabel_classifier_learns(make_image_folder, backbone, tmp_pa
     for path in root.rglob("*.png"):
         image = Image.open(path)
         scale = 0.3 if path.parent.name == "fake" else 1.0
-        image.point(lambda v: int(v * scale)).save(path)
+        image.point(lambda v, scale=scale: int(v * scale)).save(path)
     data = ImageDataModule(root, image_size=32, batch_size=8, num_workers=0)
-    metrics = [MetricConfig("auroc", metric_class="AUROC", stages=["val"]), MetricConfig("accuracy", metric_class="Accuracy", stages=["val"])]
+    metrics = [
+        MetricConfig("auroc", metric_class="AUROC", stages=["val"]),
+        MetricConfig("accuracy", metric_class="Accuracy", stages=["val"]),
+    ]
     model = ImageClassifier(backbone, num_classes=1, multi_label=True, metrics=metrics, lr=3e-3)
-    trainer = AutoTrainer(max_epochs=4, accelerator="cpu", default_root_dir=tmp_path, enable_progress_bar=False, enable_checkpointing=False)
+    trainer = AutoTrainer(
+        max_epochs=4,
+        accelerator="cpu",
+        default_root_dir=tmp_path,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+    )
     trainer.fit(model, datamodule=data)
     assert trainer.callback_metrics["val/auroc"] > 0.9
     probs = torch.cat(trainer.predict(model, dataloaders=data.val_dataloader()))
@@ -92,7 +115,14 @@ def test_binary_multilabel_classifier_learns(make_image_folder, backbone, tmp_pa
 
 def test_load_from_checkpoint_does_not_download(digits_data, backbone, tmp_path, monkeypatch):
     model = ImageClassifier(backbone, num_classes=10)
-    trainer = AutoTrainer(max_epochs=1, accelerator="cpu", default_root_dir=tmp_path, enable_progress_bar=False, limit_train_batches=2, limit_val_batches=1)
+    trainer = AutoTrainer(
+        max_epochs=1,
+        accelerator="cpu",
+        default_root_dir=tmp_path,
+        enable_progress_bar=False,
+        limit_train_batches=2,
+        limit_val_batches=1,
+    )
     trainer.fit(model, datamodule=digits_data)
     # As if the model had been built with downloaded weights:
     model.hparams["backbone"]["pretrained"] = True
@@ -131,8 +161,16 @@ def test_class_count_mismatch_fails_before_training(digits_data, backbone, tmp_p
         ({"freeze_backbone": "no"}, TypeError, "Expected `freeze_backbone` to be True or False, but got str 'no'"),
         ({"multi_label": "no"}, TypeError, "Expected `multi_label` to be True or False, but got str 'no'"),
         ({"multi_label": 1}, TypeError, "`multi_label`"),
-        ({"label_smoothing": "0.1"}, TypeError, "Expected `label_smoothing` to be a finite number in \\[0, 1\\), but got str '0.1'"),
-        ({"head_dropout": None}, TypeError, "Expected `head_dropout` to be a finite number in \\[0, 1\\), but got NoneType None"),
+        (
+            {"label_smoothing": "0.1"},
+            TypeError,
+            "Expected `label_smoothing` to be a finite number in \\[0, 1\\), but got str '0.1'",
+        ),
+        (
+            {"head_dropout": None},
+            TypeError,
+            "Expected `head_dropout` to be a finite number in \\[0, 1\\), but got NoneType None",
+        ),
         ({"num_classes": "10"}, TypeError, "`num_classes`.*'10'"),
         ({"num_classes": 2.0}, TypeError, "`num_classes`.*2.0"),
         ({"lr": float("inf")}, ValueError, "Expected `lr` to be a finite number > 0, but got inf"),
@@ -141,13 +179,21 @@ def test_class_count_mismatch_fails_before_training(digits_data, backbone, tmp_p
         ({"lr": True}, TypeError, "`lr`.*True"),
         ({"weight_decay": float("inf")}, ValueError, "Expected `weight_decay` to be a finite number >= 0, but got inf"),
         ({"optimizer_kwargs": "x"}, TypeError, "Expected `optimizer_kwargs` to be a dict or None, but got str 'x'"),
-        ({"scheduler": "cosine", "scheduler_kwargs": "x"}, TypeError, "Expected `scheduler_kwargs` to be a dict or None, but got str 'x'"),
+        (
+            {"scheduler": "cosine", "scheduler_kwargs": "x"},
+            TypeError,
+            "Expected `scheduler_kwargs` to be a dict or None, but got str 'x'",
+        ),
         ({"metrics": "accuracy"}, TypeError, "Expected `metrics` to be a list of MetricConfig.*but got str 'accuracy'"),
         ({"metrics": [5]}, TypeError, "`metrics`.*MetricConfig.*5"),
         ({"metrics": [{"nme": "acc"}]}, ValueError, "'nme'.*'name'"),
         ({"logging_config": {"log_learning_rate": "no"}}, TypeError, "`log_learning_rate`.*'no'"),
         ({"logging_config": {"log_lr": True}}, ValueError, "'log_lr'.*'log_learning_rate'"),
-        ({"backbone": {"model_name": "test_resnet", "pretrained": False, "dropout": 0.1}}, ValueError, "'dropout'.*'drop_rate'"),
+        (
+            {"backbone": {"model_name": "test_resnet", "pretrained": False, "dropout": 0.1}},
+            ValueError,
+            "'dropout'.*'drop_rate'",
+        ),
     ],
 )
 def test_bad_arguments_are_named(kwargs, error, match, backbone):
@@ -199,7 +245,12 @@ def test_checkpoint_of_local_weights_stores_no_path_and_loads_without_the_file(d
     save_file(create_backbone(BackboneConfig("test_resnet", pretrained=False)).state_dict(), str(weights))
     model = ImageClassifier(BackboneConfig("test_resnet", pretrained=str(weights)), num_classes=10)
     trainer = AutoTrainer(
-        max_epochs=1, accelerator="cpu", default_root_dir=tmp_path, enable_progress_bar=False, limit_train_batches=2, limit_val_batches=1
+        max_epochs=1,
+        accelerator="cpu",
+        default_root_dir=tmp_path,
+        enable_progress_bar=False,
+        limit_train_batches=2,
+        limit_val_batches=1,
     )
     trainer.fit(model, datamodule=digits_data)
     path = tmp_path / "model.ckpt"
@@ -232,7 +283,9 @@ class _LrRecorder(pl.Callback):
 
 @pytest.mark.parametrize("limit_train_batches, accumulate", [(3, 1), (5, 2)])  # 3 optimizer steps per epoch
 @pytest.mark.parametrize("scheduler", ["onecycle", "cosine_warmup"])
-def test_step_schedulers_span_the_run_that_max_steps_cuts(digits_data, backbone, tmp_path, scheduler, limit_train_batches, accumulate):
+def test_step_schedulers_span_the_run_that_max_steps_cuts(
+    digits_data, backbone, tmp_path, scheduler, limit_train_batches, accumulate
+):
     lr = 1e-3
     kwargs = {"warmup_steps": 2} if scheduler == "cosine_warmup" else {}
     model = ImageClassifier(backbone, num_classes=10, lr=lr, scheduler=scheduler, scheduler_kwargs=kwargs)
@@ -263,8 +316,13 @@ def test_step_schedulers_span_the_run_that_max_steps_cuts(digits_data, backbone,
 def test_onecycle_total_steps_given_by_the_user_wins(digits_data, backbone, tmp_path):
     model = ImageClassifier(backbone, num_classes=10, scheduler="onecycle", scheduler_kwargs={"total_steps": 20})
     trainer = AutoTrainer(
-        max_epochs=1, limit_train_batches=3, limit_val_batches=0, accelerator="cpu", default_root_dir=tmp_path,
-        enable_progress_bar=False, enable_checkpointing=False,
+        max_epochs=1,
+        limit_train_batches=3,
+        limit_val_batches=0,
+        accelerator="cpu",
+        default_root_dir=tmp_path,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
     )
     trainer.fit(model, datamodule=digits_data)
     assert trainer.lr_scheduler_configs[0].scheduler.total_steps == 20

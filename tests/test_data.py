@@ -300,7 +300,12 @@ def test_checkpoint_hyperparameters_hold_no_data_path(make_image_folder, tmp_pat
     data = _module(root, batch_size=4)
     model = ImageClassifier(BackboneConfig("test_resnet", pretrained=False), num_classes=data.num_classes)
     trainer = AutoTrainer(
-        max_epochs=1, accelerator="cpu", default_root_dir=tmp_path, enable_progress_bar=False, limit_train_batches=1, limit_val_batches=1
+        max_epochs=1,
+        accelerator="cpu",
+        default_root_dir=tmp_path,
+        enable_progress_bar=False,
+        limit_train_batches=1,
+        limit_val_batches=1,
     )
     trainer.fit(model, datamodule=data)
     path = tmp_path / "model.ckpt"

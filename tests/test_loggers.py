@@ -50,10 +50,18 @@ def test_logging_config_coerce():
 @pytest.mark.parametrize(
     "build, error, match",
     [
-        (lambda: LoggingConfig(log_learning_rate="no"), TypeError, "Expected `log_learning_rate` to be True or False, but got str 'no'"),
+        (
+            lambda: LoggingConfig(log_learning_rate="no"),
+            TypeError,
+            "Expected `log_learning_rate` to be True or False, but got str 'no'",
+        ),
         (lambda: LoggingConfig(log_gradient_norm=1), TypeError, "`log_gradient_norm`.*1"),
         (lambda: LoggingConfig.coerce({"log_lr": True}), ValueError, "'log_lr'.*'log_learning_rate'"),
-        (lambda: LoggerManager("csv"), TypeError, "Expected `configs` to be a list of LoggerConfig or Lightning Logger, but got str 'csv'"),
+        (
+            lambda: LoggerManager("csv"),
+            TypeError,
+            "Expected `configs` to be a list of LoggerConfig or Lightning Logger, but got str 'csv'",
+        ),
         (lambda: LoggerManager(["csv"]), TypeError, "entry of `configs`.*'csv'"),
         (lambda: LoggerConfig(5), TypeError, "`backend`.*5"),
         (lambda: LoggerConfig("csv", params="x"), TypeError, "Expected `params` to be a dict, but got str 'x'"),

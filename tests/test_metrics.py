@@ -25,9 +25,9 @@ def test_task_comes_from_the_model_when_not_given():
 
 
 def test_explicit_params_win():
-    metric = MetricConfig("top2", metric_class="Accuracy", params={"task": "multiclass", "num_classes": 7, "top_k": 2}).create(
-        num_classes=4
-    )
+    metric = MetricConfig(
+        "top2", metric_class="Accuracy", params={"task": "multiclass", "num_classes": 7, "top_k": 2}
+    ).create(num_classes=4)
     assert metric.num_classes == 7 and metric.top_k == 2
 
 
@@ -71,7 +71,9 @@ def test_a_string_is_not_a_list_of_metrics():
         MetricConfig.coerce_list([5])
     with pytest.raises(ValueError, match="'stage'.*'stages'"):
         MetricConfig.coerce_list([{"name": "acc", "stage": ["val"]}])
-    assert [m.name for m in MetricConfig.coerce_list([{"name": "acc"}, MetricConfig("f1", metric_class="F1Score")])] == [
+    assert [
+        m.name for m in MetricConfig.coerce_list([{"name": "acc"}, MetricConfig("f1", metric_class="F1Score")])
+    ] == [
         "acc",
         "f1",
     ]

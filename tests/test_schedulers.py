@@ -170,7 +170,7 @@ def test_cosine_warmup_shape() -> None:
     assert lrs[:5] == pytest.approx([LR * (s + 1) / 5 for s in range(5)])  # linear rise to the base lr
     assert max(lrs) == pytest.approx(LR)
     decay = lrs[4:]
-    assert all(b < a for a, b in zip(decay, decay[1:]))  # strictly down after the peak
+    assert all(b < a for a, b in zip(decay, decay[1:], strict=False))  # strictly down after the peak
     assert lrs[-1] == pytest.approx(1e-3)  # eta_min at the end of the run
 
 
@@ -220,9 +220,7 @@ def test_plateau_monitor_and_decay() -> None:
     assert (config["monitor"], config["scheduler"].mode) == ("val/acc", "max")
 
     optimizer = _optimizer()
-    config = create_scheduler(
-        "timm_plateau", optimizer, max_epochs=MAX_EPOCHS, steps_per_epoch=1, patience_epochs=0
-    )
+    config = create_scheduler("timm_plateau", optimizer, max_epochs=MAX_EPOCHS, steps_per_epoch=1, patience_epochs=0)
     assert config["monitor"] == "val/loss"
     lrs = _run(config, optimizer, metric=1.0)
     assert lrs[-1] < LR
@@ -284,7 +282,9 @@ def test_total_steps_sets_the_length_of_step_schedules(name: str) -> None:
     else:
         assert optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)  # eta_min when the run ends
     # epoch-interval schedules keep following `max_epochs`
-    assert create_scheduler("cosine", _optimizer(), max_epochs=4, steps_per_epoch=5, total_steps=7)["scheduler"].T_max == 4
+    assert (
+        create_scheduler("cosine", _optimizer(), max_epochs=4, steps_per_epoch=5, total_steps=7)["scheduler"].T_max == 4
+    )
 
 
 @pytest.mark.parametrize(

@@ -14,13 +14,25 @@ from autotimm import AutoTrainer, ImageClassifier, LoggerConfig, TunerConfig
 
 
 def _trainer(tmp_path, **kwargs):
-    defaults = {"accelerator": "cpu", "default_root_dir": tmp_path, "enable_progress_bar": False, "enable_model_summary": False}
+    defaults = {
+        "accelerator": "cpu",
+        "default_root_dir": tmp_path,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+    }
     return AutoTrainer(**{**defaults, **kwargs})
 
 
 def test_checkpoint_name_shows_the_real_metric_value(digits_data, backbone, tmp_path):
     model = ImageClassifier(backbone, num_classes=10)
-    trainer = _trainer(tmp_path, max_epochs=2, checkpoint_monitor="val/loss", checkpoint_mode="min", limit_train_batches=4, limit_val_batches=2)
+    trainer = _trainer(
+        tmp_path,
+        max_epochs=2,
+        checkpoint_monitor="val/loss",
+        checkpoint_mode="min",
+        limit_train_batches=4,
+        limit_val_batches=2,
+    )
     trainer.fit(model, datamodule=digits_data)
     callback = trainer.checkpoint_callback
     best = Path(callback.best_model_path)
@@ -46,7 +58,14 @@ def test_resume_continues_from_the_saved_step(digits_data, backbone, tmp_path):
 def test_accumulation_takes_fewer_optimizer_steps(digits_data, backbone, tmp_path):
     steps = {}
     for accumulate in (1, 4):
-        trainer = _trainer(tmp_path, max_epochs=1, accumulate_grad_batches=accumulate, limit_train_batches=8, limit_val_batches=0, enable_checkpointing=False)
+        trainer = _trainer(
+            tmp_path,
+            max_epochs=1,
+            accumulate_grad_batches=accumulate,
+            limit_train_batches=8,
+            limit_val_batches=0,
+            enable_checkpointing=False,
+        )
         trainer.fit(ImageClassifier(backbone, num_classes=10), datamodule=digits_data)
         steps[accumulate] = trainer.global_step
     assert steps == {1: 8, 4: 2}
@@ -55,12 +74,21 @@ def test_accumulation_takes_fewer_optimizer_steps(digits_data, backbone, tmp_pat
 def test_test_after_fit_uses_the_best_checkpoint(digits_data, backbone, tmp_path):
     model = ImageClassifier(backbone, num_classes=10, lr=3e-3)
     # Keep the epoch with the *highest* validation loss, so "best" is not the final weights.
-    trainer = _trainer(tmp_path, max_epochs=2, checkpoint_monitor="val/loss", checkpoint_mode="max", limit_train_batches=10, limit_val_batches=3)
+    trainer = _trainer(
+        tmp_path,
+        max_epochs=2,
+        checkpoint_monitor="val/loss",
+        checkpoint_mode="max",
+        limit_train_batches=10,
+        limit_val_batches=3,
+    )
     trainer.fit(model, datamodule=digits_data)
     best = trainer.checkpoint_callback.best_model_path
     (result,) = trainer.test(model, datamodule=digits_data, verbose=False)
     assert trainer.ckpt_path == best
-    (explicit,) = _trainer(tmp_path).test(ImageClassifier(backbone, num_classes=10), datamodule=digits_data, ckpt_path=best, verbose=False)
+    (explicit,) = _trainer(tmp_path).test(
+        ImageClassifier(backbone, num_classes=10), datamodule=digits_data, ckpt_path=best, verbose=False
+    )
     assert result["test/loss"] == pytest.approx(explicit["test/loss"], rel=1e-5)
 
 
@@ -69,8 +97,12 @@ def test_tensorboard_events_contain_the_metrics(digits_data, backbone, tmp_path)
 
     model = ImageClassifier(backbone, num_classes=10)
     trainer = _trainer(
-        tmp_path, max_epochs=2, logger=[LoggerConfig("tensorboard", {"save_dir": str(tmp_path / "logs")})],
-        limit_train_batches=4, limit_val_batches=2, log_every_n_steps=1,
+        tmp_path,
+        max_epochs=2,
+        logger=[LoggerConfig("tensorboard", {"save_dir": str(tmp_path / "logs")})],
+        limit_train_batches=4,
+        limit_val_batches=2,
+        log_every_n_steps=1,
     )
     trainer.fit(model, datamodule=digits_data)
     events = EventAccumulator(trainer.logger.log_dir)
@@ -85,7 +117,13 @@ def test_wandb_logger_runs_offline(digits_data, backbone, tmp_path, monkeypatch)
     pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
-    trainer = _trainer(tmp_path, max_epochs=1, limit_train_batches=2, limit_val_batches=1, logger=[LoggerConfig("wandb", {"save_dir": str(tmp_path), "project": "autotimm-test"})])
+    trainer = _trainer(
+        tmp_path,
+        max_epochs=1,
+        limit_train_batches=2,
+        limit_val_batches=1,
+        logger=[LoggerConfig("wandb", {"save_dir": str(tmp_path), "project": "autotimm-test"})],
+    )
     trainer.fit(ImageClassifier(backbone, num_classes=10), datamodule=digits_data)
     import wandb
 
@@ -109,7 +147,9 @@ def test_fast_dev_run_skips_tuning(digits_data, backbone, tmp_path):
 
 def test_second_run_keeps_the_first_runs_files(digits_data, backbone, tmp_path):
     for _ in range(2):
-        trainer = _trainer(tmp_path, max_epochs=1, checkpoint_monitor="val/accuracy", limit_train_batches=2, limit_val_batches=1)
+        trainer = _trainer(
+            tmp_path, max_epochs=1, checkpoint_monitor="val/accuracy", limit_train_batches=2, limit_val_batches=1
+        )
         trainer.fit(ImageClassifier(backbone, num_classes=10), datamodule=digits_data)
     files = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     assert len([f for f in files if f.startswith("last")]) == 2 and len(files) == 4
@@ -117,7 +157,9 @@ def test_second_run_keeps_the_first_runs_files(digits_data, backbone, tmp_path):
 
 def test_missing_resume_checkpoint_is_named(digits_data, backbone, tmp_path):
     with pytest.raises(FileNotFoundError, match="nothing.ckpt"):
-        _trainer(tmp_path).fit(ImageClassifier(backbone, num_classes=10), datamodule=digits_data, ckpt_path=tmp_path / "nothing.ckpt")
+        _trainer(tmp_path).fit(
+            ImageClassifier(backbone, num_classes=10), datamodule=digits_data, ckpt_path=tmp_path / "nothing.ckpt"
+        )
 
 
 @pytest.mark.parametrize(
@@ -156,7 +198,15 @@ def test_gradient_clipping_is_applied(digits_data, backbone, tmp_path):
             grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
             norms.append(torch.nn.utils.get_total_norm(grads).item())
 
-    trainer = _trainer(tmp_path, max_epochs=1, gradient_clip_val=0.01, callbacks=[ClipCheck()], limit_train_batches=3, limit_val_batches=0, enable_checkpointing=False)
+    trainer = _trainer(
+        tmp_path,
+        max_epochs=1,
+        gradient_clip_val=0.01,
+        callbacks=[ClipCheck()],
+        limit_train_batches=3,
+        limit_val_batches=0,
+        enable_checkpointing=False,
+    )
     trainer.fit(model, datamodule=digits_data)
     assert norms and max(norms) <= 0.01 + 1e-6
 
@@ -165,7 +215,9 @@ def test_last_checkpoint_follows_every_epoch(digits_data, backbone, tmp_path):
     # A frozen backbone (BatchNorm statistics too) and a negligible learning rate: val/accuracy
     # never improves after the first epoch, so only the first epoch is "best".
     model = ImageClassifier(backbone, num_classes=10, lr=1e-12, freeze_backbone=True)
-    trainer = _trainer(tmp_path, max_epochs=3, checkpoint_monitor="val/accuracy", limit_train_batches=2, limit_val_batches=2)
+    trainer = _trainer(
+        tmp_path, max_epochs=3, checkpoint_monitor="val/accuracy", limit_train_batches=2, limit_val_batches=2
+    )
     trainer.fit(model, datamodule=digits_data)
     assert "epoch=00" in Path(trainer.checkpoint_callback.best_model_path).name
     last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)

@@ -15,13 +15,20 @@ from autotimm import AutoTrainer, ImageClassifier, ImageDataModule, TunerConfig,
 
 
 def _trainer(tmp_path, **kwargs):
-    defaults = {"accelerator": "cpu", "default_root_dir": tmp_path, "enable_progress_bar": False, "enable_model_summary": False}
+    defaults = {
+        "accelerator": "cpu",
+        "default_root_dir": tmp_path,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+    }
     return AutoTrainer(**{**defaults, **kwargs})
 
 
 def test_lr_finder_sets_a_sane_lr_and_saves_its_curve(digits_data, backbone, tmp_path):
     model = ImageClassifier(backbone, num_classes=10, lr=0.5)
-    config = TunerConfig(auto_lr=True, auto_batch_size=False, lr_find_kwargs={"min_lr": 1e-6, "max_lr": 1.0, "num_training": 1000})
+    config = TunerConfig(
+        auto_lr=True, auto_batch_size=False, lr_find_kwargs={"min_lr": 1e-6, "max_lr": 1.0, "num_training": 1000}
+    )
     trainer = _trainer(tmp_path, max_epochs=2, max_steps=3, tuner_config=config, limit_val_batches=1)
     trainer.fit(model, datamodule=digits_data)
     lr = trainer.tuning_results["lr"]
@@ -83,7 +90,9 @@ def test_resume_does_not_retune(digits_data, backbone, tmp_path):
     first = _trainer(tmp_path, max_epochs=1, limit_train_batches=2, limit_val_batches=1)
     first.fit(ImageClassifier(backbone, num_classes=10), datamodule=digits_data)
     model = ImageClassifier(backbone, num_classes=10, lr=2e-3)
-    resumed = _trainer(tmp_path, max_epochs=2, limit_train_batches=2, limit_val_batches=1, tuner_config=TunerConfig(auto_lr=True))
+    resumed = _trainer(
+        tmp_path, max_epochs=2, limit_train_batches=2, limit_val_batches=1, tuner_config=TunerConfig(auto_lr=True)
+    )
     resumed.fit(model, datamodule=digits_data, ckpt_path=first.checkpoint_callback.best_model_path)
     assert resumed.tuning_results == {} and model._lr == 2e-3
 
@@ -152,7 +161,9 @@ def test_failed_finder_leaves_the_trainer_as_it_was(make_image_folder, backbone,
 
 def test_lr_finder_with_accumulation_sweeps_the_whole_range(digits_data, backbone, tmp_path):
     config = TunerConfig(auto_lr=True, lr_find_kwargs={"num_training": 1000})
-    trainer = _trainer(tmp_path, max_epochs=1, max_steps=1, accumulate_grad_batches=4, tuner_config=config, limit_val_batches=0)
+    trainer = _trainer(
+        tmp_path, max_epochs=1, max_steps=1, accumulate_grad_batches=4, tuner_config=config, limit_val_batches=0
+    )
     try:
         trainer.fit(ImageClassifier(backbone, num_classes=10), datamodule=digits_data)
     except TuningError:
@@ -177,7 +188,13 @@ def test_training_after_a_multi_epoch_lr_sweep_with_a_progress_bar(digits_data, 
     # the real run must then log the same keys with the progress bar on.
     config = TunerConfig(auto_lr=True, lr_find_kwargs={"num_training": 24})
     trainer = _trainer(
-        tmp_path, max_epochs=3, max_steps=10, tuner_config=config, limit_train_batches=8, limit_val_batches=2, enable_progress_bar=True
+        tmp_path,
+        max_epochs=3,
+        max_steps=10,
+        tuner_config=config,
+        limit_train_batches=8,
+        limit_val_batches=2,
+        enable_progress_bar=True,
     )
     trainer.fit(ImageClassifier(backbone, num_classes=10), datamodule=digits_data)
     assert trainer.global_step == 10 and "val/accuracy" in trainer.progress_bar_metrics

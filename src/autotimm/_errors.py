@@ -80,9 +80,7 @@ def check_bool(argument: str, value: object) -> bool:
     return value
 
 
-def _range_text(
-    low: float | None, high: float | None, low_inclusive: bool, high_inclusive: bool
-) -> str:
+def _range_text(low: float | None, high: float | None, low_inclusive: bool, high_inclusive: bool) -> str:
     if low is not None and high is not None:
         return f"in {'[' if low_inclusive else '('}{low}, {high}{']' if high_inclusive else ')'}"
     if low is not None:

@@ -205,7 +205,9 @@ def _offline_weights_file(model_name: str) -> str | None:
         return None
     cached = _cached_weights(cfg)
     if cached is None:
-        raise PretrainedWeightsError(_no_weights_message(model_name, f"cannot reach {', '.join(h for h in hosts if h)}"))
+        raise PretrainedWeightsError(
+            _no_weights_message(model_name, f"cannot reach {', '.join(h for h in hosts if h)}")
+        )
     log.info("Offline: loading %s weights from the local cache %s", model_name, cached)
     return cached
 

@@ -25,7 +25,9 @@ class _LoggerEntry:
 
 
 _LOGGERS: dict[str, _LoggerEntry] = {
-    "tensorboard": _LoggerEntry("pytorch_lightning.loggers.TensorBoardLogger", ("tensorboard", "tensorboardX"), "tensorboard"),
+    "tensorboard": _LoggerEntry(
+        "pytorch_lightning.loggers.TensorBoardLogger", ("tensorboard", "tensorboardX"), "tensorboard"
+    ),
     "csv": _LoggerEntry("pytorch_lightning.loggers.CSVLogger", (), ""),
     "wandb": _LoggerEntry("pytorch_lightning.loggers.WandbLogger", ("wandb",), "wandb"),
 }

@@ -504,8 +504,8 @@ class ImageDataModule(pl.LightningDataModule):
                     self._bases[split] = self._builtin.load(self.data_dir, train=split == "train", download=False)
                 except RuntimeError as e:
                     raise FileNotFoundError(
-                        f"{self._builtin.name} was not found (or is incomplete) in '{self.data_dir}' ({e}). Call `prepare_data()` to "
-                        f"download it (the Trainer does), or place its files there."
+                        f"{self._builtin.name} was not found (or is incomplete) in '{self.data_dir}' ({e}). "
+                        "Call `prepare_data()` to download it (the Trainer does), or place its files there."
                     ) from e
         return self._bases[split]
 

@@ -94,9 +94,7 @@ def _cosine_warmup(
 ) -> lr_scheduler.LambdaLR:
     """Linear warmup to each group's lr, then cosine decay that reaches `eta_min` at `total_steps`."""
     if warmup_steps is not None and warmup_epochs is not None:
-        raise ValueError(
-            f"Give `warmup_steps` or `warmup_epochs`, not both (got {warmup_steps} and {warmup_epochs})."
-        )
+        raise ValueError(f"Give `warmup_steps` or `warmup_epochs`, not both (got {warmup_steps} and {warmup_epochs}).")
     if warmup_epochs is not None:
         check_number("warmup_epochs", warmup_epochs, low=0)
         warmup_steps = round(warmup_epochs * steps_per_epoch)
@@ -104,9 +102,7 @@ def _cosine_warmup(
         warmup_steps = min(max(1, round(0.05 * total_steps)), total_steps - 1)
     check_number("warmup_steps", warmup_steps, low=0, integer=True)
     if warmup_steps >= total_steps:
-        raise ValueError(
-            f"The warmup ({warmup_steps} steps) must be shorter than the run ({total_steps} steps)."
-        )
+        raise ValueError(f"The warmup ({warmup_steps} steps) must be shorter than the run ({total_steps} steps).")
     check_number("eta_min", eta_min, low=0)
     factors = []
     for group in optimizer.param_groups:

@@ -199,8 +199,13 @@ class ImageClassifier(BaseTask):
             self.log("train/loss_epoch", loss, on_step=False, on_epoch=True, batch_size=batch_size, sync_dist=True)
         else:
             self.log(
-                f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=bar and stage == "val",
-                batch_size=batch_size, sync_dist=True,
+                f"{stage}/loss",
+                loss,
+                on_step=False,
+                on_epoch=True,
+                prog_bar=bar and stage == "val",
+                batch_size=batch_size,
+                sync_dist=True,
             )
         return loss
 
@@ -217,4 +222,3 @@ class ImageClassifier(BaseTask):
         """Class probabilities `[B, num_classes]` for a batch `x` or `(x, y)`."""
         x = batch[0] if isinstance(batch, (list, tuple)) else batch
         return self.probabilities(self(x))
-

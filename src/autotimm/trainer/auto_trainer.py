@@ -8,16 +8,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pytorch_lightning as pl
-from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from lightning_fabric.utilities.cloud_io import get_filesystem
+from pytorch_lightning.callbacks import Callback, DeviceStatsMonitor, LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
 from autotimm._errors import check_bool, check_choice, check_number, closest
-from autotimm.loggers import resolve_loggers
+from autotimm.loggers import LoggerConfig, resolve_loggers
 from autotimm.trainer.tuning import TunerConfig, run_tuning
 
 __all__ = ["AutoTrainer"]
 
+# Lightning callbacks that fail without a logger.
+_CALLBACKS_NEEDING_A_LOGGER = (LearningRateMonitor, DeviceStatsMonitor)
 _TRAINER_ARGS = frozenset(inspect.signature(pl.Trainer.__init__).parameters) - {"self"}
 
 
@@ -40,6 +42,8 @@ class AutoTrainer(pl.Trainer):
         devices: Number of devices or `"auto"`.
         precision: `32`, `16`, `"bf16-mixed"`, `"16-mixed"`, ...
         logger: `False`, a `LoggerManager`, a list of `LoggerConfig`, or Lightning loggers.
+            With `False`, callbacks that need a logger (`LearningRateMonitor`,
+            `DeviceStatsMonitor`) get a CSV logger under `default_root_dir`.
         tuner_config: A `TunerConfig` to tune before training.
         checkpoint_monitor: Metric to keep the best checkpoint by, e.g. `"val/accuracy"`.
         checkpoint_mode: `"max"` or `"min"` for `checkpoint_monitor`.
@@ -81,7 +85,10 @@ class AutoTrainer(pl.Trainer):
             if key not in _TRAINER_ARGS:
                 matches = closest(key, _TRAINER_ARGS)
                 hint = f" Did you mean {matches[0]!r}?" if matches else ""
-                raise TypeError(f"AutoTrainer got an unknown argument {key!r}.{hint} It takes any pytorch_lightning.Trainer argument.")
+                raise TypeError(
+                    f"AutoTrainer got an unknown argument {key!r}.{hint} "
+                    "It takes any pytorch_lightning.Trainer argument."
+                )
         check_choice("checkpoint_mode", checkpoint_mode, ("max", "min"))
         if max_epochs is not None:
             check_number("max_epochs", max_epochs, low=-1, integer=True)
@@ -93,18 +100,26 @@ class AutoTrainer(pl.Trainer):
         if gradient_clip_val is not None:
             check_number("gradient_clip_val", gradient_clip_val, low=0, low_inclusive=False)
         if not isinstance(default_root_dir, (str, os.PathLike)):
-            raise TypeError(f"Expected `default_root_dir` to be a path, but got {type(default_root_dir).__name__} {default_root_dir!r}.")
+            raise TypeError(
+                "Expected `default_root_dir` to be a path, but got "
+                f"{type(default_root_dir).__name__} {default_root_dir!r}."
+            )
         if tuner_config is not None and not isinstance(tuner_config, TunerConfig):
             raise TypeError(f"Expected `tuner_config` to be a TunerConfig or None, but got {tuner_config!r}.")
         if checkpoint_monitor is not None and (not isinstance(checkpoint_monitor, str) or not checkpoint_monitor):
-            raise TypeError(f"Expected `checkpoint_monitor` to be a metric name such as 'val/loss', but got {checkpoint_monitor!r}.")
+            raise TypeError(
+                f"Expected `checkpoint_monitor` to be a metric name such as 'val/loss', but got {checkpoint_monitor!r}."
+            )
         if checkpoint_monitor and not enable_checkpointing:
             raise ValueError(f"`checkpoint_monitor={checkpoint_monitor!r}` needs `enable_checkpointing=True`.")
         if callbacks is not None and not isinstance(callbacks, (list, tuple)):
             callbacks = [callbacks]
         for callback in callbacks or []:
             if not isinstance(callback, Callback):
-                raise TypeError(f"Expected `callbacks` to hold Lightning Callback objects, but got {type(callback).__name__} {callback!r}.")
+                raise TypeError(
+                    "Expected `callbacks` to hold Lightning Callback objects, but got "
+                    f"{type(callback).__name__} {callback!r}."
+                )
 
         if checkpoint_monitor and checkpoint_mode == "max" and "loss" in checkpoint_monitor.lower():
             rank_zero_warn(
@@ -121,7 +136,7 @@ class AutoTrainer(pl.Trainer):
             accelerator=accelerator,
             devices=devices,
             precision=precision,
-            logger=resolve_loggers(logger, default_root_dir),
+            logger=_loggers(logger, default_root_dir, callbacks),
             callbacks=callbacks,
             default_root_dir=default_root_dir,
             gradient_clip_val=gradient_clip_val,
@@ -162,15 +177,39 @@ class AutoTrainer(pl.Trainer):
         elif tuning and ckpt_path is not None:
             rank_zero_info("autotimm: tuning skipped when resuming from a checkpoint.")
         elif tuning:
-            self.tuning_results = run_tuning(self, self.tuner_config, model, datamodule, train_dataloaders, val_dataloaders)
+            self.tuning_results = run_tuning(
+                self, self.tuner_config, model, datamodule, train_dataloaders, val_dataloaders
+            )
         super().fit(model, train_dataloaders, val_dataloaders, datamodule, ckpt_path, **kwargs)
 
-    def test(self, model: pl.LightningModule | None = None, dataloaders: Any = None, ckpt_path: Any = None, *args: Any, **kwargs: Any) -> Any:
+    def test(
+        self,
+        model: pl.LightningModule | None = None,
+        dataloaders: Any = None,
+        ckpt_path: Any = None,
+        *args: Any,
+        **kwargs: Any,
+    ) -> Any:
         """Test; after `fit`, the best checkpoint is evaluated unless `ckpt_path` says otherwise."""
         callback = self.checkpoint_callback
-        if ckpt_path is None and callback is not None and callback.best_model_path and Path(callback.best_model_path).is_file():
+        if (
+            ckpt_path is None
+            and callback is not None
+            and callback.best_model_path
+            and Path(callback.best_model_path).is_file()
+        ):
             ckpt_path = "best"
         return super().test(model, dataloaders, ckpt_path, *args, **kwargs)
+
+
+def _loggers(logger: Any, default_root_dir: str | os.PathLike, callbacks: list[Callback]) -> Any:
+    """Resolve `logger`; with none, give callbacks that log (LearningRateMonitor, ...) a CSV logger."""
+    resolved = resolve_loggers(logger, default_root_dir)
+    needs_logger = [type(cb).__name__ for cb in callbacks if isinstance(cb, _CALLBACKS_NEEDING_A_LOGGER)]
+    if resolved is False and needs_logger:
+        rank_zero_info(f"autotimm: {', '.join(needs_logger)} needs a logger; logging to CSV under {default_root_dir}.")
+        return resolve_loggers([LoggerConfig("csv")], default_root_dir)
+    return resolved
 
 
 def _checkpoint_callbacks(monitor: str | None, mode: str, user_callbacks: list[Callback]) -> list[ModelCheckpoint]:

@@ -86,7 +86,7 @@ def suggest_lr(lrs: Sequence[float], losses: Sequence[float], min_drop: float = 
     if min_loss > start * (1.0 - min_drop) or i_min == 0:
         return None
     best_i, best_slope = i_min, 0.0
-    for (i0, c0), (i1, c1) in zip(points, points[1:]):
+    for (i0, c0), (i1, c1) in zip(points, points[1:], strict=False):
         if i1 > i_min:
             break
         slope = (c1 - c0) / (math.log(lrs[i1]) - math.log(lrs[i0]))

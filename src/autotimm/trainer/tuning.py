@@ -74,14 +74,20 @@ class TunerConfig:
         lr = self.lr_find_kwargs
         if "mode" in lr:
             check_choice("lr_find_kwargs['mode']", lr["mode"], ("exponential", "linear"))
-        min_lr = check_number("lr_find_kwargs['min_lr']", lr.get("min_lr", _LR_RANGE["min_lr"]), low=0, low_inclusive=False)
-        max_lr = check_number("lr_find_kwargs['max_lr']", lr.get("max_lr", _LR_RANGE["max_lr"]), low=0, low_inclusive=False)
+        min_lr = check_number(
+            "lr_find_kwargs['min_lr']", lr.get("min_lr", _LR_RANGE["min_lr"]), low=0, low_inclusive=False
+        )
+        max_lr = check_number(
+            "lr_find_kwargs['max_lr']", lr.get("max_lr", _LR_RANGE["max_lr"]), low=0, low_inclusive=False
+        )
         if not min_lr < max_lr:
             raise ValueError(f"Expected min_lr < max_lr in `lr_find_kwargs`, but got min_lr={min_lr}, max_lr={max_lr}.")
         if "num_training" in lr:
             check_number("lr_find_kwargs['num_training']", lr["num_training"], low=_MIN_LR_POINTS, integer=True)
         if lr.get("early_stop_threshold") is not None:
-            check_number("lr_find_kwargs['early_stop_threshold']", lr["early_stop_threshold"], low=1, low_inclusive=False)
+            check_number(
+                "lr_find_kwargs['early_stop_threshold']", lr["early_stop_threshold"], low=1, low_inclusive=False
+            )
         bs = self.batch_size_kwargs
         if "mode" in bs:
             check_choice("batch_size_kwargs['mode']", bs["mode"], ("power", "binsearch"))
@@ -142,9 +148,13 @@ def _find_batch_size(
     datamodule: pl.LightningDataModule | None,
     loaders: dict[str, Any],
 ) -> int:
-    off = "Turn this step off with `TunerConfig(auto_batch_size=False)` and set `batch_size` on the data module yourself."
+    off = (
+        "Turn this step off with `TunerConfig(auto_batch_size=False)` and set `batch_size` on the data module yourself."
+    )
     if datamodule is None or not hasattr(datamodule, "batch_size"):
-        raise TuningError(f"The batch-size finder needs a data module with a `batch_size` attribute (such as ImageDataModule). {off}")
+        raise TuningError(
+            f"The batch-size finder needs a data module with a `batch_size` attribute (such as ImageDataModule). {off}"
+        )
     finder = BatchSizeFinder(**config.batch_size_kwargs)
     _run_finder(trainer, finder, model, loaders, "batch-size finder", off)
     found = finder.optimal_batch_size
@@ -249,7 +259,11 @@ def _save_curve(trainer: pl.Trainer, lrs: list[float], losses: list[float], sugg
     path = Path(trainer.strategy.broadcast(str(path)))
     if trainer.is_global_zero:
         out_dir.mkdir(parents=True, exist_ok=True)
-        payload = {"lr": lrs, "loss": [loss if math.isfinite(loss) else None for loss in losses], "suggestion": suggestion}
+        payload = {
+            "lr": lrs,
+            "loss": [loss if math.isfinite(loss) else None for loss in losses],
+            "suggestion": suggestion,
+        }
         path.write_text(json.dumps(payload, indent=1))
     return path
 
