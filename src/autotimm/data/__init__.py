@@ -1,7 +1,9 @@
 """Data modules, transforms and demo data for autotimm tasks."""
 
+from autotimm.data.datasets import TransformedSubset, stratified_split
 from autotimm.data.demo import make_digits_folder
-from autotimm.data.image_folder import CorruptImageError, ImageDataModule, TransformedSubset, stratified_split
+from autotimm.data.folders import CorruptImageError
+from autotimm.data.image_folder import ImageDataModule
 from autotimm.data.transforms import (
     ToRGB,
     build_eval_transform,

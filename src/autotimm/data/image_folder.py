@@ -15,25 +15,18 @@ from __future__ import annotations
 
 import logging
 import os
-from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-import torch
-import torchvision.datasets
-from PIL import Image
 from pytorch_lightning.accelerators import CUDAAccelerator
-from pytorch_lightning.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
-from torchvision.datasets.folder import IMG_EXTENSIONS, ImageFolder, has_file_allowed_extension
 
-from autotimm._errors import unknown_choice
+from autotimm.data.datasets import TransformedSubset, _resolve_builtin, stratified_split
+from autotimm.data.folders import LAYOUT, _check_folder_layout, _scan_split
 from autotimm.data.transforms import (
     AugmentationName,
-    ToRGB,
     _check_augmentation,
     _check_image_size,
     build_eval_transform,
@@ -41,247 +34,9 @@ from autotimm.data.transforms import (
     resolve_data_config,
 )
 
-__all__ = ["CorruptImageError", "ImageDataModule", "TransformedSubset", "load_rgb_image", "stratified_split"]
+__all__ = ["ImageDataModule"]
 
 log = logging.getLogger(__name__)
-
-IMAGE_EXTENSIONS: tuple[str, ...] = tuple(IMG_EXTENSIONS)
-_LAYOUT = (
-    "Expected layout: <data_dir>/train/<class_name>/<image files>, with optional "
-    "<data_dir>/val/<class_name>/... and <data_dir>/test/<class_name>/..."
-)
-# Files that operating systems drop into folders; never reported as stray files.
-_SYSTEM_FILES = frozenset({"thumbs.db", "desktop.ini"})
-_MAX_LISTED = 5
-
-
-# --------------------------------------------------------------------------- files
-
-
-class CorruptImageError(OSError):
-    """Raised when a file with an image extension cannot be decoded; the message names the file."""
-
-
-def load_rgb_image(path: str) -> Image.Image:
-    """Open an image file as RGB, raising `CorruptImageError` naming `path` if it cannot be decoded.
-
-    A module-level function, so datasets using it pickle into DataLoader workers.
-
-    Example:
-        >>> image = load_rgb_image("cat.png")  # doctest: +SKIP
-    """
-    try:
-        with open(path, "rb") as f, Image.open(f) as image:
-            return image.convert("RGB")
-    except (OSError, SyntaxError, ValueError) as e:  # PIL's decoders raise all three
-        raise CorruptImageError(
-            f"Could not read image file '{path}' ({type(e).__name__}: {e}). Remove or replace this file."
-        ) from e
-
-
-def _is_hidden(name: str) -> bool:
-    return name.startswith(".") or name.lower() in _SYSTEM_FILES
-
-
-class _ImageFileFilter:
-    """`is_valid_file` for torchvision's `make_dataset` that records the non-image files it skips."""
-
-    def __init__(self, root: str) -> None:
-        self.root = root
-        self.skipped: list[str] = []
-
-    def __call__(self, path: str) -> bool:
-        if any(_is_hidden(part) for part in Path(os.path.relpath(path, self.root)).parts):
-            return False
-        if has_file_allowed_extension(path, IMAGE_EXTENSIONS):
-            return True
-        self.skipped.append(path)
-        return False
-
-
-class _ClassFolders(ImageFolder):
-    """torchvision's `ImageFolder`, except that hidden folders (`.ipynb_checkpoints`) are not classes."""
-
-    def find_classes(self, directory: str | Path) -> tuple[list[str], dict[str, int]]:
-        classes = _list_class_folders(Path(directory))
-        return classes, {name: i for i, name in enumerate(classes)}
-
-
-def _list_class_folders(directory: Path) -> list[str]:
-    return sorted(e.name for e in os.scandir(directory) if e.is_dir() and not _is_hidden(e.name))
-
-
-def _check_folder_layout(data_dir: Path) -> list[str]:
-    """Check the folder layout (cheap: directory listings only) and return the class names."""
-    if not data_dir.is_dir():
-        raise FileNotFoundError(f"`data_dir` '{data_dir}' does not exist or is not a folder. {_LAYOUT}")
-    train_dir = data_dir / "train"
-    if not train_dir.is_dir():
-        found = sorted(p.name for p in data_dir.iterdir())[:10]
-        raise FileNotFoundError(f"No 'train' folder in '{data_dir}' (it holds {found}). {_LAYOUT}")
-    classes = _list_class_folders(train_dir)
-    if not classes:
-        n_files = sum(1 for p in train_dir.iterdir() if p.is_file())
-        raise FileNotFoundError(
-            f"No class folders in '{train_dir}' ({n_files} files lie directly in it). "
-            f"Put each class's images in its own sub-folder. {_LAYOUT}"
-        )
-    for split in ("val", "test"):
-        split_dir = data_dir / split
-        if not split_dir.is_dir():
-            continue
-        other = _list_class_folders(split_dir)
-        missing, extra = sorted(set(classes) - set(other)), sorted(set(other) - set(classes))
-        if missing or extra:
-            raise ValueError(
-                f"The class folders of '{split_dir}' do not match those of '{train_dir}': "
-                f"missing in {split}/: {missing}; extra in {split}/: {extra}. "
-                f"Every split needs the same class folders (an empty one is not allowed either)."
-            )
-    return classes
-
-
-def _scan_split(directory: Path) -> ImageFolder:
-    """Build the (untransformed) `ImageFolder` of one split; warn on non-image files, raise on empty classes."""
-    is_image = _ImageFileFilter(str(directory))
-    dataset = _ClassFolders(str(directory), loader=load_rgb_image, is_valid_file=is_image, allow_empty=True)
-    if is_image.skipped:
-        listed = ", ".join(f"'{p}'" for p in is_image.skipped[:_MAX_LISTED])
-        more = f" and {len(is_image.skipped) - _MAX_LISTED} more" if len(is_image.skipped) > _MAX_LISTED else ""
-        rank_zero_warn(
-            f"Ignoring {len(is_image.skipped)} file(s) without an image extension in '{directory}': "
-            f"{listed}{more}. Image extensions: {IMAGE_EXTENSIONS}."
-        )
-    counts = Counter(dataset.targets)
-    empty = [name for name, idx in dataset.class_to_idx.items() if counts[idx] == 0]
-    if empty:
-        raise FileNotFoundError(
-            f"Class folder(s) {empty} in '{directory}' hold no image files (extensions {IMAGE_EXTENSIONS}). "
-            f"Add images or remove the folder(s) from every split."
-        )
-    return dataset
-
-
-# --------------------------------------------------------------------------- datasets
-
-
-class TransformedSubset(Dataset):
-    """A view of `dataset` (optionally restricted to `indices`) with its own image transform.
-
-    Lets the train and validation parts of one split use different transforms.
-
-    Args:
-        dataset: A dataset of `(PIL image, label)` pairs with a `targets` sequence.
-        indices: The positions of `dataset` to expose; `None` for all of them.
-        transform: Applied to each image.
-
-    Example:
-        >>> train = TransformedSubset(folder, [0, 2, 5], build_train_transform())  # doctest: +SKIP
-    """
-
-    def __init__(
-        self, dataset: Dataset, indices: Sequence[int] | None = None, transform: Callable | None = None
-    ) -> None:
-        self.dataset = dataset
-        self.indices = list(range(len(dataset))) if indices is None else list(indices)
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, index: int) -> tuple[Any, int]:
-        image, target = self.dataset[self.indices[index]]
-        if self.transform is not None:
-            image = self.transform(image)
-        return image, int(target)
-
-    @property
-    def targets(self) -> list[int]:
-        """The labels of the exposed samples, in order (no image is read)."""
-        targets = self.dataset.targets
-        return [int(targets[i]) for i in self.indices]
-
-
-def stratified_split(targets: Sequence[int], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """Split sample positions into train and validation parts, class by class.
-
-    Each class sends `round(val_fraction * n)` of its `n` samples to validation, at least
-    one when `n >= 2` and `val_fraction > 0`, and always keeps at least one for training.
-    The shuffle uses its own generator seeded with `seed` (the global RNG is untouched).
-
-    Returns:
-        `(train_indices, val_indices)`, each sorted.
-
-    Example:
-        >>> train, val = stratified_split([0, 0, 0, 0, 1, 1, 1, 1], 0.25, seed=0)
-        >>> len(train), len(val)
-        (6, 2)
-    """
-    by_class: dict[int, list[int]] = {}
-    for i, t in enumerate(targets):
-        by_class.setdefault(int(t), []).append(i)
-    generator = torch.Generator().manual_seed(seed)
-    train, val = [], []
-    for label in sorted(by_class):
-        members = by_class[label]
-        n = len(members)
-        n_val = 0
-        if val_fraction > 0 and n >= 2:
-            n_val = min(max(1, round(val_fraction * n)), n - 1)
-        order = torch.randperm(n, generator=generator).tolist()
-        val += [members[j] for j in order[:n_val]]
-        train += [members[j] for j in order[n_val:]]
-    return sorted(train), sorted(val)
-
-
-# --------------------------------------------------------------------------- built-in data sets
-
-_CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-_CIFAR100_CLASSES = tuple(
-    "apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy bridge bus butterfly camel "
-    "can castle caterpillar cattle chair chimpanzee clock cloud cockroach couch crab crocodile cup dinosaur "
-    "dolphin elephant flatfish forest fox girl hamster house kangaroo keyboard lamp lawn_mower leopard lion "
-    "lizard lobster man maple_tree motorcycle mountain mouse mushroom oak_tree orange orchid otter palm_tree "
-    "pear pickup_truck pine_tree plain plate poppy porcupine possum rabbit raccoon ray road rocket rose sea "
-    "seal shark shrew skunk skyscraper snail snake spider squirrel streetcar sunflower sweet_pepper table "
-    "tank telephone television tiger tractor train trout tulip turtle wardrobe whale willow_tree wolf woman "
-    "worm".split()
-)
-
-
-@dataclass(frozen=True)
-class _BuiltinDataset:
-    """A torchvision data set with a `train=` flag, and what is known about it without downloading."""
-
-    name: str  # class name in `torchvision.datasets`
-    classes: tuple[str, ...]
-    grayscale: bool
-
-    def load(self, root: Path, train: bool, download: bool) -> Dataset:
-        cls = getattr(torchvision.datasets, self.name)
-        return cls(str(root), train=train, download=download, transform=ToRGB() if self.grayscale else None)
-
-
-_BUILTINS: dict[str, _BuiltinDataset] = {
-    "cifar10": _BuiltinDataset("CIFAR10", _CIFAR10_CLASSES, grayscale=False),
-    "cifar100": _BuiltinDataset("CIFAR100", _CIFAR100_CLASSES, grayscale=False),
-    "mnist": _BuiltinDataset("MNIST", tuple(torchvision.datasets.MNIST.classes), grayscale=True),
-    "fashionmnist": _BuiltinDataset("FashionMNIST", tuple(torchvision.datasets.FashionMNIST.classes), grayscale=True),
-}
-_BUILTIN_ALIASES = {"fashion_mnist": "fashionmnist", "fashion-mnist": "fashionmnist"}
-
-
-def _resolve_builtin(dataset_name: str) -> _BuiltinDataset:
-    if not isinstance(dataset_name, str):
-        raise TypeError(f"Expected `dataset_name` to be a str or None, but got {dataset_name!r}.")
-    key = dataset_name.lower()
-    key = _BUILTIN_ALIASES.get(key, key)
-    if key not in _BUILTINS:
-        raise unknown_choice("dataset_name", dataset_name, _BUILTINS)
-    return _BUILTINS[key]
-
-
-# --------------------------------------------------------------------------- the data module
 
 
 def _default_num_workers() -> int:
@@ -486,7 +241,7 @@ class ImageDataModule(pl.LightningDataModule):
                     f"Could not download {self._builtin.name} ({'train' if train else 'test'} split) into "
                     f"'{self.data_dir}': {type(e).__name__}: {e}. Without internet access, place the files in "
                     f"'{self.data_dir}' the way `torchvision.datasets.{self._builtin.name}` stores them, or use "
-                    f"an image folder with dataset_name=None. {_LAYOUT}"
+                    f"an image folder with dataset_name=None. {LAYOUT}"
                 ) from e
 
     def _has_split(self, split: str) -> bool:

@@ -1,0 +1,133 @@
+"""Datasets for the data modules: transformed subsets, stratified splits, torchvision built-ins."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torchvision.datasets
+from torch.utils.data import Dataset
+
+from autotimm._errors import unknown_choice
+from autotimm.data.transforms import ToRGB
+
+__all__ = ["TransformedSubset", "stratified_split"]
+
+
+class TransformedSubset(Dataset):
+    """A view of `dataset` (optionally restricted to `indices`) with its own image transform.
+
+    Lets the train and validation parts of one split use different transforms.
+
+    Args:
+        dataset: A dataset of `(PIL image, label)` pairs with a `targets` sequence.
+        indices: The positions of `dataset` to expose; `None` for all of them.
+        transform: Applied to each image.
+
+    Example:
+        >>> train = TransformedSubset(folder, [0, 2, 5], build_train_transform())  # doctest: +SKIP
+    """
+
+    def __init__(
+        self, dataset: Dataset, indices: Sequence[int] | None = None, transform: Callable | None = None
+    ) -> None:
+        self.dataset = dataset
+        self.indices = list(range(len(dataset))) if indices is None else list(indices)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        image, target = self.dataset[self.indices[index]]
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, int(target)
+
+    @property
+    def targets(self) -> list[int]:
+        """The labels of the exposed samples, in order (no image is read)."""
+        targets = self.dataset.targets
+        return [int(targets[i]) for i in self.indices]
+
+
+def stratified_split(targets: Sequence[int], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Split sample positions into train and validation parts, class by class.
+
+    Each class sends `round(val_fraction * n)` of its `n` samples to validation, at least
+    one when `n >= 2` and `val_fraction > 0`, and always keeps at least one for training.
+    The shuffle uses its own generator seeded with `seed` (the global RNG is untouched).
+
+    Returns:
+        `(train_indices, val_indices)`, each sorted.
+
+    Example:
+        >>> train, val = stratified_split([0, 0, 0, 0, 1, 1, 1, 1], 0.25, seed=0)
+        >>> len(train), len(val)
+        (6, 2)
+    """
+    by_class: dict[int, list[int]] = {}
+    for i, t in enumerate(targets):
+        by_class.setdefault(int(t), []).append(i)
+    generator = torch.Generator().manual_seed(seed)
+    train, val = [], []
+    for label in sorted(by_class):
+        members = by_class[label]
+        n = len(members)
+        n_val = 0
+        if val_fraction > 0 and n >= 2:
+            n_val = min(max(1, round(val_fraction * n)), n - 1)
+        order = torch.randperm(n, generator=generator).tolist()
+        val += [members[j] for j in order[:n_val]]
+        train += [members[j] for j in order[n_val:]]
+    return sorted(train), sorted(val)
+
+
+# --------------------------------------------------------------------------- built-in data sets
+
+_CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+_CIFAR100_CLASSES = tuple(
+    "apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy bridge bus butterfly camel "
+    "can castle caterpillar cattle chair chimpanzee clock cloud cockroach couch crab crocodile cup dinosaur "
+    "dolphin elephant flatfish forest fox girl hamster house kangaroo keyboard lamp lawn_mower leopard lion "
+    "lizard lobster man maple_tree motorcycle mountain mouse mushroom oak_tree orange orchid otter palm_tree "
+    "pear pickup_truck pine_tree plain plate poppy porcupine possum rabbit raccoon ray road rocket rose sea "
+    "seal shark shrew skunk skyscraper snail snake spider squirrel streetcar sunflower sweet_pepper table "
+    "tank telephone television tiger tractor train trout tulip turtle wardrobe whale willow_tree wolf woman "
+    "worm".split()
+)
+
+
+@dataclass(frozen=True)
+class _BuiltinDataset:
+    """A torchvision data set with a `train=` flag, and what is known about it without downloading."""
+
+    name: str  # class name in `torchvision.datasets`
+    classes: tuple[str, ...]
+    grayscale: bool
+
+    def load(self, root: Path, train: bool, download: bool) -> Dataset:
+        cls = getattr(torchvision.datasets, self.name)
+        return cls(str(root), train=train, download=download, transform=ToRGB() if self.grayscale else None)
+
+
+_BUILTINS: dict[str, _BuiltinDataset] = {
+    "cifar10": _BuiltinDataset("CIFAR10", _CIFAR10_CLASSES, grayscale=False),
+    "cifar100": _BuiltinDataset("CIFAR100", _CIFAR100_CLASSES, grayscale=False),
+    "mnist": _BuiltinDataset("MNIST", tuple(torchvision.datasets.MNIST.classes), grayscale=True),
+    "fashionmnist": _BuiltinDataset("FashionMNIST", tuple(torchvision.datasets.FashionMNIST.classes), grayscale=True),
+}
+_BUILTIN_ALIASES = {"fashion_mnist": "fashionmnist", "fashion-mnist": "fashionmnist"}
+
+
+def _resolve_builtin(dataset_name: str) -> _BuiltinDataset:
+    if not isinstance(dataset_name, str):
+        raise TypeError(f"Expected `dataset_name` to be a str or None, but got {dataset_name!r}.")
+    key = dataset_name.lower()
+    key = _BUILTIN_ALIASES.get(key, key)
+    if key not in _BUILTINS:
+        raise unknown_choice("dataset_name", dataset_name, _BUILTINS)
+    return _BUILTINS[key]
