@@ -14,6 +14,8 @@ from __future__ import annotations
 import os
 import time
 
+from pytorch_lightning import seed_everything
+
 from autotimm import AutoTrainer, BackboneConfig, ImageClassifier, ImageDataModule, LoggerConfig, MetricConfig
 from autotimm.data import make_digits_folder
 
@@ -23,6 +25,7 @@ SMOKE = os.environ.get("AUTOTIMM_SMOKE") == "1"
 def main() -> None:
     start = time.perf_counter()
     root = make_digits_folder("data/digits", image_size=32)
+    seed_everything(0, workers=True)
 
     data = ImageDataModule(root, image_size=32, batch_size=32, num_workers=2, augmentation="none")
     model = ImageClassifier(

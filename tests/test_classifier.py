@@ -385,3 +385,17 @@ def test_progress_bar_values_only_with_a_progress_bar(digits_data, backbone, tmp
     # Progress-bar values cost a `.item()` (a device sync) each step: none without a bar.
     expected = {"train/loss", "val/loss", "val/accuracy"} if progress_bar else set()
     assert set(trainer.progress_bar_metrics) == expected
+
+
+def test_checkpoint_of_an_unfrozen_second_phase_reloads_unfrozen(digits_data, backbone, tmp_path):
+    model = ImageClassifier(backbone, num_classes=10, freeze_backbone=True)
+    limits = {"limit_train_batches": 2, "limit_val_batches": 1, "enable_progress_bar": False}
+    AutoTrainer(max_epochs=1, accelerator="cpu", default_root_dir=tmp_path / "one", **limits).fit(
+        model, datamodule=digits_data
+    )
+    model.unfreeze_backbone()
+    model._lr = 1e-4
+    trainer = AutoTrainer(max_epochs=1, accelerator="cpu", default_root_dir=tmp_path / "two", **limits)
+    trainer.fit(model, datamodule=digits_data)
+    restored = ImageClassifier.load_from_checkpoint(trainer.checkpoint_callback.best_model_path)
+    assert not restored.backbone_frozen and restored._lr == pytest.approx(1e-4)

@@ -1,6 +1,6 @@
 """autotimm: train timm backbones on your own images in a few lines.
 
-Example:
+Examples:
     >>> from autotimm import AutoTrainer, ImageClassifier, ImageDataModule  # doctest: +SKIP
     >>> data = ImageDataModule("path/to/images", image_size=224)  # doctest: +SKIP
     >>> model = ImageClassifier("resnet18", num_classes=data.num_classes)  # doctest: +SKIP

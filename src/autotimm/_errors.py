@@ -28,7 +28,7 @@ __all__ = [
 def closest(value: str, choices: Iterable[str], n: int = 3) -> list[str]:
     """Return up to `n` entries of `choices` that look most like `value`.
 
-    Example:
+    Examples:
         >>> closest("resnet181", ["resnet18", "resnet50", "vit_base"])
         ['resnet18', 'resnet50']
     """
@@ -71,7 +71,7 @@ def check_bool(argument: str, value: object) -> bool:
     Strings such as `"no"` and numbers such as `0` are refused: they would otherwise be
     read by their truth value (`"no"` is true).
 
-    Example:
+    Examples:
         >>> check_bool("multi_label", False)
         False
     """
@@ -117,7 +117,7 @@ def check_number(
         TypeError: If `value` is not a number (an int with `integer=True`).
         ValueError: If it is not finite or out of range.
 
-    Example:
+    Examples:
         >>> check_number("label_smoothing", 0.1, low=0, high=1)
         0.1
         >>> check_number("label_smoothing", 1.5, low=0, high=1)
@@ -145,7 +145,7 @@ def check_mapping(argument: str, value: object, *, optional: bool = False) -> di
 
     With `optional=True`, `None` gives an empty dict.
 
-    Example:
+    Examples:
         >>> check_mapping("optimizer_kwargs", None, optional=True)
         {}
     """
@@ -165,7 +165,7 @@ def check_list(argument: str, value: object, *, of: str) -> list[Any]:
 
     `of` names what the entries should be, for the message ("MetricConfig").
 
-    Example:
+    Examples:
         >>> check_list("metrics", "accuracy", of="MetricConfig")
         Traceback (most recent call last):
         ...
@@ -179,7 +179,7 @@ def check_list(argument: str, value: object, *, of: str) -> list[Any]:
 def check_keys(argument: str, value: Mapping[str, Any], allowed: Iterable[str]) -> None:
     """Raise a `ValueError` naming the first key of `value` that is not in `allowed`.
 
-    Example:
+    Examples:
         >>> check_keys("logging_config", {"log_lr": True}, ["log_learning_rate", "log_gradient_norm"])
         Traceback (most recent call last):
         ...

@@ -47,7 +47,7 @@ class BackboneConfig:
         drop_path_rate: Stochastic depth rate, for models that support it.
         kwargs: Further keyword arguments for `timm.create_model`.
 
-    Example:
+    Examples:
         >>> cfg = BackboneConfig("resnet18", pretrained=False, drop_path_rate=0.1)
         >>> cfg.model_name
         'resnet18'
@@ -110,7 +110,7 @@ class BackboneConfig:
         checkpoint holds the weights, so the file is never read again, and a full path
         would write the user's folder names (often their user name) into the checkpoint.
 
-        Example:
+        Examples:
             >>> cfg = BackboneConfig("resnet18", pretrained=False)
             >>> cfg.to_hparams()["pretrained"]
             False
@@ -143,7 +143,7 @@ def create_backbone(config: BackboneConfig, **overrides: Any) -> nn.Module:
         PretrainedWeightsError: when `pretrained=True` and the weights can neither be
             downloaded nor found in the local cache.
 
-    Example:
+    Examples:
         >>> model = create_backbone(BackboneConfig("resnet18", pretrained=False), num_classes=0)
         >>> model.num_features
         512
@@ -176,7 +176,7 @@ def list_backbones(pattern: str | None = None, pretrained: bool = False) -> list
         pattern: A shell-style pattern such as `"*resnet*"` or `"convnext*"`.
         pretrained: Only names that have pretrained weights (listed with their tags).
 
-    Example:
+    Examples:
         >>> "resnet18" in list_backbones("resnet1*")
         True
     """

@@ -36,7 +36,7 @@ _LOGGERS: dict[str, _LoggerEntry] = {
 def list_loggers() -> list[str]:
     """Names accepted by `LoggerConfig(backend=...)`.
 
-    Example:
+    Examples:
         >>> list_loggers()
         ['csv', 'tensorboard', 'wandb']
     """
@@ -53,7 +53,7 @@ class LoggerConfig:
             trainer's `default_root_dir`. W&B works offline with `WANDB_MODE=offline` or
             `params={"offline": True}`.
 
-    Example:
+    Examples:
         >>> LoggerConfig(backend="csv", params={"save_dir": "logs"}).backend
         'csv'
     """
@@ -96,7 +96,7 @@ class LoggerConfig:
 class LoggerManager:
     """A set of loggers configured by name, passed to `AutoTrainer(logger=...)`.
 
-    Example:
+    Examples:
         >>> manager = LoggerManager([LoggerConfig("csv"), LoggerConfig("tensorboard")])
         >>> [type(lg).__name__ for lg in manager.build("runs")]
         ['CSVLogger', 'TensorBoardLogger']
@@ -147,7 +147,7 @@ class LoggingConfig:
         log_gradient_norm: Log `train/grad_norm` (total L2 norm of the gradients, before
             clipping) at the trainer's `log_every_n_steps`.
 
-    Example:
+    Examples:
         >>> LoggingConfig(log_gradient_norm=True).log_learning_rate
         True
     """

@@ -36,7 +36,7 @@ class MetricConfig:
         stages: The stages that compute it, among `"train"`, `"val"`, `"test"`.
         prog_bar: Show it in the progress bar.
 
-    Example:
+    Examples:
         >>> cfg = MetricConfig("accuracy", metric_class="Accuracy", params={"task": "multiclass"})
         >>> cfg.create(num_classes=10).__class__.__name__
         'MulticlassAccuracy'
@@ -129,7 +129,7 @@ class MetricConfig:
     def coerce_list(cls, metrics: Sequence[MetricConfig | dict[str, Any]]) -> list[MetricConfig]:
         """Accept a list of configs or of their `to_dict()` forms; a single config or a string is refused.
 
-        Example:
+        Examples:
             >>> [m.name for m in MetricConfig.coerce_list([{"name": "acc", "metric_class": "Accuracy"}])]
             ['acc']
         """
@@ -142,7 +142,7 @@ def build_metrics(
 ) -> nn.ModuleDict:
     """Build the metrics of one stage as a `ModuleDict` keyed by metric name.
 
-    Example:
+    Examples:
         >>> metrics = [MetricConfig("accuracy", metric_class="Accuracy", stages=["val"])]
         >>> list(build_metrics(metrics, "val", num_classes=3, task="multiclass"))
         ['accuracy']

@@ -27,7 +27,7 @@ class TransformedSubset(Dataset):
         indices: The positions of `dataset` to expose; `None` for all of them.
         transform: Applied to each image.
 
-    Example:
+    Examples:
         >>> train = TransformedSubset(folder, [0, 2, 5], build_train_transform())  # doctest: +SKIP
     """
 
@@ -64,7 +64,7 @@ def stratified_split(targets: Sequence[int], val_fraction: float, seed: int) -> 
     Returns:
         `(train_indices, val_indices)`, each sorted.
 
-    Example:
+    Examples:
         >>> train, val = stratified_split([0, 0, 0, 0, 1, 1, 1, 1], 0.25, seed=0)
         >>> len(train), len(val)
         (6, 2)

@@ -194,7 +194,7 @@ def make_digits_folder(
         FileExistsError: If `root` is a file, or a non-empty folder that is not a digits demo.
         ValueError: If an argument is out of range, or `root` holds a demo made with other arguments.
 
-    Example:
+    Examples:
         >>> from autotimm.data import ImageDataModule, make_digits_folder
         >>> root = make_digits_folder("demo_digits", image_size=32)  # doctest: +SKIP
         >>> ImageDataModule(root, image_size=32).num_classes  # doctest: +SKIP

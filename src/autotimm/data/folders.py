@@ -31,7 +31,7 @@ def load_rgb_image(path: str) -> Image.Image:
 
     A module-level function, so datasets using it pickle into DataLoader workers.
 
-    Example:
+    Examples:
         >>> image = load_rgb_image("cat.png")  # doctest: +SKIP
     """
     try:

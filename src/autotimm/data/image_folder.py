@@ -82,8 +82,9 @@ class ImageDataModule(pl.LightningDataModule):
         persistent_workers: `None` keeps workers alive between epochs when `num_workers > 0`.
 
     Attributes:
-        train_dataset, val_dataset, test_dataset: `TransformedSubset`s, set by `setup()`;
-            `val_dataset`/`test_dataset` stay `None` when the split does not exist.
+        train_dataset: The training `TransformedSubset`, set by `setup()`.
+        val_dataset: The validation `TransformedSubset`, or `None` without a validation split.
+        test_dataset: The test `TransformedSubset`, or `None` without a `test/` split.
 
     Transforms come from the data config: the one given to `set_data_config()` if any,
     else the attached `LightningModule`'s `data_config` attribute (as returned by
@@ -102,7 +103,7 @@ class ImageDataModule(pl.LightningDataModule):
             folders of `val/`/`test/` differ from those of `train/`.
         TypeError: If an argument has the wrong type.
 
-    Example:
+    Examples:
         >>> data = ImageDataModule("data/pets", image_size=224, batch_size=32)  # doctest: +SKIP
         >>> model = ImageClassifier(backbone="resnet18", num_classes=data.num_classes)  # doctest: +SKIP
         >>> AutoTrainer(max_epochs=3).fit(model, datamodule=data)  # doctest: +SKIP
@@ -181,7 +182,7 @@ class ImageDataModule(pl.LightningDataModule):
     def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> ImageDataModule:  # type: ignore[override]
         """Rebuild the data module from a checkpoint; `data_dir` must be given (checkpoints do not store it).
 
-        Example:
+        Examples:
             >>> data = ImageDataModule.load_from_checkpoint("best.ckpt", data_dir="data/pets")  # doctest: +SKIP
         """
         if "data_dir" not in kwargs:
@@ -213,7 +214,7 @@ class ImageDataModule(pl.LightningDataModule):
 
         Takes effect at the next `setup()`.
 
-        Example:
+        Examples:
             >>> import timm  # doctest: +SKIP
             >>> model = timm.create_model("resnet18", pretrained=False)  # doctest: +SKIP
             >>> data.set_data_config(timm.data.resolve_model_data_config(model))  # doctest: +SKIP

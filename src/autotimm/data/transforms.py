@@ -45,7 +45,7 @@ _DATA_CONFIG_KEYS = ("input_size", "interpolation", "mean", "std", "crop_pct", "
 def list_augmentations() -> list[str]:
     """Return the names of the augmentation presets.
 
-    Example:
+    Examples:
         >>> list_augmentations()
         ['default', 'light', 'none', 'strong']
     """
@@ -55,7 +55,7 @@ def list_augmentations() -> list[str]:
 def default_data_config() -> dict[str, Any]:
     """Return timm's ImageNet defaults, used when no backbone gives its own data config.
 
-    Example:
+    Examples:
         >>> default_data_config()["input_size"]
         (3, 224, 224)
     """
@@ -110,7 +110,7 @@ def resolve_data_config(
         TypeError: If `data_config` is not a mapping or `image_size` is not an int or pair.
         ValueError: If `input_size` or `image_size` is malformed.
 
-    Example:
+    Examples:
         >>> cfg = resolve_data_config({"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}, image_size=64)
         >>> cfg["input_size"], cfg["mean"]
         ((3, 64, 64), (0.5, 0.5, 0.5))
@@ -154,7 +154,7 @@ def build_eval_transform(data_config: Mapping[str, Any] | None = None) -> Callab
     Returns:
         A callable mapping an RGB PIL image to a normalised `[C, H, W]` float tensor.
 
-    Example:
+    Examples:
         >>> from PIL import Image
         >>> tf = build_eval_transform({"input_size": (3, 32, 32)})
         >>> tuple(tf(Image.new("RGB", (50, 40))).shape)
@@ -198,7 +198,7 @@ def build_train_transform(
     Raises:
         ValueError: If `augmentation` is not a preset; the message lists the presets.
 
-    Example:
+    Examples:
         >>> from PIL import Image
         >>> tf = build_train_transform({"input_size": (3, 32, 32)}, augmentation="light")
         >>> tuple(tf(Image.new("RGB", (50, 40))).shape)
@@ -224,7 +224,7 @@ class ToRGB:
     A class rather than a lambda so that datasets using it can be pickled into
     DataLoader worker processes started with `spawn`.
 
-    Example:
+    Examples:
         >>> from PIL import Image
         >>> ToRGB()(Image.new("L", (8, 8))).mode
         'RGB'

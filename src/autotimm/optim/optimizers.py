@@ -102,7 +102,7 @@ def list_optimizers() -> dict[str, list[str]]:
         `{"torch": [...], "timm": [...]}`, each a sorted list of lowercase names. A name
         appears in one group only; `torch` wins when both libraries define it.
 
-    Example:
+    Examples:
         >>> names = list_optimizers()
         >>> "adamw" in names["torch"], "lamb" in names["timm"]
         (True, True)
@@ -126,7 +126,7 @@ def resolve_optimizer(name: str) -> str:
             torch optimizer left out or a timm optimizer that cannot run on this install
             (the message says why).
 
-    Example:
+    Examples:
         >>> resolve_optimizer("AdamW")
         'adamw'
     """
@@ -164,7 +164,7 @@ def check_optimizer_kwargs(name: str, kwargs: dict[str, Any]) -> None:
         ValueError: If the name is unknown, or a key is not accepted (the message names
             the key and lists the accepted ones).
 
-    Example:
+    Examples:
         >>> check_optimizer_kwargs("adamw", {"betas": (0.9, 0.99)})  # passes silently
     """
     key = resolve_optimizer(name)
@@ -226,7 +226,7 @@ def create_optimizer(
         ValueError: If the name or a keyword argument is unknown, `lr <= 0`,
             `weight_decay < 0`, or `model` has no trainable parameter.
 
-    Example:
+    Examples:
         >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.LayerNorm(8))
         >>> opt = create_optimizer("AdamW", model, lr=1e-3, weight_decay=0.05)
         >>> sorted(group["weight_decay"] for group in opt.param_groups)

@@ -218,7 +218,7 @@ def list_schedulers() -> dict[str, list[str]]:
     Returns:
         `{"torch": [...], "timm": [...]}`, each a sorted list of lowercase names.
 
-    Example:
+    Examples:
         >>> names = list_schedulers()
         >>> "cosine_warmup" in names["torch"], "timm_cosine" in names["timm"]
         (True, True)
@@ -240,7 +240,7 @@ def resolve_scheduler(name: str) -> str:
         TypeError: If `name` is not a string.
         ValueError: If `name` is unknown; the message lists the closest names.
 
-    Example:
+    Examples:
         >>> resolve_scheduler("Cosine")
         'cosineannealinglr'
     """
@@ -269,7 +269,7 @@ def check_scheduler_kwargs(name: str, kwargs: dict[str, Any]) -> None:
         ValueError: If the name is unknown, or a key is not accepted (the message names
             the key and lists the accepted ones).
 
-    Example:
+    Examples:
         >>> check_scheduler_kwargs("cosine", {"T_max": 50, "eta_min": 1e-6})  # passes silently
     """
     key = resolve_scheduler(name)
@@ -354,7 +354,7 @@ def create_scheduler(
         ValueError: If the name or a keyword argument is unknown, or a value is out of
             range (for example a warmup as long as the run).
 
-    Example:
+    Examples:
         >>> model = torch.nn.Linear(4, 2)
         >>> opt = torch.optim.SGD(model.parameters(), lr=0.1)
         >>> config = create_scheduler("cosine", opt, max_epochs=100, steps_per_epoch=50, T_max=50, eta_min=1e-6)
@@ -402,7 +402,7 @@ def step_scheduler(
     Raises:
         ValueError: If a plateau scheduler gets no metric.
 
-    Example:
+    Examples:
         >>> opt = torch.optim.SGD(torch.nn.Linear(2, 1).parameters(), lr=0.1)
         >>> config = create_scheduler("step", opt, max_epochs=3, steps_per_epoch=1)
         >>> opt.step()  # one epoch of training

@@ -102,6 +102,16 @@ class BaseTask(pl.LightningModule):
     def on_train_end(self) -> None:
         self.backbone.train()
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # The checkpoint records the state at saving, so a model unfrozen for a second phase
+        # (or given a new `_lr`) is rebuilt that way by `load_from_checkpoint`.
+        hparams = checkpoint.get("hyper_parameters")
+        if hparams is not None:
+            if "freeze_backbone" in hparams:
+                hparams["freeze_backbone"] = self.backbone_frozen
+            if "lr" in hparams:
+                hparams["lr"] = self._lr
+
     # ---- optimization --------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
         self.hparams["lr"] = self._lr
@@ -178,7 +188,7 @@ class BaseTask(pl.LightningModule):
     def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
         """Rebuild the model from a checkpoint; the backbone is not downloaded again.
 
-        Example:
+        Examples:
             >>> model = ImageClassifier.load_from_checkpoint("best.ckpt")  # doctest: +SKIP
         """
         with skip_pretrained_download():

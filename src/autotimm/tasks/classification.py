@@ -55,7 +55,7 @@ class ImageClassifier(BaseTask):
         ValueError: If an argument is out of range or names an unknown optimizer, scheduler
             or backbone; at `fit`, if the data's class count does not match `num_classes`.
 
-    Example:
+    Examples:
         >>> model = ImageClassifier(BackboneConfig("resnet18", pretrained=False), num_classes=10)
         >>> model(torch.randn(2, 3, 64, 64)).shape
         torch.Size([2, 10])

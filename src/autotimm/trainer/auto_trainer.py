@@ -56,7 +56,7 @@ class AutoTrainer(pl.Trainer):
         fast_dev_run: Run 1 (or N) batches of train, val and test to check the code.
         trainer_kwargs: Any other `pytorch_lightning.Trainer` argument.
 
-    Example:
+    Examples:
         >>> trainer = AutoTrainer(max_epochs=3, checkpoint_monitor="val/accuracy")  # doctest: +SKIP
         >>> trainer.fit(model, datamodule=data)  # doctest: +SKIP
         >>> trainer.test(model, datamodule=data)  # uses the best checkpoint  # doctest: +SKIP
@@ -198,7 +198,9 @@ class AutoTrainer(pl.Trainer):
             and callback.best_model_path
             and Path(callback.best_model_path).is_file()
         ):
-            ckpt_path = "best"
+            # The path itself rather than "best": with autotimm's two checkpoint callbacks,
+            # "best" makes Lightning warn that it picks the first one.
+            ckpt_path = callback.best_model_path
         return super().test(model, dataloaders, ckpt_path, *args, **kwargs)
 
 

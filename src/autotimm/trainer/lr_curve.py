@@ -20,7 +20,7 @@ def raw_losses(smoothed: Sequence[float], beta: float = LIGHTNING_BETA, step_off
     biased low (the first by half), which bends the start of the curve downwards. After a
     non-finite point the losses cannot be recovered and are NaN.
 
-    Example:
+    Examples:
         >>> beta = 0.98
         >>> avg = beta * 0 + (1 - beta) * 2.0
         >>> raw_losses([avg / (1 - beta**2)])
@@ -41,7 +41,7 @@ def raw_losses(smoothed: Sequence[float], beta: float = LIGHTNING_BETA, step_off
 def smooth(losses: Sequence[float], window: int) -> list[float]:
     """Bias-corrected exponential moving average with a span of about `window` points; NaNs are skipped.
 
-    Example:
+    Examples:
         >>> smooth([1.0, 1.0, 1.0], window=5)
         [1.0, 1.0, 1.0]
     """
@@ -55,7 +55,7 @@ def smooth(losses: Sequence[float], window: int) -> list[float]:
     return out
 
 
-def suggest_lr(lrs: Sequence[float], losses: Sequence[float], min_drop: float = 0.02) -> float | None:
+def suggest_lr(lrs: Sequence[float], losses: Sequence[float], min_drop: float = 0.05) -> float | None:
     """Suggest a learning rate from an LR-range test, or `None` if the loss never fell.
 
     The losses are smoothed over about a tenth of the points. The suggestion is the learning
@@ -68,7 +68,7 @@ def suggest_lr(lrs: Sequence[float], losses: Sequence[float], min_drop: float = 
         losses: Raw (unsmoothed) losses at those learning rates.
         min_drop: Fraction the smoothed loss must fall below its start.
 
-    Example:
+    Examples:
         >>> lrs = [10 ** (-6 + i * 0.25) for i in range(25)]
         >>> losses = [2.0 - 1.5 / (1 + math.exp(-(i - 14))) + (0.3 * (i - 20) if i > 20 else 0) for i in range(25)]
         >>> 1e-3 < suggest_lr(lrs, losses) < 1e-2

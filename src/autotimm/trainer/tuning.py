@@ -25,7 +25,7 @@ _MIN_LR_POINTS = 8
 # every learning rate that fine-tuning uses (Lightning's own default starts at 1e-8).
 _LR_RANGE = {"min_lr": 1e-6, "max_lr": 1.0}
 # The loss must fall by at least this fraction somewhere on the curve for a suggestion.
-_MIN_LOSS_DROP = 0.02
+_MIN_LOSS_DROP = 0.05
 # With both steps on, the batch-size finder leaves the LR finder at least this many steps.
 _LR_STEPS_WANTED = 30
 # Where a tuned learning rate is written, as Lightning's own LR finder looks for it.
@@ -53,7 +53,7 @@ class TunerConfig:
         batch_size_kwargs: `mode` (`"power"` or `"binsearch"`), `steps_per_trial`,
             `init_val`, `max_trials`, `margin`, `max_val`.
 
-    Example:
+    Examples:
         >>> cfg = TunerConfig(auto_lr=True, lr_find_kwargs={"min_lr": 1e-6, "max_lr": 1.0})
         >>> cfg.enabled
         True
@@ -230,7 +230,8 @@ def _find_lr(
     if len(lrs) < _MIN_LR_POINTS:
         raise TuningError(
             f"The learning-rate finder recorded only {len(lrs)} points (one per optimizer step, over at most "
-            f"`max_epochs` epochs; it needs at least {_MIN_LR_POINTS}). Use more data or a smaller batch size. {off}"
+            f"`max_epochs` epochs, within `limit_train_batches`; it needs at least {_MIN_LR_POINTS}). Use more data "
+            f"or a smaller batch size. {off}"
         )
     lr = suggest_lr(lrs, losses, min_drop=_MIN_LOSS_DROP)
     if lr is not None:
