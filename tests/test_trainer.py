@@ -10,22 +10,13 @@ import pytest
 import torch
 from pytorch_lightning.callbacks import EarlyStopping
 
-from autotimm import AutoTrainer, ImageClassifier, LoggerConfig, TunerConfig
-
-
-def _trainer(tmp_path, **kwargs):
-    defaults = {
-        "accelerator": "cpu",
-        "default_root_dir": tmp_path,
-        "enable_progress_bar": False,
-        "enable_model_summary": False,
-    }
-    return AutoTrainer(**{**defaults, **kwargs})
+from autotimm import ImageClassifier, LoggerConfig, TunerConfig
+from helpers import cpu_trainer
 
 
 def test_checkpoint_name_shows_the_real_metric_value(digits_data, backbone, tmp_path):
     model = ImageClassifier(backbone, num_classes=10)
-    trainer = _trainer(
+    trainer = cpu_trainer(
         tmp_path,
         max_epochs=2,
         checkpoint_monitor="val/loss",
@@ -44,13 +35,13 @@ def test_checkpoint_name_shows_the_real_metric_value(digits_data, backbone, tmp_
 
 def test_resume_continues_from_the_saved_step(digits_data, backbone, tmp_path):
     limit = 3
-    first = _trainer(tmp_path, max_epochs=1, limit_train_batches=limit, limit_val_batches=1)
+    first = cpu_trainer(tmp_path, max_epochs=1, limit_train_batches=limit, limit_val_batches=1)
     model = ImageClassifier(backbone, num_classes=10)
     first.fit(model, datamodule=digits_data)
     checkpoint = first.checkpoint_callback.best_model_path
     assert first.global_step == limit
 
-    resumed = _trainer(tmp_path, max_epochs=2, limit_train_batches=limit, limit_val_batches=1)
+    resumed = cpu_trainer(tmp_path, max_epochs=2, limit_train_batches=limit, limit_val_batches=1)
     resumed.fit(ImageClassifier(backbone, num_classes=10), datamodule=digits_data, ckpt_path=checkpoint)
     assert resumed.current_epoch == 2 and resumed.global_step == 2 * limit
 
@@ -58,7 +49,7 @@ def test_resume_continues_from_the_saved_step(digits_data, backbone, tmp_path):
 def test_accumulation_takes_fewer_optimizer_steps(digits_data, backbone, tmp_path):
     steps = {}
     for accumulate in (1, 4):
-        trainer = _trainer(
+        trainer = cpu_trainer(
             tmp_path,
             max_epochs=1,
             accumulate_grad_batches=accumulate,
@@ -74,7 +65,7 @@ def test_accumulation_takes_fewer_optimizer_steps(digits_data, backbone, tmp_pat
 def test_test_after_fit_uses_the_best_checkpoint(digits_data, backbone, tmp_path):
     model = ImageClassifier(backbone, num_classes=10, lr=3e-3)
     # Keep the epoch with the *highest* validation loss, so "best" is not the final weights.
-    trainer = _trainer(
+    trainer = cpu_trainer(
         tmp_path,
         max_epochs=2,
         checkpoint_monitor="val/loss",
@@ -86,7 +77,7 @@ def test_test_after_fit_uses_the_best_checkpoint(digits_data, backbone, tmp_path
     best = trainer.checkpoint_callback.best_model_path
     (result,) = trainer.test(model, datamodule=digits_data, verbose=False)
     assert trainer.ckpt_path == best
-    (explicit,) = _trainer(tmp_path).test(
+    (explicit,) = cpu_trainer(tmp_path).test(
         ImageClassifier(backbone, num_classes=10), datamodule=digits_data, ckpt_path=best, verbose=False
     )
     assert result["test/loss"] == pytest.approx(explicit["test/loss"], rel=1e-5)
@@ -96,7 +87,7 @@ def test_tensorboard_events_contain_the_metrics(digits_data, backbone, tmp_path)
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     model = ImageClassifier(backbone, num_classes=10)
-    trainer = _trainer(
+    trainer = cpu_trainer(
         tmp_path,
         max_epochs=2,
         logger=[LoggerConfig("tensorboard", {"save_dir": str(tmp_path / "logs")})],
@@ -117,7 +108,7 @@ def test_wandb_logger_runs_offline(digits_data, backbone, tmp_path, monkeypatch)
     pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
-    trainer = _trainer(
+    trainer = cpu_trainer(
         tmp_path,
         max_epochs=1,
         limit_train_batches=2,
@@ -133,13 +124,13 @@ def test_wandb_logger_runs_offline(digits_data, backbone, tmp_path, monkeypatch)
 
 def test_user_callbacks_work(digits_data, backbone, tmp_path):
     stopper = EarlyStopping(monitor="val/loss", patience=0, mode="min", min_delta=10.0)  # stops after one epoch
-    trainer = _trainer(tmp_path, max_epochs=5, callbacks=[stopper], limit_train_batches=2, limit_val_batches=1)
+    trainer = cpu_trainer(tmp_path, max_epochs=5, callbacks=[stopper], limit_train_batches=2, limit_val_batches=1)
     trainer.fit(ImageClassifier(backbone, num_classes=10), datamodule=digits_data)
     assert trainer.current_epoch < 5 and stopper.stopped_epoch > 0
 
 
 def test_fast_dev_run_skips_tuning(digits_data, backbone, tmp_path):
-    trainer = _trainer(tmp_path, fast_dev_run=True, tuner_config=TunerConfig(auto_lr=True, auto_batch_size=True))
+    trainer = cpu_trainer(tmp_path, fast_dev_run=True, tuner_config=TunerConfig(auto_lr=True, auto_batch_size=True))
     model = ImageClassifier(backbone, num_classes=10, lr=1e-3)
     trainer.fit(model, datamodule=digits_data)
     assert trainer.tuning_results == {} and model._lr == 1e-3 and trainer.global_step == 1
@@ -147,7 +138,7 @@ def test_fast_dev_run_skips_tuning(digits_data, backbone, tmp_path):
 
 def test_second_run_keeps_the_first_runs_files(digits_data, backbone, tmp_path):
     for _ in range(2):
-        trainer = _trainer(
+        trainer = cpu_trainer(
             tmp_path, max_epochs=1, checkpoint_monitor="val/accuracy", limit_train_batches=2, limit_val_batches=1
         )
         trainer.fit(ImageClassifier(backbone, num_classes=10), datamodule=digits_data)
@@ -157,7 +148,7 @@ def test_second_run_keeps_the_first_runs_files(digits_data, backbone, tmp_path):
 
 def test_missing_resume_checkpoint_is_named(digits_data, backbone, tmp_path):
     with pytest.raises(FileNotFoundError, match="nothing.ckpt"):
-        _trainer(tmp_path).fit(
+        cpu_trainer(tmp_path).fit(
             ImageClassifier(backbone, num_classes=10), datamodule=digits_data, ckpt_path=tmp_path / "nothing.ckpt"
         )
 
@@ -184,7 +175,7 @@ def test_missing_resume_checkpoint_is_named(digits_data, backbone, tmp_path):
 )
 def test_bad_trainer_arguments_are_named(kwargs, error, match, tmp_path):
     with pytest.raises(error, match=match):
-        _trainer(tmp_path, **kwargs)
+        cpu_trainer(tmp_path, **kwargs)
 
 
 def test_gradient_clipping_is_applied(digits_data, backbone, tmp_path):
@@ -198,7 +189,7 @@ def test_gradient_clipping_is_applied(digits_data, backbone, tmp_path):
             grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
             norms.append(torch.nn.utils.get_total_norm(grads).item())
 
-    trainer = _trainer(
+    trainer = cpu_trainer(
         tmp_path,
         max_epochs=1,
         gradient_clip_val=0.01,
@@ -215,7 +206,7 @@ def test_last_checkpoint_follows_every_epoch(digits_data, backbone, tmp_path):
     # A frozen backbone (BatchNorm statistics too) and a negligible learning rate: val/accuracy
     # never improves after the first epoch, so only the first epoch is "best".
     model = ImageClassifier(backbone, num_classes=10, lr=1e-12, freeze_backbone=True)
-    trainer = _trainer(
+    trainer = cpu_trainer(
         tmp_path, max_epochs=3, checkpoint_monitor="val/accuracy", limit_train_batches=2, limit_val_batches=2
     )
     trainer.fit(model, datamodule=digits_data)
@@ -225,11 +216,11 @@ def test_last_checkpoint_follows_every_epoch(digits_data, backbone, tmp_path):
 
 
 def test_default_run_saves_last_checkpoint(digits_data, backbone, tmp_path):
-    trainer = _trainer(tmp_path, max_epochs=2, limit_train_batches=2, limit_val_batches=1)
+    trainer = cpu_trainer(tmp_path, max_epochs=2, limit_train_batches=2, limit_val_batches=1)
     trainer.fit(ImageClassifier(backbone, num_classes=10), datamodule=digits_data)
     assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 4
 
 
 def test_loss_monitored_for_its_maximum_warns(tmp_path):
     with pytest.warns(UserWarning, match="checkpoint_mode='min'"):
-        _trainer(tmp_path, checkpoint_monitor="val/loss")
+        cpu_trainer(tmp_path, checkpoint_monitor="val/loss")

@@ -11,17 +11,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from autotimm import AutoTrainer, ImageClassifier, ImageDataModule, TunerConfig, TuningError
-
-
-def _trainer(tmp_path, **kwargs):
-    defaults = {
-        "accelerator": "cpu",
-        "default_root_dir": tmp_path,
-        "enable_progress_bar": False,
-        "enable_model_summary": False,
-    }
-    return AutoTrainer(**{**defaults, **kwargs})
+from autotimm import ImageClassifier, ImageDataModule, TunerConfig, TuningError
+from helpers import cpu_trainer
 
 
 def test_lr_finder_sets_a_sane_lr_and_saves_its_curve(digits_data, backbone, tmp_path):
@@ -29,7 +20,7 @@ def test_lr_finder_sets_a_sane_lr_and_saves_its_curve(digits_data, backbone, tmp
     config = TunerConfig(
         auto_lr=True, auto_batch_size=False, lr_find_kwargs={"min_lr": 1e-6, "max_lr": 1.0, "num_training": 1000}
     )
-    trainer = _trainer(tmp_path, max_epochs=2, max_steps=3, tuner_config=config, limit_val_batches=1)
+    trainer = cpu_trainer(tmp_path, max_epochs=2, max_steps=3, tuner_config=config, limit_val_batches=1)
     trainer.fit(model, datamodule=digits_data)
     lr = trainer.tuning_results["lr"]
     assert model._lr == lr != 0.5 and 1e-6 <= lr < 1.0
@@ -46,7 +37,7 @@ def test_batch_size_finder_never_exceeds_the_data_set(make_image_folder, backbon
     root = make_image_folder(classes={"a": 12, "b": 12}, splits=("train", "val"), size=32)
     data = ImageDataModule(root, image_size=32, batch_size=2, num_workers=0)
     config = TunerConfig(auto_lr=False, auto_batch_size=True, batch_size_kwargs={"init_val": 4, "steps_per_trial": 1})
-    trainer = _trainer(tmp_path, max_epochs=1, tuner_config=config)
+    trainer = cpu_trainer(tmp_path, max_epochs=1, tuner_config=config)
     trainer.fit(ImageClassifier(backbone, num_classes=2), datamodule=data)
     assert trainer.tuning_results["batch_size"] == data.batch_size
     assert 4 < data.batch_size <= 24
@@ -74,23 +65,23 @@ def test_unknown_tuner_keys_fail_at_construction():
 def test_failed_lr_finder_says_how_to_turn_it_off(make_image_folder, backbone, tmp_path):
     root = make_image_folder(classes={"a": 4, "b": 4}, splits=("train", "val"), size=32)
     data = ImageDataModule(root, image_size=32, batch_size=4, num_workers=0)  # 2 batches: too few points
-    trainer = _trainer(tmp_path, max_epochs=1, tuner_config=TunerConfig(auto_lr=True))
+    trainer = cpu_trainer(tmp_path, max_epochs=1, tuner_config=TunerConfig(auto_lr=True))
     with pytest.raises(TuningError, match=r"auto_lr=False"):
         trainer.fit(ImageClassifier(backbone, num_classes=2), datamodule=data)
 
 
 def test_batch_size_finder_needs_a_datamodule(digits_data, backbone, tmp_path):
     digits_data.setup("fit")
-    trainer = _trainer(tmp_path, max_epochs=1, tuner_config=TunerConfig(auto_lr=False, auto_batch_size=True))
+    trainer = cpu_trainer(tmp_path, max_epochs=1, tuner_config=TunerConfig(auto_lr=False, auto_batch_size=True))
     with pytest.raises(TuningError, match="auto_batch_size=False"):
         trainer.fit(ImageClassifier(backbone, num_classes=10), train_dataloaders=digits_data.train_dataloader())
 
 
 def test_resume_does_not_retune(digits_data, backbone, tmp_path):
-    first = _trainer(tmp_path, max_epochs=1, limit_train_batches=2, limit_val_batches=1)
+    first = cpu_trainer(tmp_path, max_epochs=1, limit_train_batches=2, limit_val_batches=1)
     first.fit(ImageClassifier(backbone, num_classes=10), datamodule=digits_data)
     model = ImageClassifier(backbone, num_classes=10, lr=2e-3)
-    resumed = _trainer(
+    resumed = cpu_trainer(
         tmp_path, max_epochs=2, limit_train_batches=2, limit_val_batches=1, tuner_config=TunerConfig(auto_lr=True)
     )
     resumed.fit(model, datamodule=digits_data, ckpt_path=first.checkpoint_callback.best_model_path)
@@ -99,7 +90,7 @@ def test_resume_does_not_retune(digits_data, backbone, tmp_path):
 
 def test_tuning_refuses_distributed_runs_up_front(tmp_path):
     with pytest.raises(ValueError, match="single-device"):
-        _trainer(tmp_path, devices=2, strategy="ddp", tuner_config=TunerConfig(auto_batch_size=True))
+        cpu_trainer(tmp_path, devices=2, strategy="ddp", tuner_config=TunerConfig(auto_batch_size=True))
 
 
 class _PlainModule(pl.LightningModule):
@@ -121,14 +112,16 @@ class _PlainModule(pl.LightningModule):
 
 def test_tuned_lr_reaches_any_lightning_module(digits_data, tmp_path):
     model = _PlainModule(lr=0.5)
-    trainer = _trainer(tmp_path, max_epochs=2, max_steps=2, tuner_config=TunerConfig(auto_lr=True), limit_val_batches=0)
+    trainer = cpu_trainer(
+        tmp_path, max_epochs=2, max_steps=2, tuner_config=TunerConfig(auto_lr=True), limit_val_batches=0
+    )
     trainer.fit(model, datamodule=digits_data)
     assert model.lr == trainer.tuning_results["lr"] != 0.5
     assert trainer.optimizers[0].param_groups[0]["lr"] == model.lr
 
 
 def test_module_without_lr_attribute_is_refused_before_tuning(digits_data, tmp_path):
-    trainer = _trainer(tmp_path, max_epochs=1, tuner_config=TunerConfig(auto_lr=True))
+    trainer = cpu_trainer(tmp_path, max_epochs=1, tuner_config=TunerConfig(auto_lr=True))
     with pytest.raises(TuningError, match="learning_rate"):
         trainer.fit(_PlainModule(lr=None), datamodule=digits_data)
     assert trainer.global_step == 0
@@ -138,7 +131,7 @@ def test_both_steps_leave_the_lr_finder_enough_steps(make_image_folder, backbone
     root = make_image_folder(classes={"a": 40, "b": 40}, splits=("train", "val"), size=32)
     data = ImageDataModule(root, image_size=32, batch_size=2, num_workers=0)
     config = TunerConfig(auto_lr=True, auto_batch_size=True, batch_size_kwargs={"steps_per_trial": 1})
-    trainer = _trainer(tmp_path, max_epochs=2, max_steps=1, tuner_config=config)
+    trainer = cpu_trainer(tmp_path, max_epochs=2, max_steps=1, tuner_config=config)
     try:
         trainer.fit(ImageClassifier(backbone, num_classes=2), datamodule=data)
     except TuningError as e:  # random pixels: the loss may not fall, but the curve must have enough points
@@ -151,7 +144,7 @@ def test_both_steps_leave_the_lr_finder_enough_steps(make_image_folder, backbone
 def test_failed_finder_leaves_the_trainer_as_it_was(make_image_folder, backbone, tmp_path):
     root = make_image_folder(classes={"a": 4, "b": 4}, splits=("train", "val"), size=32)
     data = ImageDataModule(root, image_size=32, batch_size=4, num_workers=0)
-    trainer = _trainer(tmp_path, max_epochs=3, tuner_config=TunerConfig(auto_lr=True))
+    trainer = cpu_trainer(tmp_path, max_epochs=3, tuner_config=TunerConfig(auto_lr=True))
     with pytest.raises(TuningError):
         trainer.fit(ImageClassifier(backbone, num_classes=2), datamodule=data)
     trainer.tuner_config = None  # the error's advice: turn the step off, then fit again
@@ -161,7 +154,7 @@ def test_failed_finder_leaves_the_trainer_as_it_was(make_image_folder, backbone,
 
 def test_lr_finder_with_accumulation_sweeps_the_whole_range(digits_data, backbone, tmp_path):
     config = TunerConfig(auto_lr=True, lr_find_kwargs={"num_training": 1000})
-    trainer = _trainer(
+    trainer = cpu_trainer(
         tmp_path, max_epochs=1, max_steps=1, accumulate_grad_batches=4, tuner_config=config, limit_val_batches=0
     )
     try:
@@ -175,7 +168,7 @@ def test_lr_finder_with_accumulation_sweeps_the_whole_range(digits_data, backbon
 def test_second_run_keeps_the_first_lr_curve(digits_data, backbone, tmp_path):
     for _ in range(2):
         config = TunerConfig(auto_lr=True, lr_find_kwargs={"num_training": 10})
-        trainer = _trainer(tmp_path, max_epochs=1, max_steps=1, tuner_config=config, limit_val_batches=0)
+        trainer = cpu_trainer(tmp_path, max_epochs=1, max_steps=1, tuner_config=config, limit_val_batches=0)
         try:
             trainer.fit(ImageClassifier(backbone, num_classes=10), datamodule=digits_data)
         except TuningError:
@@ -187,7 +180,7 @@ def test_training_after_a_multi_epoch_lr_sweep_with_a_progress_bar(digits_data, 
     # The sweep spans epochs (validation runs inside it, without the trainer's callbacks);
     # the real run must then log the same keys with the progress bar on.
     config = TunerConfig(auto_lr=True, lr_find_kwargs={"num_training": 24})
-    trainer = _trainer(
+    trainer = cpu_trainer(
         tmp_path,
         max_epochs=3,
         max_steps=10,
