@@ -103,18 +103,10 @@ class BaseTask(pl.LightningModule):
         self.backbone.train()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # The checkpoint records the state at saving, so a model unfrozen for a second phase
-        # (or given a new `_lr`) is rebuilt that way by `load_from_checkpoint`.
-        hparams = checkpoint.get("hyper_parameters")
-        if hparams is not None:
-            if "freeze_backbone" in hparams:
-                hparams["freeze_backbone"] = self.backbone_frozen
-            if "lr" in hparams:
-                hparams["lr"] = self._lr
+        _sync_hparams(self, checkpoint.get("hyper_parameters"))
 
     # ---- optimization --------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
-        self.hparams["lr"] = self._lr
         optimizer = create_optimizer(
             self.optimizer_name, self, lr=self._lr, weight_decay=self.weight_decay, **self.optimizer_kwargs
         )
@@ -182,6 +174,7 @@ class BaseTask(pl.LightningModule):
         # a bar. Read at the start of each run, before Lightning's finders swap the trainer's
         # callbacks out, as a key must keep its `prog_bar` across the runs of a loop.
         self._has_progress_bar = self.trainer.progress_bar_callback is not None
+        _sync_hparams(self, self.hparams)  # before Lightning logs them
 
     # ---- checkpoints ---------------------------------------------------------------------
     @classmethod
@@ -193,3 +186,18 @@ class BaseTask(pl.LightningModule):
         """
         with skip_pretrained_download():
             return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
+
+
+def _sync_hparams(task: BaseTask, hparams: Any) -> None:
+    """Write the current learning rate and frozen state into `hparams`.
+
+    Both can change after construction (`model._lr = 1e-4`, unfreezing for a second phase);
+    logged hyperparameters and checkpoints record them as they are, so `load_from_checkpoint`
+    rebuilds the model as it was saved.
+    """
+    if not hparams:
+        return
+    if "lr" in hparams:
+        hparams["lr"] = task._lr
+    if "freeze_backbone" in hparams:
+        hparams["freeze_backbone"] = task.backbone_frozen
