@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import math
+import random
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from pytorch_lightning.callbacks import EarlyStopping
 
-from autotimm import ImageClassifier, LoggerConfig, TunerConfig
+from autotimm import ImageClassifier, ImageDataModule, LoggerConfig, TunerConfig
 from helpers import cpu_trainer
 
 
@@ -171,6 +173,8 @@ def test_missing_resume_checkpoint_is_named(digits_data, backbone, tmp_path):
         ({"default_root_dir": 5}, TypeError, "default_root_dir"),
         ({"enable_checkpointing": "no"}, TypeError, "enable_checkpointing"),
         ({"gradient_clip_val": "1"}, TypeError, "gradient_clip_val"),
+        ({"seed": -1}, ValueError, "seed"),
+        ({"seed": "7"}, TypeError, "seed"),
     ],
 )
 def test_bad_trainer_arguments_are_named(kwargs, error, match, tmp_path):
@@ -224,3 +228,25 @@ def test_default_run_saves_last_checkpoint(digits_data, backbone, tmp_path):
 def test_loss_monitored_for_its_maximum_warns(tmp_path):
     with pytest.warns(UserWarning, match="checkpoint_mode='min'"):
         cpu_trainer(tmp_path, checkpoint_monitor="val/loss")
+
+
+def _seeded_run(root, backbone, digits_root, seed, noise):
+    torch.manual_seed(0)  # the same initial weights for every run
+    model = ImageClassifier(backbone, num_classes=10, head_dropout=0.3)
+    torch.manual_seed(noise)  # then a different global RNG state in each run
+    random.seed(noise)
+    np.random.seed(noise)
+    # Random augmentation in two worker processes: their seeds must repeat too.
+    data = ImageDataModule(digits_root, image_size=32, batch_size=32, num_workers=2, augmentation="default")
+    trainer = cpu_trainer(root, max_epochs=1, seed=seed, limit_train_batches=4, limit_val_batches=1)
+    trainer.fit(model, datamodule=data)
+    return model.state_dict(), trainer.callback_metrics["val/loss"].item()
+
+
+def test_seed_makes_runs_repeat(digits_root, backbone, tmp_path):
+    weights_a, loss_a = _seeded_run(tmp_path / "a", backbone, digits_root, seed=7, noise=1)
+    weights_b, loss_b = _seeded_run(tmp_path / "b", backbone, digits_root, seed=7, noise=2)
+    weights_c, _ = _seeded_run(tmp_path / "c", backbone, digits_root, seed=8, noise=1)
+    assert loss_a == loss_b
+    assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
+    assert not all(torch.equal(weights_a[k], weights_c[k]) for k in weights_a)

@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 import pytorch_lightning as pl
 from lightning_fabric.utilities.cloud_io import get_filesystem
+from pytorch_lightning import seed_everything
 from pytorch_lightning.callbacks import Callback, DeviceStatsMonitor, LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
@@ -54,6 +55,9 @@ class AutoTrainer(pl.Trainer):
         val_check_interval: Validation frequency (fraction of an epoch, or steps).
         enable_checkpointing: Save checkpoints.
         fast_dev_run: Run 1 (or N) batches of train, val and test to check the code.
+        seed: Seed Python, NumPy and torch (data loader workers too) at the start of each
+            `fit`, so shuffling, augmentation and dropout repeat. The model's initial weights
+            come from where it was built: seed before building it for identical starts.
         trainer_kwargs: Any other `pytorch_lightning.Trainer` argument.
 
     Examples:
@@ -79,6 +83,7 @@ class AutoTrainer(pl.Trainer):
         val_check_interval: int | float = 1.0,
         enable_checkpointing: bool = True,
         fast_dev_run: bool | int = False,
+        seed: int | None = None,
         **trainer_kwargs: Any,
     ) -> None:
         for key in trainer_kwargs:
@@ -93,6 +98,8 @@ class AutoTrainer(pl.Trainer):
         if max_epochs is not None:
             check_number("max_epochs", max_epochs, low=-1, integer=True)
         check_bool("enable_checkpointing", enable_checkpointing)
+        if seed is not None:
+            check_number("seed", seed, low=0, high=2**32, integer=True)
         if not isinstance(fast_dev_run, bool):
             check_number("fast_dev_run", fast_dev_run, low=0, integer=True)
         check_number("accumulate_grad_batches", accumulate_grad_batches, low=1, integer=True)
@@ -157,6 +164,7 @@ class AutoTrainer(pl.Trainer):
         self.checkpoint_monitor = checkpoint_monitor
         self.checkpoint_mode = checkpoint_mode
         self.tuning_results: dict[str, Any] = {}
+        self.seed = seed
 
     def fit(
         self,
@@ -171,6 +179,8 @@ class AutoTrainer(pl.Trainer):
         if ckpt_path is not None and str(ckpt_path) not in ("last", "best", "hpc", "registry"):
             if not get_filesystem(ckpt_path).exists(str(ckpt_path)):
                 raise FileNotFoundError(f"`ckpt_path` does not exist: {str(ckpt_path)!r}.")
+        if self.seed is not None:
+            seed_everything(self.seed, workers=True, verbose=False)
         tuning = self.tuner_config is not None and self.tuner_config.enabled
         if tuning and self.fast_dev_run:
             rank_zero_info("autotimm: tuning skipped under fast_dev_run.")
