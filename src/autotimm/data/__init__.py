@@ -1,5 +1,6 @@
 """Data modules, transforms and demo data for autotimm tasks."""
 
+from autotimm.data.coco_demo import make_coco_shapes
 from autotimm.data.datasets import TransformedSubset, stratified_split
 from autotimm.data.demo import make_digits_folder
 from autotimm.data.folders import CorruptImageError
@@ -22,6 +23,7 @@ __all__ = [
     "build_train_transform",
     "default_data_config",
     "list_augmentations",
+    "make_coco_shapes",
     "make_digits_folder",
     "resolve_data_config",
     "stratified_split",
