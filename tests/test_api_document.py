@@ -34,6 +34,7 @@ from pytorch_lightning.strategies import DDPStrategy
 
 import autotimm
 from autotimm import AutoTrainer, BackboneConfig, ImageClassifier, ImageDataModule, MetricConfig
+from autotimm.data import make_coco_shapes
 
 DOCUMENT = Path(__file__).parents[2] / "shared" / "seeds" / "001_085e7e17dbe6182e.txt"
 if not DOCUMENT.is_file():
@@ -112,6 +113,11 @@ SUBSTITUTIONS: tuple[Substitution, ...] = (
         'data_dir="./data"',
         "data_dir=digits_dir",
         "offline: the small digits image folder (10 classes, like CIFAR10) instead of a download",
+    ),
+    Substitution(
+        'data_dir="./coco"',
+        "data_dir=coco_dir",
+        "offline: a small synthetic COCO set (autotimm.data.make_coco_shapes) instead of COCO",
     ),
     Substitution(
         'dataset_name="CIFAR10"',
@@ -265,7 +271,7 @@ def _namespace(block: Block, source: str, tmp_path: Path, digits_dir: Path) -> d
     - `data`: an `ImageDataModule` over the small digits folder;
     - `metrics`: the document's accuracy `MetricConfig` list;
     - `model`: an `ImageClassifier` over the tiny backbone with those metrics;
-    - the names that `SUBSTITUTIONS` introduce.
+    - the names that `SUBSTITUTIONS` introduce (`coco_dir`: a small synthetic COCO set).
     """
     ns: dict[str, Any] = {"__name__": "__api_document__", "autotimm": autotimm}
     ns.update({name: getattr(autotimm, name) for name in autotimm.__all__})
@@ -274,6 +280,8 @@ def _namespace(block: Block, source: str, tmp_path: Path, digits_dir: Path) -> d
     ns.update(data=data, metrics=metrics, model=_model(metrics, data.num_classes), digits_dir=digits_dir)
     distributed = CHECKS.get(block.heading, Check()).distributed
     ns["ACCELERATOR"] = "gpu" if torch.cuda.is_available() and not distributed else "cpu"
+    if "coco_dir" in source:
+        ns["coco_dir"] = make_coco_shapes(tmp_path / "coco", image_size=64, num_train=8, num_val=4)
     if "resume_checkpoint" in source:
         path, epoch, step = _resume_checkpoint(tmp_path / "earlier_run", digits_dir)
         ns.update(resume_checkpoint=str(path), _resume_epoch=epoch, _resume_step=step)

@@ -8,7 +8,7 @@ Examples:
 """
 
 from autotimm.backbones import BackboneConfig, PretrainedWeightsError, list_backbones
-from autotimm.data import ImageDataModule
+from autotimm.data import DetectionDataModule, ImageDataModule
 from autotimm.loggers import LoggerConfig, LoggerManager, LoggingConfig
 from autotimm.metrics import MetricConfig
 from autotimm.optim import list_optimizers, list_schedulers
@@ -20,6 +20,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AutoTrainer",
     "BackboneConfig",
+    "DetectionDataModule",
     "ImageClassifier",
     "ImageDataModule",
     "LoggerConfig",

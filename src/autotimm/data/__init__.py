@@ -3,6 +3,7 @@
 from autotimm.data.coco_demo import make_coco_shapes
 from autotimm.data.datasets import TransformedSubset, stratified_split
 from autotimm.data.demo import make_digits_folder
+from autotimm.data.detection import DetectionDataModule, boxes_to_original, detection_collate
 from autotimm.data.folders import CorruptImageError
 from autotimm.data.image_folder import ImageDataModule
 from autotimm.data.transforms import (
@@ -16,12 +17,15 @@ from autotimm.data.transforms import (
 
 __all__ = [
     "CorruptImageError",
+    "DetectionDataModule",
     "ImageDataModule",
     "ToRGB",
     "TransformedSubset",
     "build_eval_transform",
+    "boxes_to_original",
     "build_train_transform",
     "default_data_config",
+    "detection_collate",
     "list_augmentations",
     "make_coco_shapes",
     "make_digits_folder",

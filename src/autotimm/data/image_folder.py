@@ -23,6 +23,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.accelerators import CUDAAccelerator
 from torch.utils.data import DataLoader, Dataset
 
+from autotimm.data._loading import check_optional_bool, default_num_workers
 from autotimm.data.datasets import TransformedSubset, _resolve_builtin, stratified_split
 from autotimm.data.folders import LAYOUT, _check_folder_layout, _scan_split
 from autotimm.data.transforms import (
@@ -39,22 +40,11 @@ __all__ = ["ImageDataModule"]
 log = logging.getLogger(__name__)
 
 
-def _default_num_workers() -> int:
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return min(8, cpus)
-
-
 def _check_int(name: str, value: object, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"Expected `{name}` to be an int, but got {value!r}.")
     if value < minimum:
         raise ValueError(f"Expected `{name}` to be >= {minimum}, but got {value!r}.")
-    return value
-
-
-def _check_optional_bool(name: str, value: object) -> bool | None:
-    if value is not None and not isinstance(value, bool):
-        raise TypeError(f"Expected `{name}` to be True, False or None, but got {value!r}.")
     return value
 
 
@@ -129,7 +119,7 @@ class ImageDataModule(pl.LightningDataModule):
             raise TypeError(f"Expected `data_dir` to be a path, but got {data_dir!r}.")
         _check_image_size(image_size)
         self.batch_size = _check_int("batch_size", batch_size, 1)
-        self.num_workers = _default_num_workers() if num_workers is None else _check_int("num_workers", num_workers, 0)
+        self.num_workers = default_num_workers() if num_workers is None else _check_int("num_workers", num_workers, 0)
         if isinstance(val_split, bool) or not isinstance(val_split, (int, float)):
             raise TypeError(f"Expected `val_split` to be a float, but got {val_split!r}.")
         if not 0 <= val_split < 1:
@@ -139,8 +129,8 @@ class ImageDataModule(pl.LightningDataModule):
         for name, tf in (("train_transforms", train_transforms), ("eval_transforms", eval_transforms)):
             if tf is not None and not callable(tf):
                 raise TypeError(f"Expected `{name}` to be a callable (PIL image -> tensor) or None, but got {tf!r}.")
-        self.pin_memory = _check_optional_bool("pin_memory", pin_memory)
-        self.persistent_workers = _check_optional_bool("persistent_workers", persistent_workers)
+        self.pin_memory = check_optional_bool("pin_memory", pin_memory)
+        self.persistent_workers = check_optional_bool("persistent_workers", persistent_workers)
         if persistent_workers and self.num_workers == 0:
             raise ValueError("`persistent_workers=True` needs `num_workers` > 0, but got num_workers=0.")
 

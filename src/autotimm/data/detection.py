@@ -1,0 +1,350 @@
+"""`DetectionDataModule`: object detection data in the COCO layout.
+
+Folder layout::
+
+    data_dir/
+        train2017/*.jpg|png|...
+        val2017/...                  (optional)
+        test2017/...                 (optional)
+        annotations/
+            instances_train2017.json
+            instances_val2017.json   (optional, with val2017/)
+            instances_test2017.json  (optional, with test2017/)
+
+Samples are `(image, target)`: `image` a float tensor `[3, S, S]` in `[0, 1]`, not
+normalised (detectors normalise internally, as torchvision's do), letterboxed to
+`S = image_size`: the longer side is resized to `S` keeping the aspect ratio and the
+image is padded on the right and bottom with grey (114), so box coordinates keep their
+origin and map back to the original image by dividing by `target["scale"]`
+(see `boxes_to_original`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from PIL import Image
+from pytorch_lightning.accelerators import CUDAAccelerator
+from torch.utils.data import DataLoader, Dataset
+from torchvision import tv_tensors
+from torchvision.transforms.v2 import functional as F
+
+from autotimm._errors import check_choice, check_number
+from autotimm.data._loading import check_optional_bool, default_num_workers
+from autotimm.data.coco import LAYOUT, _parse_split, _read_categories, _Record
+from autotimm.data.detection_transforms import DetectionAugmentation, _DetectionTransform
+
+__all__ = ["DetectionDataModule", "boxes_to_original", "detection_collate"]
+
+log = logging.getLogger(__name__)
+
+_AUGMENTATIONS = ("default", "strong", "none")
+_SPLITS = ("train", "val", "test")
+
+
+# ---------------------------------------------------------------------- data set and collate
+
+
+class CocoDetectionDataset(Dataset):
+    """The images of one COCO split with their boxes, passed through a `_DetectionTransform`.
+
+    `keep_crowd=False` (training) drops `iscrowd=1` boxes; with `True` (evaluation) they stay
+    in `boxes`, flagged by `target["iscrowd"]`.
+    """
+
+    def __init__(self, records: list[_Record], transform: _DetectionTransform, *, keep_crowd: bool) -> None:
+        self.records = records
+        self.transform = transform
+        self.keep_crowd = keep_crowd
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, Any]]:
+        record = self.records[index]
+        with Image.open(record.path) as pil:
+            image = F.pil_to_tensor(pil.convert("RGB"))
+        h, w = image.shape[-2:]
+        keep = np.ones(len(record.labels), dtype=bool) if self.keep_crowd else record.iscrowd == 0
+        target: dict[str, Any] = {
+            "boxes": tv_tensors.BoundingBoxes(torch.from_numpy(record.boxes[keep]), format="XYXY", canvas_size=(h, w)),
+            "labels": torch.from_numpy(record.labels[keep]),
+            "iscrowd": torch.from_numpy(record.iscrowd[keep]),
+            "image_id": record.image_id,
+            "orig_size": (int(h), int(w)),
+        }
+        image, target = self.transform(tv_tensors.Image(image), target)
+        target["boxes"] = target["boxes"].as_subclass(torch.Tensor).float()
+        return image.as_subclass(torch.Tensor), target
+
+
+def detection_collate(batch: list[tuple[torch.Tensor, dict[str, Any]]]) -> tuple[Any, list[dict[str, Any]]]:
+    """Collate detection samples into `(images, targets)`.
+
+    `images` is a `[B, 3, H, W]` tensor when all images have the same size (always the case
+    with `DetectionDataModule`'s letterbox), else a list of `[3, H, W]` tensors; `targets`
+    is the list of target dicts. Module-level, so worker processes can pickle it.
+    """
+    images = [sample[0] for sample in batch]
+    targets = [sample[1] for sample in batch]
+    if images and all(img.shape == images[0].shape for img in images):
+        return torch.stack(images), targets
+    return images, targets
+
+
+def boxes_to_original(boxes: torch.Tensor, target: dict[str, Any]) -> torch.Tensor:
+    """Map `xyxy` boxes from the letterboxed image back to the original image's pixels.
+
+    Valid for evaluation samples (and predictions on them), whose only geometric transform
+    is the letterbox: divides x by `scale[0]` and y by `scale[1]` and clips to `orig_size`.
+
+    Example:
+        >>> image, target = data.val_dataset[0]  # doctest: +SKIP
+        >>> boxes_to_original(target["boxes"], target)  # doctest: +SKIP
+    """
+    sx, sy = target["scale"]
+    h, w = target["orig_size"]
+    out = boxes / boxes.new_tensor([sx, sy, sx, sy])
+    out[..., 0::2] = out[..., 0::2].clamp(0, w)
+    out[..., 1::2] = out[..., 1::2].clamp(0, h)
+    return out
+
+
+# ---------------------------------------------------------------------- data module
+
+
+class DetectionDataModule(pl.LightningDataModule):
+    """Object detection data in the COCO layout, with box-aware torchvision v2 augmentation.
+
+    Args:
+        data_dir: Root of the COCO folder (see the module docstring for the layout).
+        image_size: Side `S` of the square letterboxed images.
+        batch_size: Samples per batch; read each time a dataloader is built.
+        num_workers: DataLoader worker processes; `None` means `min(8, usable CPUs)`.
+        augmentation_preset: Training augmentation: `"default"` (photometric distortion,
+            horizontal flip, mild scale/translate jitter), `"strong"` (also zoom-out,
+            random IoU crop and stronger jitter) or `"none"` (letterbox only). Evaluation
+            samples are always letterboxed only (deterministic).
+        train_images: Folder of the training images, relative to `data_dir` (or absolute).
+        val_images: Folder of the validation images.
+        test_images: Folder of the test images.
+        train_annotations: COCO JSON of the training split; `None` means
+            `annotations/instances_<train_images>.json`.
+        val_annotations: As above for validation; when left `None`, the split is optional.
+        test_annotations: As above for test; when left `None`, the split is optional.
+        min_box_size: Boxes narrower or shorter than this (pixels of the transformed image)
+            after augmentation are dropped; >= 1 (`SanitizeBoundingBoxes` requires it).
+        pin_memory: `None` pins memory only when the trainer runs on CUDA.
+        persistent_workers: `None` keeps workers alive between epochs when `num_workers > 0`.
+
+    Samples are `(image, target)` with `image` a float `[3, S, S]` tensor in `[0, 1]`
+    (not normalised) and `target` a dict: `boxes` (float `[N, 4]`, `xyxy`, pixels of the
+    transformed image), `labels` (int64 `[N]`, contiguous 0-based labels: category ids
+    sorted ascending), `iscrowd` (int64 `[N]`), `image_id` (the COCO id), `orig_size`
+    (`(h, w)` of the file) and `scale` (`(sx, sy)`, transformed / original pixels; for
+    evaluation samples `boxes_to_original` maps boxes back). Training targets leave out
+    `iscrowd=1` boxes; evaluation targets keep them, flagged in `iscrowd` (as
+    `torchmetrics.detection.MeanAveragePrecision` expects), so a validation loss should
+    mask them. Images without annotations are kept as negatives.
+
+    Raises:
+        FileNotFoundError: If `data_dir`, the training folder or annotations, an explicitly
+            named split, or an image named in the annotations is missing.
+        ValueError: If an argument is out of range or an annotation file is malformed
+            (invalid JSON, missing keys, unknown category or image ids).
+        TypeError: If an argument has the wrong type.
+
+    Example:
+        >>> data = DetectionDataModule("data/coco", image_size=512, batch_size=8)  # doctest: +SKIP
+        >>> data.num_classes, data.class_names[:2]  # doctest: +SKIP
+        (80, ['person', 'bicycle'])
+        >>> data.setup("fit")  # doctest: +SKIP
+        >>> images, targets = next(iter(data.train_dataloader()))  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str],
+        image_size: int = 640,
+        batch_size: int = 16,
+        num_workers: int | None = None,
+        augmentation_preset: DetectionAugmentation = "default",
+        train_images: str = "train2017",
+        val_images: str = "val2017",
+        test_images: str = "test2017",
+        train_annotations: str | os.PathLike[str] | None = None,
+        val_annotations: str | os.PathLike[str] | None = None,
+        test_annotations: str | os.PathLike[str] | None = None,
+        min_box_size: float = 1.0,
+        pin_memory: bool | None = None,
+        persistent_workers: bool | None = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(data_dir, (str, os.PathLike)):
+            raise TypeError(f"Expected `data_dir` to be a path, but got {data_dir!r}.")
+        self.image_size = check_number("image_size", image_size, low=8, integer=True)
+        self.batch_size = check_number("batch_size", batch_size, low=1, integer=True)
+        self.num_workers = (
+            default_num_workers()
+            if num_workers is None
+            else check_number("num_workers", num_workers, low=0, integer=True)
+        )
+        check_choice("augmentation_preset", augmentation_preset, _AUGMENTATIONS)
+        self.augmentation_preset = augmentation_preset
+        self.min_box_size = float(check_number("min_box_size", min_box_size, low=1))
+        self.pin_memory = check_optional_bool("pin_memory", pin_memory)
+        self.persistent_workers = check_optional_bool("persistent_workers", persistent_workers)
+        if persistent_workers and self.num_workers == 0:
+            raise ValueError("`persistent_workers=True` needs `num_workers` > 0, but got num_workers=0.")
+        for name, value in (("train_images", train_images), ("val_images", val_images), ("test_images", test_images)):
+            if not isinstance(value, (str, os.PathLike)):
+                raise TypeError(f"Expected `{name}` to be a folder name or path, but got {value!r}.")
+        for name, value in (
+            ("train_annotations", train_annotations),
+            ("val_annotations", val_annotations),
+            ("test_annotations", test_annotations),
+        ):
+            if value is not None and not isinstance(value, (str, os.PathLike)):
+                raise TypeError(f"Expected `{name}` to be a path or None, but got {value!r}.")
+
+        self.data_dir = Path(data_dir).expanduser()
+        if not self.data_dir.is_dir():
+            raise FileNotFoundError(f"Data folder '{self.data_dir}' does not exist. {LAYOUT}")
+        given = {"train": train_annotations, "val": val_annotations, "test": test_annotations}
+        folders = {"train": train_images, "val": val_images, "test": test_images}
+        self._image_dirs = {split: self.data_dir / folders[split] for split in _SPLITS}
+        self._ann_paths = {
+            split: self.data_dir / given[split]
+            if given[split] is not None
+            else self.data_dir / "annotations" / f"instances_{Path(folders[split]).name}.json"
+            for split in _SPLITS
+        }
+        self._explicit = {split: given[split] is not None for split in _SPLITS}
+        for split in _SPLITS:
+            required = split == "train" or self._explicit[split]
+            ann, folder = self._ann_paths[split], self._image_dirs[split]
+            if required or ann.exists() or folder.exists():
+                for path, kind in ((ann, "annotation file"), (folder, "image folder")):
+                    exists = path.is_file() if kind == "annotation file" else path.is_dir()
+                    if not exists:
+                        raise FileNotFoundError(f"The {split} {kind} '{path}' does not exist. {LAYOUT}")
+
+        self._categories = _read_categories(self._ann_paths["train"])
+        self.save_hyperparameters(
+            {
+                "image_size": image_size,
+                "batch_size": batch_size,
+                "num_workers": num_workers,
+                "augmentation_preset": augmentation_preset,
+                "min_box_size": self.min_box_size,
+                "pin_memory": pin_memory,
+                "persistent_workers": persistent_workers,
+            }
+        )
+        self._records: dict[str, list[_Record]] = {}
+        self.train_dataset: CocoDetectionDataset | None = None
+        self.val_dataset: CocoDetectionDataset | None = None
+        self.test_dataset: CocoDetectionDataset | None = None
+
+    # ------------------------------------------------------------------ metadata
+
+    @property
+    def class_names(self) -> list[str]:
+        """Category names in label order (category ids ascending; known right after construction)."""
+        return [name for _, name in self._categories]
+
+    @property
+    def num_classes(self) -> int:
+        """Number of categories (known right after construction)."""
+        return len(self._categories)
+
+    @property
+    def category_ids(self) -> list[int]:
+        """The COCO category id of each label: `category_ids[label]`."""
+        return [cid for cid, _ in self._categories]
+
+    # ------------------------------------------------------------------ data sets
+
+    def _has_split(self, split: str) -> bool:
+        return self._ann_paths[split].is_file() and self._image_dirs[split].is_dir()
+
+    def _split_records(self, split: str) -> list[_Record]:
+        if split not in self._records:
+            self._records[split] = _parse_split(
+                self._ann_paths[split], self._image_dirs[split], self._categories, need_annotations=split != "test"
+            )
+        return self._records[split]
+
+    def _dataset(self, split: str, train: bool) -> CocoDetectionDataset:
+        transform = _DetectionTransform(
+            self.image_size, self.augmentation_preset if train else "none", self.min_box_size, train
+        )
+        return CocoDetectionDataset(self._split_records(split), transform, keep_crowd=not train)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Parse and check the annotations that `stage` needs and build the data sets."""
+        if stage in (None, "fit"):
+            self.train_dataset = self._dataset("train", train=True)
+        has_test = self._has_split("test")
+        if stage in (None, "fit", "validate") or (stage == "predict" and not has_test):
+            self.val_dataset = self._dataset("val", train=False) if self._has_split("val") else None
+            if self.val_dataset is None:
+                log.info("No validation set: '%s' or '%s' is missing.", self._ann_paths["val"], self._image_dirs["val"])
+        if stage in (None, "test", "predict") and has_test:
+            self.test_dataset = self._dataset("test", train=False)
+
+    # ------------------------------------------------------------------ loaders
+
+    def _loader(
+        self, dataset: CocoDetectionDataset | None, split: str, stage: str, *, train: bool = False
+    ) -> DataLoader:
+        if dataset is None:
+            if not self._has_split(split):
+                raise RuntimeError(
+                    f"There is no {split} set: '{self._ann_paths[split]}' or '{self._image_dirs[split]}' is missing. "
+                    f"{LAYOUT}"
+                )
+            raise RuntimeError(
+                f"The {split} set is not built yet: call `setup({stage!r})` first (the Trainer does this for you)."
+            )
+        batch_size = check_number("batch_size", self.batch_size, low=1, integer=True)
+        drop_last = train and len(dataset) > batch_size and len(dataset) % batch_size == 1
+        pin_memory = self.pin_memory
+        if pin_memory is None:
+            pin_memory = self.trainer is not None and isinstance(self.trainer.accelerator, CUDAAccelerator)
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=train,
+            drop_last=drop_last,
+            num_workers=self.num_workers,
+            pin_memory=pin_memory,
+            persistent_workers=self.num_workers > 0 and self.persistent_workers is not False,
+            collate_fn=detection_collate,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled training batches of `(images [B, 3, S, S], targets)`."""
+        return self._loader(self.train_dataset, "train", "fit", train=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        """Validation batches; an empty list (Lightning then skips validation) when there is no val split."""
+        if self.val_dataset is None and not self._has_split("val"):
+            return []
+        return self._loader(self.val_dataset, "val", "validate")
+
+    def test_dataloader(self) -> DataLoader:
+        """Test batches; raises if the data has no test split."""
+        return self._loader(self.test_dataset, "test", "test")
+
+    def predict_dataloader(self) -> DataLoader:
+        """Batches of the test split if there is one, else of the validation split."""
+        if self._has_split("test"):
+            return self._loader(self.test_dataset, "test", "predict")
+        return self._loader(self.val_dataset, "val", "predict")
