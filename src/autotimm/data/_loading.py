@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import Any
 
-__all__ = ["check_optional_bool", "default_num_workers"]
+import pytorch_lightning as pl
+from pytorch_lightning.accelerators import CUDAAccelerator
+from torch.utils.data import DataLoader, Dataset
+
+from autotimm._errors import check_number
+
+__all__ = ["check_optional_bool", "default_num_workers", "make_loader"]
 
 
 def default_num_workers() -> int:
@@ -18,3 +26,35 @@ def check_optional_bool(name: str, value: object) -> bool | None:
     if value is not None and not isinstance(value, bool):
         raise TypeError(f"Expected `{name}` to be True, False or None, but got {value!r}.")
     return value
+
+
+def make_loader(
+    dataset: Dataset,
+    *,
+    batch_size: int,
+    num_workers: int,
+    pin_memory: bool | None,
+    persistent_workers: bool | None,
+    trainer: pl.Trainer | None,
+    train: bool,
+    collate_fn: Callable[[list[Any]], Any] | None = None,
+) -> DataLoader:
+    """A `DataLoader` with the data modules' defaults.
+
+    Training shuffles and drops a last batch of a single sample (BatchNorm cannot train on
+    it); `pin_memory=None` pins only when the trainer runs on CUDA; workers persist between
+    epochs unless `persistent_workers=False`.
+    """
+    batch_size = check_number("batch_size", batch_size, low=1, integer=True)
+    if pin_memory is None:
+        pin_memory = trainer is not None and isinstance(trainer.accelerator, CUDAAccelerator)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=train,
+        drop_last=train and len(dataset) > batch_size and len(dataset) % batch_size == 1,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        persistent_workers=num_workers > 0 and persistent_workers is not False,
+        collate_fn=collate_fn,
+    )

@@ -30,13 +30,12 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from PIL import Image
-from pytorch_lightning.accelerators import CUDAAccelerator
 from torch.utils.data import DataLoader, Dataset
 from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as F
 
 from autotimm._errors import check_choice, check_number
-from autotimm.data._loading import check_optional_bool, default_num_workers
+from autotimm.data._loading import check_optional_bool, default_num_workers, make_loader
 from autotimm.data.coco import LAYOUT, _parse_split, _read_categories, _Record
 from autotimm.data.detection_transforms import DetectionAugmentation, _DetectionTransform
 
@@ -313,19 +312,14 @@ class DetectionDataModule(pl.LightningDataModule):
             raise RuntimeError(
                 f"The {split} set is not built yet: call `setup({stage!r})` first (the Trainer does this for you)."
             )
-        batch_size = check_number("batch_size", self.batch_size, low=1, integer=True)
-        drop_last = train and len(dataset) > batch_size and len(dataset) % batch_size == 1
-        pin_memory = self.pin_memory
-        if pin_memory is None:
-            pin_memory = self.trainer is not None and isinstance(self.trainer.accelerator, CUDAAccelerator)
-        return DataLoader(
+        return make_loader(
             dataset,
-            batch_size=batch_size,
-            shuffle=train,
-            drop_last=drop_last,
+            batch_size=self.batch_size,
             num_workers=self.num_workers,
-            pin_memory=pin_memory,
-            persistent_workers=self.num_workers > 0 and self.persistent_workers is not False,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers,
+            trainer=self.trainer,
+            train=train,
             collate_fn=detection_collate,
         )
 

@@ -20,10 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from pytorch_lightning.accelerators import CUDAAccelerator
 from torch.utils.data import DataLoader, Dataset
 
-from autotimm.data._loading import check_optional_bool, default_num_workers
+from autotimm.data._loading import check_optional_bool, default_num_workers, make_loader
 from autotimm.data.datasets import TransformedSubset, _resolve_builtin, stratified_split
 from autotimm.data.folders import LAYOUT, _check_folder_layout, _scan_split
 from autotimm.data.transforms import (
@@ -298,19 +297,14 @@ class ImageDataModule(pl.LightningDataModule):
                 f"'{self.data_dir / split}/<class_name>/...' with the same class folders as 'train'"
                 + (", or set `val_split` > 0." if split == "val" else ".")
             )
-        batch_size = _check_int("batch_size", self.batch_size, 1)
-        drop_last = train and len(dataset) > batch_size and len(dataset) % batch_size == 1
-        pin_memory = self.pin_memory
-        if pin_memory is None:
-            pin_memory = self.trainer is not None and isinstance(self.trainer.accelerator, CUDAAccelerator)
-        return DataLoader(
+        return make_loader(
             dataset,
-            batch_size=batch_size,
-            shuffle=train,
-            drop_last=drop_last,
+            batch_size=self.batch_size,
             num_workers=self.num_workers,
-            pin_memory=pin_memory,
-            persistent_workers=self.num_workers > 0 and self.persistent_workers is not False,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers,
+            trainer=self.trainer,
+            train=train,
         )
 
     def train_dataloader(self) -> DataLoader:
