@@ -6,8 +6,6 @@ import colorsys
 import json
 import logging
 import os
-import shutil
-import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,12 +13,12 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
+from autotimm.data._demo_folder import DemoKind, build_demo_folder
+
 __all__ = ["make_coco_shapes"]
 
 log = logging.getLogger(__name__)
 
-MANIFEST_NAME = "autotimm_demo.json"
-_KIND = "coco_shapes"
 _VERSION = 1
 _SPLITS = ("train", "val", "test")
 _NEGATIVE_FRACTION = 0.05
@@ -205,7 +203,7 @@ def _write_split(folder: Path, split: str, params: dict[str, Any], first_image_i
 
 
 def _write(folder: Path, params: dict[str, Any]) -> dict[str, dict[str, int]]:
-    """Write every split and the manifest into `folder`; return the image and box counts per split."""
+    """Write every split into `folder`; return the image and box counts per split."""
     (folder / "annotations").mkdir()
     counts: dict[str, dict[str, int]] = {}
     image_id, ann_id = 1, 1  # ids are unique across splits, so the splits can be merged
@@ -214,31 +212,7 @@ def _write(folder: Path, params: dict[str, Any]) -> dict[str, dict[str, int]]:
         counts[split] = {"images": len(coco["images"]), "annotations": len(coco["annotations"])}
         image_id += len(coco["images"])
         ann_id += len(coco["annotations"])
-    manifest = {"kind": _KIND, "version": _VERSION, "params": params, "counts": counts}
-    (folder / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2))
     return counts
-
-
-def _read_manifest(root: Path) -> dict[str, Any] | None:
-    """Return the manifest of a shapes folder, `None` for a missing or empty folder; raise for anything else."""
-    if not root.exists():
-        return None
-    if not root.is_dir():
-        raise FileExistsError(f"'{root}' is a file, not a folder; pass a new or empty folder to make_coco_shapes.")
-    manifest_path = root / MANIFEST_NAME
-    if manifest_path.is_file():
-        try:
-            manifest = json.loads(manifest_path.read_text())
-        except (OSError, ValueError) as e:
-            raise FileExistsError(f"'{manifest_path}' is not a readable autotimm demo manifest: {e}.") from e
-        if isinstance(manifest, dict) and manifest.get("kind") == _KIND:
-            return manifest
-    if any(root.iterdir()):
-        raise FileExistsError(
-            f"'{root}' exists and is not an autotimm COCO shapes folder (no {MANIFEST_NAME} of kind {_KIND!r}); "
-            f"refusing to write into it. Pass a new or empty folder."
-        )
-    return None
 
 
 def _is_complete(root: Path, manifest: dict[str, Any]) -> bool:
@@ -251,18 +225,9 @@ def _is_complete(root: Path, manifest: dict[str, Any]) -> bool:
     return True
 
 
-def _reuse(root: Path, manifest: dict[str, Any], params: dict[str, Any]) -> Path:
-    """Return `root` if it holds a complete set made with `params`; raise otherwise."""
-    if manifest.get("version") != _VERSION or manifest.get("params") != params:
-        raise ValueError(
-            f"'{root}' holds COCO shapes made with {manifest.get('params')}, not {params}. "
-            f"Pass another folder, or delete this one to rebuild it."
-        )
-    if not _is_complete(root, manifest):
-        raise ValueError(
-            f"'{root}' holds incomplete COCO shapes (files were removed). Delete the folder to rebuild it."
-        )
-    return root
+_DEMO = DemoKind(
+    kind="coco_shapes", version=_VERSION, title="COCO shapes", maker="make_coco_shapes", is_complete=_is_complete
+)
 
 
 def make_coco_shapes(
@@ -323,27 +288,9 @@ def make_coco_shapes(
     """
     params = _check_params(image_size, num_train, num_val, num_test, classes, max_objects, seed)
     root = Path(root).expanduser()
-    manifest = _read_manifest(root)
-    if manifest is not None:
-        return _reuse(root, manifest, params)
-
-    root.parent.mkdir(parents=True, exist_ok=True)
-    staging = root.parent / f".{root.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial"
-    staging.mkdir()
-    try:
-        counts = _write(staging, params)
-        if root.is_dir():
-            root.rmdir()  # empty (checked above); fails if someone wrote into it meanwhile
-        os.replace(staging, root)
-    except OSError:
-        # Another process may have built the same folder concurrently: accept it if it matches.
-        manifest = _read_manifest(root)
-        if manifest is None:
-            raise
-        return _reuse(root, manifest, params)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
+    root, counts = build_demo_folder(root, params, _DEMO, lambda folder: _write(folder, params))
+    if counts is None:
+        return root
     log.info(
         "Wrote COCO shapes (%s) to '%s'.",
         ", ".join(f"{split}: {c['images']} images, {c['annotations']} boxes" for split, c in counts.items()),

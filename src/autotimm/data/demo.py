@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from autotimm.data._demo_folder import DemoKind, build_demo_folder
+
 __all__ = ["make_digits_folder"]
 
 log = logging.getLogger(__name__)
 
-MANIFEST_NAME = "autotimm_demo.json"
-_KIND = "digits"
-_VERSION = 1
 _SPLITS = ("train", "val", "test")
 
 
@@ -80,28 +76,6 @@ def _split_counts(n: int, val_fraction: float, test_fraction: float) -> dict[str
     return {"train": n - n_val - n_test, "val": n_val, "test": n_test}
 
 
-def _read_manifest(root: Path) -> dict[str, Any] | None:
-    """Return the manifest of a demo folder, `None` for a missing or empty folder; raise for anything else."""
-    if not root.exists():
-        return None
-    if not root.is_dir():
-        raise FileExistsError(f"'{root}' is a file, not a folder; pass a new or empty folder to make_digits_folder.")
-    manifest_path = root / MANIFEST_NAME
-    if manifest_path.is_file():
-        try:
-            manifest = json.loads(manifest_path.read_text())
-        except (OSError, ValueError) as e:
-            raise FileExistsError(f"'{manifest_path}' is not a readable autotimm demo manifest: {e}.") from e
-        if isinstance(manifest, dict) and manifest.get("kind") == _KIND:
-            return manifest
-    if any(root.iterdir()):
-        raise FileExistsError(
-            f"'{root}' exists and is not an autotimm digits demo folder (no {MANIFEST_NAME}); refusing to write "
-            f"into it. Pass a new or empty folder."
-        )
-    return None
-
-
 def _is_complete(root: Path, manifest: dict[str, Any]) -> bool:
     for split, per_class in manifest["counts"].items():
         for label, count in per_class.items():
@@ -111,22 +85,9 @@ def _is_complete(root: Path, manifest: dict[str, Any]) -> bool:
     return True
 
 
-def _reuse(root: Path, manifest: dict[str, Any], params: dict[str, Any]) -> Path:
-    """Return `root` if it holds a complete set made with `params`; raise otherwise."""
-    if manifest.get("version") != _VERSION or manifest.get("params") != params:
-        raise ValueError(
-            f"'{root}' holds a digits demo made with {manifest.get('params')}, not {params}. "
-            f"Pass another folder, or delete this one to rebuild it."
-        )
-    if not _is_complete(root, manifest):
-        raise ValueError(
-            f"'{root}' holds an incomplete digits demo (files were removed). Delete the folder to rebuild it."
-        )
-    return root
-
-
-def _write(folder: Path, images: np.ndarray, targets: np.ndarray, params: dict[str, Any]) -> int:
-    """Write the images and the manifest into `folder`; return the number of images."""
+def _write(folder: Path, params: dict[str, Any]) -> dict[str, Any]:
+    """Write the images into `folder`; return the image counts per split and class."""
+    images, targets = _load_digits()
     rng = np.random.default_rng(params["seed"])
     size = params["image_size"]
     counts: dict[str, dict[str, int]] = {split: {} for split in _SPLITS}
@@ -150,15 +111,10 @@ def _write(folder: Path, images: np.ndarray, targets: np.ndarray, params: dict[s
                 image = Image.fromarray(pixels).resize((size, size), Image.Resampling.BILINEAR)
                 image.convert("RGB").save(out / f"{i:04d}.png")
             counts[split][str(label)] = len(indices)
-    manifest = {
-        "kind": _KIND,
-        "version": _VERSION,
-        "params": params,
-        "counts": {split: per_class for split, per_class in counts.items() if per_class},
-        "source": "sklearn.datasets.load_digits",
-    }
-    (folder / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2))
-    return sum(sum(per_class.values()) for per_class in counts.values())
+    return {split: per_class for split, per_class in counts.items() if per_class}
+
+
+_DIGITS = DemoKind(kind="digits", version=1, title="digits demo", maker="make_digits_folder", is_complete=_is_complete)
 
 
 def make_digits_folder(
@@ -202,28 +158,8 @@ def make_digits_folder(
     """
     params = _check_params(image_size, val_fraction, test_fraction, seed, max_per_class)
     root = Path(root).expanduser()
-    manifest = _read_manifest(root)
-    if manifest is not None:
-        return _reuse(root, manifest, params)
-
-    images, targets = _load_digits()
-    root.parent.mkdir(parents=True, exist_ok=True)
-    # A hidden sibling with a unique name (created with the usual permissions, unlike `mkdtemp`).
-    staging = root.parent / f".{root.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial"
-    staging.mkdir()
-    try:
-        n_images = _write(staging, images, targets, params)
-        if root.is_dir():
-            root.rmdir()  # empty (checked above); fails if someone wrote into it meanwhile
-        os.replace(staging, root)
-    except OSError:
-        # Another process may have built the same folder concurrently: accept it if it matches.
-        manifest = _read_manifest(root)
-        if manifest is None:
-            raise
-        return _reuse(root, manifest, params)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
-    log.info("Wrote the digits demo (%d images) to '%s'.", n_images, root)
+    root, counts = build_demo_folder(root, params, _DIGITS, lambda folder: _write(folder, params))
+    if counts is not None:
+        n_images = sum(sum(per_class.values()) for per_class in counts.values())
+        log.info("Wrote the digits demo (%d images) to '%s'.", n_images, root)
     return root
