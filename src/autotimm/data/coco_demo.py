@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
+from autotimm._errors import check_number
 from autotimm.data._demo_folder import DemoKind, build_demo_folder
 
 __all__ = ["make_coco_shapes"]
@@ -61,14 +62,6 @@ _SHAPES: dict[str, _ShapeFn] = {
 }
 
 
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"Expected `{name}` to be an int, but got {value!r}.")
-    if value < minimum:
-        raise ValueError(f"Expected `{name}` to be >= {minimum}, but got {value!r}.")
-    return value
-
-
 def _check_params(
     image_size: int,
     num_train: int,
@@ -79,10 +72,10 @@ def _check_params(
     seed: int,
 ) -> dict[str, Any]:
     params: dict[str, Any] = {
-        "image_size": _check_int("image_size", image_size, _MIN_IMAGE_SIZE),
-        "num_train": _check_int("num_train", num_train, 1),
-        "num_val": _check_int("num_val", num_val, 0),
-        "num_test": _check_int("num_test", num_test, 0),
+        "image_size": check_number("image_size", image_size, low=_MIN_IMAGE_SIZE, integer=True),
+        "num_train": check_number("num_train", num_train, low=1, integer=True),
+        "num_val": check_number("num_val", num_val, low=0, integer=True),
+        "num_test": check_number("num_test", num_test, low=0, integer=True),
     }
     if isinstance(classes, str) or not isinstance(classes, Sequence):
         raise TypeError(f"Expected `classes` to be a sequence of shape names, but got {classes!r}.")
@@ -94,8 +87,8 @@ def _check_params(
     if len(set(classes)) != len(classes):
         raise ValueError(f"Expected `classes` to hold distinct names, but got {list(classes)!r}.")
     params["classes"] = list(classes)
-    params["max_objects"] = _check_int("max_objects", max_objects, 0)
-    params["seed"] = _check_int("seed", seed, 0)
+    params["max_objects"] = check_number("max_objects", max_objects, low=0, integer=True)
+    params["seed"] = check_number("seed", seed, low=0, integer=True)
     return params
 
 

@@ -22,6 +22,7 @@ from typing import Any
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader, Dataset
 
+from autotimm._errors import check_number
 from autotimm.data._loading import check_optional_bool, default_num_workers, make_loader
 from autotimm.data.datasets import TransformedSubset, _resolve_builtin, stratified_split
 from autotimm.data.folders import LAYOUT, _check_folder_layout, _scan_split
@@ -37,14 +38,6 @@ from autotimm.data.transforms import (
 __all__ = ["ImageDataModule"]
 
 log = logging.getLogger(__name__)
-
-
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"Expected `{name}` to be an int, but got {value!r}.")
-    if value < minimum:
-        raise ValueError(f"Expected `{name}` to be >= {minimum}, but got {value!r}.")
-    return value
 
 
 class ImageDataModule(pl.LightningDataModule):
@@ -117,13 +110,17 @@ class ImageDataModule(pl.LightningDataModule):
         if not isinstance(data_dir, (str, os.PathLike)):
             raise TypeError(f"Expected `data_dir` to be a path, but got {data_dir!r}.")
         _check_image_size(image_size)
-        self.batch_size = _check_int("batch_size", batch_size, 1)
-        self.num_workers = default_num_workers() if num_workers is None else _check_int("num_workers", num_workers, 0)
+        self.batch_size = check_number("batch_size", batch_size, low=1, integer=True)
+        self.num_workers = (
+            default_num_workers()
+            if num_workers is None
+            else check_number("num_workers", num_workers, low=0, integer=True)
+        )
         if isinstance(val_split, bool) or not isinstance(val_split, (int, float)):
             raise TypeError(f"Expected `val_split` to be a float, but got {val_split!r}.")
         if not 0 <= val_split < 1:
             raise ValueError(f"Expected `val_split` to be in [0, 1), but got {val_split!r}.")
-        _check_int("seed", seed, -(2**63))
+        check_number("seed", seed, low=-(2**63), integer=True)
         _check_augmentation(augmentation)
         for name, tf in (("train_transforms", train_transforms), ("eval_transforms", eval_transforms)):
             if tf is not None and not callable(tf):
