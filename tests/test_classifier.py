@@ -10,6 +10,7 @@ import pytorch_lightning as pl
 import torch
 
 from autotimm import AutoTrainer, BackboneConfig, ImageClassifier, ImageDataModule, LoggerConfig, MetricConfig
+from helpers import cpu_trainer
 
 
 def _csv_metrics(trainer) -> list[dict[str, str]]:
@@ -23,13 +24,7 @@ def _column(rows, key):
 
 def test_training_lowers_loss_and_beats_chance(digits_data, backbone, tmp_path):
     model = ImageClassifier(backbone, num_classes=10, lr=3e-3, scheduler="cosine")
-    trainer = AutoTrainer(
-        max_epochs=3,
-        accelerator="cpu",
-        logger=[LoggerConfig("csv")],
-        default_root_dir=tmp_path,
-        enable_progress_bar=False,
-    )
+    trainer = cpu_trainer(tmp_path, max_epochs=3, logger=[LoggerConfig("csv")])
     trainer.fit(model, datamodule=digits_data)
     epoch_losses = _column(_csv_metrics(trainer), "train/loss_epoch")
     assert len(epoch_losses) == 3 and epoch_losses[-1] < 0.7 * epoch_losses[0]
@@ -50,14 +45,7 @@ def test_freeze_backbone_trains_only_the_head(digits_data, backbone, tmp_path):
     model = ImageClassifier(backbone, num_classes=10, freeze_backbone=True, lr=1e-2)
     backbone_before = {k: v.clone() for k, v in model.backbone.state_dict().items()}
     head_before = model.head[1].weight.clone()
-    trainer = AutoTrainer(
-        max_epochs=1,
-        accelerator="cpu",
-        default_root_dir=tmp_path,
-        enable_progress_bar=False,
-        limit_train_batches=5,
-        limit_val_batches=2,
-    )
+    trainer = cpu_trainer(tmp_path, max_epochs=1, limit_train_batches=5, limit_val_batches=2)
     trainer.fit(model, datamodule=digits_data)
     for key, value in model.backbone.state_dict().items():
         assert torch.equal(value, backbone_before[key]), f"backbone entry {key} changed"  # BN statistics included
@@ -69,14 +57,7 @@ def test_freeze_backbone_trains_only_the_head(digits_data, backbone, tmp_path):
     for param in model.backbone.parameters():
         param.requires_grad = True
     model._lr = 1e-4
-    trainer2 = AutoTrainer(
-        max_epochs=1,
-        accelerator="cpu",
-        default_root_dir=tmp_path,
-        enable_progress_bar=False,
-        limit_train_batches=3,
-        limit_val_batches=1,
-    )
+    trainer2 = cpu_trainer(tmp_path, max_epochs=1, limit_train_batches=3, limit_val_batches=1)
     trainer2.fit(model, datamodule=digits_data)
     assert trainer2.optimizers[0].param_groups[0]["lr"] == pytest.approx(1e-4)
     name, param = next(iter(model.backbone.named_parameters()))
@@ -100,13 +81,7 @@ def test_binary_multilabel_classifier_learns(make_image_folder, backbone, tmp_pa
         MetricConfig("accuracy", metric_class="Accuracy", stages=["val"]),
     ]
     model = ImageClassifier(backbone, num_classes=1, multi_label=True, metrics=metrics, lr=3e-3)
-    trainer = AutoTrainer(
-        max_epochs=4,
-        accelerator="cpu",
-        default_root_dir=tmp_path,
-        enable_progress_bar=False,
-        enable_checkpointing=False,
-    )
+    trainer = cpu_trainer(tmp_path, max_epochs=4, enable_checkpointing=False)
     trainer.fit(model, datamodule=data)
     assert trainer.callback_metrics["val/auroc"] > 0.9
     probs = torch.cat(trainer.predict(model, dataloaders=data.val_dataloader()))
@@ -115,14 +90,7 @@ def test_binary_multilabel_classifier_learns(make_image_folder, backbone, tmp_pa
 
 def test_load_from_checkpoint_does_not_download(digits_data, backbone, tmp_path, monkeypatch):
     model = ImageClassifier(backbone, num_classes=10)
-    trainer = AutoTrainer(
-        max_epochs=1,
-        accelerator="cpu",
-        default_root_dir=tmp_path,
-        enable_progress_bar=False,
-        limit_train_batches=2,
-        limit_val_batches=1,
-    )
+    trainer = cpu_trainer(tmp_path, max_epochs=1, limit_train_batches=2, limit_val_batches=1)
     trainer.fit(model, datamodule=digits_data)
     # As if the model had been built with downloaded weights:
     model.hparams["backbone"]["pretrained"] = True
@@ -138,7 +106,7 @@ def test_load_from_checkpoint_does_not_download(digits_data, backbone, tmp_path,
 
 def test_class_count_mismatch_fails_before_training(digits_data, backbone, tmp_path):
     model = ImageClassifier(backbone, num_classes=7)
-    trainer = AutoTrainer(max_epochs=1, accelerator="cpu", default_root_dir=tmp_path, enable_progress_bar=False)
+    trainer = cpu_trainer(tmp_path, max_epochs=1)
     with pytest.raises(ValueError, match="num_classes=7"):
         trainer.fit(model, datamodule=digits_data)
     assert trainer.global_step == 0
@@ -222,7 +190,7 @@ def test_default_construction_is_silent(backbone):
 def test_binary_model_on_ten_class_data_fails_before_training(digits_data, backbone, tmp_path):
     # Without the check it would train (no metric to trip over) on a negative BCE loss.
     model = ImageClassifier(backbone, num_classes=1, multi_label=True, metrics=[])
-    trainer = AutoTrainer(max_epochs=1, accelerator="cpu", default_root_dir=tmp_path, enable_progress_bar=False)
+    trainer = cpu_trainer(tmp_path, max_epochs=1)
     with pytest.raises(ValueError, match=r"binary classifier.*2 classes.*10 classes"):
         trainer.fit(model, datamodule=digits_data)
     assert trainer.global_step == 0
@@ -230,7 +198,7 @@ def test_binary_model_on_ten_class_data_fails_before_training(digits_data, backb
 
 def test_multilabel_class_count_is_checked(digits_data, backbone, tmp_path):
     model = ImageClassifier(backbone, num_classes=4, multi_label=True)
-    trainer = AutoTrainer(max_epochs=1, accelerator="cpu", default_root_dir=tmp_path, enable_progress_bar=False)
+    trainer = cpu_trainer(tmp_path, max_epochs=1)
     with pytest.raises(ValueError, match="num_classes=4"):
         trainer.fit(model, datamodule=digits_data)
 
@@ -244,14 +212,7 @@ def test_checkpoint_of_local_weights_stores_no_path_and_loads_without_the_file(d
     weights.parent.mkdir()
     save_file(create_backbone(BackboneConfig("test_resnet", pretrained=False)).state_dict(), str(weights))
     model = ImageClassifier(BackboneConfig("test_resnet", pretrained=str(weights)), num_classes=10)
-    trainer = AutoTrainer(
-        max_epochs=1,
-        accelerator="cpu",
-        default_root_dir=tmp_path,
-        enable_progress_bar=False,
-        limit_train_batches=2,
-        limit_val_batches=1,
-    )
+    trainer = cpu_trainer(tmp_path, max_epochs=1, limit_train_batches=2, limit_val_batches=1)
     trainer.fit(model, datamodule=digits_data)
     path = tmp_path / "model.ckpt"
     trainer.save_checkpoint(path)
@@ -290,15 +251,13 @@ def test_step_schedulers_span_the_run_that_max_steps_cuts(
     kwargs = {"warmup_steps": 2} if scheduler == "cosine_warmup" else {}
     model = ImageClassifier(backbone, num_classes=10, lr=lr, scheduler=scheduler, scheduler_kwargs=kwargs)
     recorder = _LrRecorder()
-    trainer = AutoTrainer(
+    trainer = cpu_trainer(
+        tmp_path,
         max_epochs=10,
         max_steps=7,
         limit_train_batches=limit_train_batches,
         accumulate_grad_batches=accumulate,
         limit_val_batches=0,
-        accelerator="cpu",
-        default_root_dir=tmp_path,
-        enable_progress_bar=False,
         enable_checkpointing=False,
         callbacks=[recorder],
     )
@@ -315,14 +274,8 @@ def test_step_schedulers_span_the_run_that_max_steps_cuts(
 
 def test_onecycle_total_steps_given_by_the_user_wins(digits_data, backbone, tmp_path):
     model = ImageClassifier(backbone, num_classes=10, scheduler="onecycle", scheduler_kwargs={"total_steps": 20})
-    trainer = AutoTrainer(
-        max_epochs=1,
-        limit_train_batches=3,
-        limit_val_batches=0,
-        accelerator="cpu",
-        default_root_dir=tmp_path,
-        enable_progress_bar=False,
-        enable_checkpointing=False,
+    trainer = cpu_trainer(
+        tmp_path, max_epochs=1, limit_train_batches=3, limit_val_batches=0, enable_checkpointing=False
     )
     trainer.fit(model, datamodule=digits_data)
     assert trainer.lr_scheduler_configs[0].scheduler.total_steps == 20
@@ -330,7 +283,7 @@ def test_onecycle_total_steps_given_by_the_user_wins(digits_data, backbone, tmp_
 
 def test_scheduler_in_an_open_ended_run_is_refused(digits_data, backbone, tmp_path):
     model = ImageClassifier(backbone, num_classes=10, scheduler="cosine")
-    trainer = AutoTrainer(max_epochs=-1, accelerator="cpu", default_root_dir=tmp_path, enable_progress_bar=False)
+    trainer = cpu_trainer(tmp_path, max_epochs=-1)
     with pytest.raises(ValueError, match=r"'cosineannealinglr'.*`max_epochs` or `max_steps`"):
         trainer.fit(model, datamodule=digits_data)
     assert trainer.global_step == 0
@@ -350,15 +303,13 @@ class _GradNormRecorder(pl.Callback):
 def test_logged_grad_norm_is_the_norm_of_the_logged_step(digits_data, backbone, tmp_path):
     model = ImageClassifier(backbone, num_classes=10, logging_config={"log_gradient_norm": True})
     recorder = _GradNormRecorder()
-    trainer = AutoTrainer(
+    trainer = cpu_trainer(
+        tmp_path,
         max_epochs=1,
         limit_train_batches=12,
         limit_val_batches=0,
         log_every_n_steps=5,
-        accelerator="cpu",
         logger=[LoggerConfig("csv")],
-        default_root_dir=tmp_path,
-        enable_progress_bar=False,
         enable_checkpointing=False,
         callbacks=[recorder],
     )
@@ -372,12 +323,11 @@ def test_logged_grad_norm_is_the_norm_of_the_logged_step(digits_data, backbone, 
 @pytest.mark.parametrize("progress_bar", [False, True])
 def test_progress_bar_values_only_with_a_progress_bar(digits_data, backbone, tmp_path, progress_bar):
     model = ImageClassifier(backbone, num_classes=10)
-    trainer = AutoTrainer(
+    trainer = cpu_trainer(
+        tmp_path,
         max_epochs=1,
         limit_train_batches=2,
         limit_val_batches=1,
-        accelerator="cpu",
-        default_root_dir=tmp_path,
         enable_progress_bar=progress_bar,
         enable_checkpointing=False,
     )
