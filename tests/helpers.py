@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+from PIL import Image
 
 from autotimm import AutoTrainer
 
@@ -17,3 +21,31 @@ def cpu_trainer(root: Path, **kwargs: Any) -> AutoTrainer:
         "enable_model_summary": False,
     }
     return AutoTrainer(**{**defaults, **kwargs})
+
+
+def write_coco(
+    root: Path,
+    images: list[dict[str, Any]],
+    annotations: list[dict[str, Any]],
+    categories: list[dict[str, Any]],
+    splits: tuple[str, ...] = ("train", "val"),
+) -> Path:
+    """Write a COCO set: `images` entries carry `size=(h, w)`; every split gets the same content."""
+    (root / "annotations").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for split in splits:
+        folder = root / f"{split}2017"
+        folder.mkdir(exist_ok=True)
+        entries = []
+        for img in images:
+            h, w = img["size"]
+            pixels = rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(folder / img["file_name"])
+            entries.append({"id": img["id"], "file_name": img["file_name"], "height": h, "width": w})
+        coco = {"images": entries, "annotations": annotations, "categories": categories}
+        (root / "annotations" / f"instances_{split}2017.json").write_text(json.dumps(coco))
+    return root
+
+
+def ann(ann_id: int, image_id: int, category_id: int, bbox: list[float], iscrowd: int = 0) -> dict[str, Any]:
+    return {"id": ann_id, "image_id": image_id, "category_id": category_id, "bbox": bbox, "iscrowd": iscrowd}

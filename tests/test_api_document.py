@@ -11,7 +11,7 @@ write there, never into the repository.
 
 Blocks that only build an `AutoTrainer` are also trained here where that is cheap on the
 small data; the distributed blocks (DDP, multi-node) are built on the CPU and never
-launched. The object detection blocks are strict `xfail`s until detection is implemented.
+launched.
 """
 
 from __future__ import annotations
@@ -33,7 +33,14 @@ from pytorch_lightning.callbacks import Callback, EarlyStopping, LearningRateMon
 from pytorch_lightning.strategies import DDPStrategy
 
 import autotimm
-from autotimm import AutoTrainer, BackboneConfig, ImageClassifier, ImageDataModule, MetricConfig
+from autotimm import (
+    AutoTrainer,
+    BackboneConfig,
+    DetectionDataModule,
+    ImageClassifier,
+    ImageDataModule,
+    MetricConfig,
+)
 from autotimm.data import make_coco_shapes
 
 DOCUMENT = Path(__file__).parents[2] / "shared" / "seeds" / "001_085e7e17dbe6182e.txt"
@@ -125,6 +132,18 @@ SUBSTITUTIONS: tuple[Substitution, ...] = (
         "with the digits folder: `None` means an image folder, so nothing is downloaded",
     ),
     Substitution("image_size=224", "image_size=32", "CPU-sized: the digits are 32x32 px"),
+    Substitution("image_size=640", "image_size=64", "CPU-sized: the synthetic COCO images are 64x64 px"),
+    Substitution(
+        "num_classes=80",
+        "num_classes=3, image_size=64",
+        "the synthetic COCO set has 3 categories; the detector is built for the data's 64 px (it must match)",
+    ),
+    Substitution(
+        'backbone="swin_tiny_patch4_window7_224"',
+        'backbone=BackboneConfig("swin_tiny_patch4_window7_224", pretrained=False)',
+        "offline: the document's Swin backbone itself, without downloading pretrained weights",
+    ),
+    Substitution("max_epochs=12", "max_epochs=2", "CPU budget: 2 of the 12 detection epochs"),
     Substitution("num_workers=8", "num_workers=0", "2 CPU cores: load in the main process, no worker start-up"),
     Substitution(
         'accelerator="gpu"',
@@ -244,6 +263,33 @@ def _data(digits_dir: Path) -> ImageDataModule:
     return ImageDataModule(digits_dir, image_size=32, batch_size=BATCH_SIZE, num_workers=0, augmentation="none")
 
 
+# The blocks of the document's "Object Detection Training" section, which read `data` and
+# `metrics` as its "Standard COCO Training" block defines them.
+DETECTION_BLOCKS = (
+    "Standard COCO Training",
+    "Two-Phase Detection Training (Recommended)",
+    "Transformer-Based Detection",
+)
+
+
+def _detection_metrics() -> list[MetricConfig]:
+    """The document's detection `metrics` (its "Standard COCO Training" block)."""
+    return [
+        MetricConfig(
+            name="mAP",
+            backend="torchmetrics",
+            metric_class="MeanAveragePrecision",
+            params={"box_format": "xyxy", "iou_type": "bbox"},
+            stages=["val", "test"],
+            prog_bar=True,
+        )
+    ]
+
+
+def _coco_dir(tmp_path: Path) -> Path:
+    return make_coco_shapes(tmp_path / "coco", image_size=64, num_train=8, num_val=4)
+
+
 def _resume_checkpoint(root: Path, digits_dir: Path) -> tuple[Path, int, int]:
     """Write a checkpoint with an earlier fit: 19 epochs of 1 batch each, so that resuming with
     `max_epochs=20` runs one full epoch. Returns the path, its epoch and its global step."""
@@ -271,7 +317,10 @@ def _namespace(block: Block, source: str, tmp_path: Path, digits_dir: Path) -> d
     - `data`: an `ImageDataModule` over the small digits folder;
     - `metrics`: the document's accuracy `MetricConfig` list;
     - `model`: an `ImageClassifier` over the tiny backbone with those metrics;
-    - the names that `SUBSTITUTIONS` introduce (`coco_dir`: a small synthetic COCO set).
+    - in the detection blocks, `coco_dir` (a small synthetic COCO set, which a substitution
+      puts in place of `"./coco"`), and `data` and `metrics` as the document's standard
+      detection block defines them;
+    - the other names that `SUBSTITUTIONS` introduce.
     """
     ns: dict[str, Any] = {"__name__": "__api_document__", "autotimm": autotimm}
     ns.update({name: getattr(autotimm, name) for name in autotimm.__all__})
@@ -280,8 +329,10 @@ def _namespace(block: Block, source: str, tmp_path: Path, digits_dir: Path) -> d
     ns.update(data=data, metrics=metrics, model=_model(metrics, data.num_classes), digits_dir=digits_dir)
     distributed = CHECKS.get(block.heading, Check()).distributed
     ns["ACCELERATOR"] = "gpu" if torch.cuda.is_available() and not distributed else "cpu"
-    if "coco_dir" in source:
-        ns["coco_dir"] = make_coco_shapes(tmp_path / "coco", image_size=64, num_train=8, num_val=4)
+    if block.heading in DETECTION_BLOCKS:
+        coco_dir = _coco_dir(tmp_path)
+        data = DetectionDataModule(coco_dir, image_size=64, batch_size=16, augmentation_preset="default")
+        ns.update(coco_dir=coco_dir, data=data, metrics=_detection_metrics())
     if "resume_checkpoint" in source:
         path, epoch, step = _resume_checkpoint(tmp_path / "earlier_run", digits_dir)
         ns.update(resume_checkpoint=str(path), _resume_epoch=epoch, _resume_step=step)
@@ -292,20 +343,11 @@ def _namespace(block: Block, source: str, tmp_path: Path, digits_dir: Path) -> d
 
 
 @dataclass(frozen=True)
-class KnownFailure:
-    """A block that fails today for a known cause: a strict `xfail` for exactly these errors."""
-
-    reason: str
-    raises: tuple[type[BaseException], ...]
-
-
-@dataclass(frozen=True)
 class Check:
     """What a block must achieve beyond running without error."""
 
     check: Callable[[Run], None] | None = None
     distributed: bool = False  # build only, on the CPU; never launched
-    fails: KnownFailure | None = None
 
 
 def _finite(value: Any) -> bool:
@@ -546,8 +588,49 @@ def check_parameter_reference(run: Run) -> None:
     assert any(isinstance(c, ModelCheckpoint) for c in trainer.callbacks)
 
 
-# Not implemented yet: `ObjectDetector` and `DetectionDataModule` are missing from autotimm.
-_DETECTION = KnownFailure("object detection is a later issue", (ImportError, NameError))
+def check_standard_detection(run: Run) -> None:
+    trainer, model, data = run.last("trainer"), run.last("model"), run.last("data")
+    assert data.data_dir == run.ns["coco_dir"] and model.num_classes == data.num_classes == 3
+    assert trainer.current_epoch == 2
+    metrics = trainer.callback_metrics
+    # The document's "mAP" MeanAveragePrecision logs its results under the stage: val/map, val/map_50, ...
+    assert {"val/map", "val/map_50", "val/loss", "train/loss_epoch"} <= set(metrics)
+    assert 0.0 <= float(metrics["val/map"]) <= 1.0 and _finite(metrics["val/loss"])
+    best = Path(trainer.checkpoint_callback.best_model_path)
+    assert best.is_file() and "val_map=" in best.name and trainer.checkpoint_callback.mode == "max"
+    assert trainer.gradient_clip_val == 1.0
+    # The scheduler is the document's MultiStepLR, stepped per epoch.
+    (config,) = trainer.lr_scheduler_configs
+    assert type(config.scheduler).__name__ == "MultiStepLR" and config.scheduler.milestones == {8: 1, 11: 1}
+
+
+def check_two_phase_detection(run: Run) -> None:
+    phase1, phase2, model = run.last("trainer_phase1"), run.last("trainer_phase2"), run.last("model")
+    assert phase1.current_epoch == 3 and phase2.current_epoch == 2
+    assert phase1.optimizers[0].param_groups[0]["lr"] == 1e-3  # head-only phase
+    # Phase 2 trains the backbone too, at the lower learning rate set through `model._lr`.
+    trained = {id(p) for group in phase2.optimizers[0].param_groups for p in group["params"]}
+    assert all(id(p) in trained for p in model.backbone.parameters())
+    assert phase2.optimizers[0].param_groups[0]["lr"] == 1e-4 and not model.backbone_frozen
+    assert "val/map" in phase2.callback_metrics
+    assert "val_map=" in Path(phase2.checkpoint_callback.best_model_path).name
+
+
+def check_transformer_detection(run: Run) -> None:
+    trainer, model, data = run.last("trainer"), run.last("model"), run.last("data")
+    assert trainer.precision == "bf16-mixed" and trainer.gradient_clip_val == 1.0 and data.batch_size == 8
+    assert model.hparams["backbone"]["model_name"] == "swin_tiny_patch4_window7_224"
+    # Swin's channels-last maps become the pyramid's strides 8..128, and detection runs end to end.
+    assert model.detector.backbone.strides == [8, 16, 32, 64, 128]
+    data.setup("validate")
+    images, _ = next(iter(data.val_dataloader()))
+    model.eval()
+    with torch.no_grad():
+        detections = model(images)
+    assert len(detections) == len(images)
+    for det in detections:
+        assert det["boxes"].shape[1:] == (4,) and (det["boxes"] >= 0).all() and (det["boxes"] <= 64).all()
+
 
 CHECKS: dict[str, Check] = {
     "Basic Training": Check(check_basic_training),
@@ -569,9 +652,9 @@ CHECKS: dict[str, Check] = {
     "Available Schedulers": Check(check_list_schedulers),
     "Using Custom Optimizers": Check(check_custom_optimizer),
     "Using Custom Schedulers": Check(check_custom_schedulers),
-    "Standard COCO Training": Check(fails=_DETECTION),
-    "Two-Phase Detection Training (Recommended)": Check(fails=_DETECTION),
-    "Transformer-Based Detection": Check(fails=_DETECTION),
+    "Standard COCO Training": Check(check_standard_detection),
+    "Two-Phase Detection Training (Recommended)": Check(check_two_phase_detection),
+    "Transformer-Based Detection": Check(check_transformer_detection),
     "Full Parameter Reference": Check(check_parameter_reference),
 }
 
@@ -581,11 +664,7 @@ def _params() -> list[Any]:
     for block in BLOCKS:
         seen[block.heading] = seen.get(block.heading, 0) + 1
         test_id = block.heading if seen[block.heading] == 1 else f"{block.heading}-{seen[block.heading]}"
-        fails = CHECKS.get(block.heading, Check()).fails
-        # Strict, and only for the known error: once the cause is fixed the test fails (XPASS,
-        # or another error) until someone removes the mark and the check runs for real.
-        marks = [pytest.mark.xfail(strict=True, raises=fails.raises, reason=fails.reason)] if fails else []
-        params.append(pytest.param(block, id=test_id, marks=marks))
+        params.append(pytest.param(block, id=test_id))
     return params
 
 

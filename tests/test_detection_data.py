@@ -5,16 +5,15 @@ from __future__ import annotations
 import json
 import pickle
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 from torchvision.transforms import v2
 
+from autotimm.data import coco_evaluate, to_coco_results
 from autotimm.data.coco_demo import make_coco_shapes
 from autotimm.data.detection import DetectionDataModule, boxes_to_original, detection_collate
+from helpers import ann, write_coco
 
 SIZE = 64
 
@@ -22,34 +21,6 @@ SIZE = 64
 @pytest.fixture(scope="module")
 def shapes_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_coco_shapes(tmp_path_factory.mktemp("shapes") / "coco", image_size=SIZE, num_train=6, num_val=4)
-
-
-def write_coco(
-    root: Path,
-    images: list[dict[str, Any]],
-    annotations: list[dict[str, Any]],
-    categories: list[dict[str, Any]],
-    splits: tuple[str, ...] = ("train", "val"),
-) -> Path:
-    """Write a COCO set: `images` entries carry `size=(h, w)`; every split gets the same content."""
-    (root / "annotations").mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    for split in splits:
-        folder = root / f"{split}2017"
-        folder.mkdir(exist_ok=True)
-        entries = []
-        for img in images:
-            h, w = img["size"]
-            pixels = rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
-            Image.fromarray(pixels).save(folder / img["file_name"])
-            entries.append({"id": img["id"], "file_name": img["file_name"], "height": h, "width": w})
-        coco = {"images": entries, "annotations": annotations, "categories": categories}
-        (root / "annotations" / f"instances_{split}2017.json").write_text(json.dumps(coco))
-    return root
-
-
-def ann(ann_id: int, image_id: int, category_id: int, bbox: list[float], iscrowd: int = 0) -> dict[str, Any]:
-    return {"id": ann_id, "image_id": image_id, "category_id": category_id, "bbox": bbox, "iscrowd": iscrowd}
 
 
 @pytest.fixture
@@ -268,3 +239,28 @@ def test_bad_arguments() -> None:
         DetectionDataModule(".", batch_size=0)
     with pytest.raises(ValueError, match="min_box_size"):
         DetectionDataModule(".", min_box_size=0.5)
+
+
+def test_coco_evaluate_scores_perfect_and_empty_predictions(custom_root: Path) -> None:
+    annotation_file = custom_root / "annotations" / "instances_val2017.json"
+    coco = json.loads(annotation_file.read_text())
+    data = DetectionDataModule(custom_root, image_size=32, num_workers=0)
+    label_of = {cid: label for label, cid in enumerate(data.category_ids)}
+    predictions = []
+    for image in coco["images"]:
+        anns = [a for a in coco["annotations"] if a["image_id"] == image["id"] and not a["iscrowd"]]
+        boxes = torch.tensor([[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in anns)]).reshape(-1, 4)
+        labels = torch.tensor([label_of[a["category_id"]] for a in anns], dtype=torch.int64)
+        predictions.append(
+            {"image_id": image["id"], "boxes": boxes.float(), "labels": labels, "scores": torch.ones(len(anns))}
+        )
+    results = to_coco_results([predictions], data.category_ids)  # one batch, as `trainer.predict` returns
+    assert [r["bbox"] for r in results if r["image_id"] == 10] == [[2.0, 2.0, 10.0, 10.0], [15.0, 15.0, 8.0, 6.0]]
+    scores = coco_evaluate(annotation_file, results)
+    assert scores["map"] == pytest.approx(1.0) and scores["map_50"] == pytest.approx(1.0)
+    # A detection on the crowd region alone is ignored, not counted as a false positive.
+    crowd_hit = {"image_id": 20, "category_id": 3, "bbox": [0.0, 0.0, 30.0, 30.0], "score": 0.99}
+    assert coco_evaluate(annotation_file, [*results, crowd_hit])["map_50"] == pytest.approx(1.0)
+    assert coco_evaluate(annotation_file, [])["map"] == 0.0
+    with pytest.raises(ValueError, match="image_id"):
+        to_coco_results([{"boxes": boxes, "labels": labels, "scores": torch.ones(len(labels))}], data.category_ids)

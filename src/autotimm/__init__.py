@@ -12,7 +12,7 @@ from autotimm.data import DetectionDataModule, ImageDataModule
 from autotimm.loggers import LoggerConfig, LoggerManager, LoggingConfig
 from autotimm.metrics import MetricConfig
 from autotimm.optim import list_optimizers, list_schedulers
-from autotimm.tasks import ImageClassifier
+from autotimm.tasks import ImageClassifier, ObjectDetector
 from autotimm.trainer import AutoTrainer, TunerConfig, TuningError
 
 __version__ = "0.1.0"
@@ -27,6 +27,7 @@ __all__ = [
     "LoggerManager",
     "LoggingConfig",
     "MetricConfig",
+    "ObjectDetector",
     "PretrainedWeightsError",
     "TunerConfig",
     "TuningError",

@@ -1,6 +1,7 @@
 """Data modules, transforms and demo data for autotimm tasks."""
 
 from autotimm.data.coco_demo import make_coco_shapes
+from autotimm.data.coco_eval import coco_evaluate, to_coco_results
 from autotimm.data.datasets import TransformedSubset, stratified_split
 from autotimm.data.demo import make_digits_folder
 from autotimm.data.detection import DetectionDataModule, boxes_to_original, detection_collate
@@ -24,6 +25,7 @@ __all__ = [
     "build_eval_transform",
     "boxes_to_original",
     "build_train_transform",
+    "coco_evaluate",
     "default_data_config",
     "detection_collate",
     "list_augmentations",
@@ -31,4 +33,5 @@ __all__ = [
     "make_digits_folder",
     "resolve_data_config",
     "stratified_split",
+    "to_coco_results",
 ]

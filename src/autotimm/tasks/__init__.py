@@ -2,5 +2,6 @@
 
 from autotimm.tasks.base import BaseTask
 from autotimm.tasks.classification import ImageClassifier
+from autotimm.tasks.detection import ObjectDetector
 
-__all__ = ["BaseTask", "ImageClassifier"]
+__all__ = ["BaseTask", "ImageClassifier", "ObjectDetector"]

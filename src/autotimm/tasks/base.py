@@ -71,6 +71,18 @@ class BaseTask(pl.LightningModule):
         self.logging_config = LoggingConfig.coerce(logging_config)
         self._has_progress_bar = False
 
+    def _training_hparams(self) -> dict[str, Any]:
+        """The hyperparameters this class owns, for the subclass's `save_hyperparameters`."""
+        return {
+            "logging_config": vars(self.logging_config).copy(),
+            "optimizer": self.optimizer_name,
+            "lr": self._lr,
+            "weight_decay": self.weight_decay,
+            "optimizer_kwargs": self.optimizer_kwargs,
+            "scheduler": self.scheduler_name,
+            "scheduler_kwargs": self.scheduler_kwargs,
+        }
+
     @property
     def lr(self) -> float:
         """The learning rate the next `fit` uses (same as `_lr`)."""

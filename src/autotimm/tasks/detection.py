@@ -1,0 +1,359 @@
+"""Object detection over any timm backbone: feature pyramid plus a torchvision FCOS or RetinaNet head."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import logging
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import timm.data
+import torch
+import torch.nn as nn
+from pytorch_lightning.utilities import rank_zero_info
+from torchmetrics.detection import MeanAveragePrecision
+
+from autotimm._errors import check_bool, check_choice, check_number
+from autotimm.backbones import BackboneConfig
+from autotimm.data.detection import boxes_to_original
+from autotimm.loggers import LoggingConfig
+from autotimm.metrics import MetricConfig, build_metrics
+from autotimm.models.detectors import ARCHITECTURES, Architecture, build_detector, losses_and_detections
+from autotimm.models.features import TimmFeaturePyramid, create_feature_extractor
+from autotimm.tasks.base import BaseTask
+
+__all__ = ["ObjectDetector"]
+
+log = logging.getLogger(__name__)
+
+_EVAL_STAGES = ("val", "test")
+
+
+def _default_metrics() -> list[MetricConfig]:
+    return [
+        MetricConfig(
+            "map",
+            metric_class="MeanAveragePrecision",
+            params={"box_format": "xyxy", "iou_type": "bbox"},
+            stages=list(_EVAL_STAGES),
+            prog_bar=True,
+        )
+    ]
+
+
+def _map_backend() -> str:
+    """`faster_coco_eval` when installed (several times faster on large sets), else `pycocotools`."""
+    if importlib.util.find_spec("faster_coco_eval") is not None:
+        return "faster_coco_eval"
+    rank_zero_info("mAP is computed with pycocotools; `pip install faster-coco-eval` makes it faster on large sets.")
+    return "pycocotools"
+
+
+def _check_metrics(configs: list[MetricConfig]) -> list[MetricConfig]:
+    """Refuse metrics that cannot score boxes; choose the faster mAP backend when none is set."""
+    checked = []
+    for cfg in configs:
+        cls = cfg.metric_cls
+        if cfg.backend == "torchmetrics" and not cls.__module__.startswith("torchmetrics.detection"):
+            raise ValueError(
+                f"Metric {cfg.name!r} ({cls.__name__}) does not score boxes. ObjectDetector takes detection metrics "
+                "such as 'MeanAveragePrecision' or 'IntersectionOverUnion' (torchmetrics.detection), or a custom "
+                "metric updated with (predictions, targets) lists of box dicts."
+            )
+        if "train" in cfg.stages:
+            raise ValueError(
+                f"Metric {cfg.name!r} asks for stage 'train', but detection metrics are computed on "
+                f"{list(_EVAL_STAGES)} only (training runs the model in loss mode). Use stages=['val', 'test']."
+            )
+        if issubclass(cls, MeanAveragePrecision) and "backend" not in cfg.params:
+            cfg = dataclasses.replace(cfg, params={**cfg.params, "backend": _map_backend()})
+        checked.append(cfg)
+    return checked
+
+
+class ObjectDetector(BaseTask):
+    """Object detector: a timm backbone, a feature pyramid and a torchvision FCOS or RetinaNet head.
+
+    The backbone is any timm model that returns multi-scale features (`features_only`):
+    CNNs such as `resnet50`, `efficientnet_b0`, `convnext_tiny`; Swin (channels-last maps
+    are permuted); and plain ViTs, from whose single stride-16 map a simple pyramid at
+    strides 8, 16, 32 is built. The last three backbone levels feed a feature pyramid with
+    two extra levels (P6, P7); the head, its losses, box coding and NMS are torchvision's.
+
+    Inference contract: `model.eval(); model(images)` with `images` a float tensor
+    `[B, 3, H, W]` (or a list of `[3, H, W]` tensors) in `[0, 1]`, not normalised (the model
+    normalises with the backbone's mean and std, and letterboxes each image to `image_size`
+    as `DetectionDataModule` does), returns one dict per image: `boxes` (`[N, 4]`, `xyxy`,
+    absolute pixels of the image as given), `scores` (`[N]`) and `labels` (`[N]`, 0-based
+    class indices). `predict_step` on a `DetectionDataModule` batch returns the same, with
+    boxes mapped back to the original image file's pixels, plus its `image_id`.
+
+    In training mode `model(images, targets)` returns torchvision's loss dict. Logs
+    `train/loss` (and each loss term), `val/loss`, and for `MeanAveragePrecision` its
+    scalar results as `<stage>/map`, `<stage>/map_50`, `<stage>/map_75`, ... (so
+    `checkpoint_monitor="val/map"` works). Validation compares predictions with the
+    ground truth in original-image coordinates, ignores crowd boxes as COCO does, and keeps
+    images without boxes.
+
+    Args:
+        backbone: A timm model name or a `BackboneConfig`.
+        num_classes: Number of object classes (no background class).
+        metrics: Detection metrics for val/test; `None` gives COCO mAP named `map`, `[]` none.
+        logging_config: Learning-rate and gradient-norm logging.
+        architecture: `"fcos"` (anchor-free, the default) or `"retinanet"`.
+        image_size: Side of the square letterboxed input; must match the data's `image_size`.
+        fpn_channels: Channels of the feature pyramid and head (a multiple of 32).
+        optimizer: A name from `list_optimizers()`.
+        lr: Learning rate (also settable as `model._lr` before `fit`).
+        weight_decay: Weight decay, not applied to biases and norm weights.
+        optimizer_kwargs: Extra optimizer arguments.
+        scheduler: A name from `list_schedulers()`, or `None` for a constant learning rate.
+        scheduler_kwargs: Extra scheduler arguments.
+        freeze_backbone: Train only the pyramid and head; the backbone's BatchNorm statistics stay frozen too.
+        score_thresh: Detections scoring below this are dropped (low values suit mAP; filter for display).
+        nms_thresh: IoU above which NMS suppresses the lower-scoring box of a class.
+        detections_per_img: Most detections kept per image.
+
+    Raises:
+        TypeError: If an argument has the wrong type.
+        ValueError: If an argument is out of range, names an unknown architecture, optimizer
+            or scheduler, a metric cannot score boxes, or the backbone has no multi-scale
+            features; at `fit`, if the data's class count or image size does not match.
+
+    Examples:
+        >>> model = ObjectDetector(BackboneConfig("resnet18", pretrained=False), num_classes=3, image_size=64)
+        >>> _ = model.eval()
+        >>> detections = model(torch.rand(2, 3, 64, 64))
+        >>> sorted(detections[0])
+        ['boxes', 'labels', 'scores']
+    """
+
+    def __init__(
+        self,
+        backbone: str | BackboneConfig | dict[str, Any],
+        num_classes: int,
+        metrics: Sequence[MetricConfig | dict[str, Any]] | None = None,
+        logging_config: LoggingConfig | dict[str, Any] | None = None,
+        architecture: Architecture = "fcos",
+        image_size: int = 640,
+        fpn_channels: int = 256,
+        optimizer: str = "adamw",
+        lr: float = 1e-4,
+        weight_decay: float = 1e-4,
+        optimizer_kwargs: dict[str, Any] | None = None,
+        scheduler: str | None = None,
+        scheduler_kwargs: dict[str, Any] | None = None,
+        freeze_backbone: bool = False,
+        score_thresh: float = 0.05,
+        nms_thresh: float = 0.6,
+        detections_per_img: int = 100,
+    ) -> None:
+        super().__init__(
+            lr=lr,
+            weight_decay=weight_decay,
+            optimizer=optimizer,
+            optimizer_kwargs=optimizer_kwargs,
+            scheduler=scheduler,
+            scheduler_kwargs=scheduler_kwargs,
+            logging_config=logging_config,
+        )
+        num_classes = check_number("num_classes", num_classes, low=1, integer=True)
+        check_choice("architecture", architecture, ARCHITECTURES)
+        image_size = check_number("image_size", image_size, low=32, integer=True)
+        fpn_channels = check_number("fpn_channels", fpn_channels, low=32, integer=True)
+        if fpn_channels % 32:
+            raise ValueError(f"Expected `fpn_channels` to be a multiple of 32 (GroupNorm groups), got {fpn_channels}.")
+        check_bool("freeze_backbone", freeze_backbone)
+        score_thresh = float(check_number("score_thresh", score_thresh, low=0, high=1, high_inclusive=False))
+        nms_thresh = float(check_number("nms_thresh", nms_thresh, low=0, high=1, low_inclusive=False))
+        detections_per_img = check_number("detections_per_img", detections_per_img, low=1, integer=True)
+        backbone_cfg = BackboneConfig.coerce(backbone)
+        metric_cfgs = _check_metrics(_default_metrics() if metrics is None else MetricConfig.coerce_list(metrics))
+        self.save_hyperparameters(
+            {
+                "backbone": backbone_cfg.to_hparams(),
+                "num_classes": num_classes,
+                "metrics": [m.to_dict() for m in metric_cfgs],
+                "architecture": architecture,
+                "image_size": image_size,
+                "fpn_channels": fpn_channels,
+                **self._training_hparams(),
+                "freeze_backbone": freeze_backbone,
+                "score_thresh": score_thresh,
+                "nms_thresh": nms_thresh,
+                "detections_per_img": detections_per_img,
+            }
+        )
+        self.num_classes = num_classes
+        self.image_size = image_size
+        self.metric_configs = metric_cfgs
+        self._prog_bar = {m.name: m.prog_bar for m in metric_cfgs}
+
+        canvas = math.ceil(image_size / 32) * 32  # what fixed-size transformers are built for
+        body = create_feature_extractor(backbone_cfg, num_levels=3, input_size=canvas)
+        data_config = timm.data.resolve_model_data_config(body)
+        self.detector = build_detector(
+            architecture,
+            TimmFeaturePyramid(body, fpn_channels),
+            num_classes=num_classes,
+            image_size=image_size,
+            image_mean=data_config["mean"],
+            image_std=data_config["std"],
+            score_thresh=score_thresh,
+            nms_thresh=nms_thresh,
+            detections_per_img=detections_per_img,
+        )
+        self.val_metrics = build_metrics(metric_cfgs, "val")
+        self.test_metrics = build_metrics(metric_cfgs, "test")
+        if freeze_backbone:
+            self.freeze_backbone()
+
+    @property
+    def backbone(self) -> nn.Module:  # type: ignore[override]
+        """The timm feature extractor (`features_only`); freezing and unfreezing act on it."""
+        features: TimmFeaturePyramid = self.detector.backbone
+        return features.body
+
+    def forward(self, images: torch.Tensor | list[torch.Tensor], targets: list[dict[str, Any]] | None = None) -> Any:
+        """Detections per image in eval mode; the loss dict in training mode (needs `targets`).
+
+        See the class docstring for the input and output formats.
+        """
+        _check_images(images)
+        return self.detector(images, targets)
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        datamodule = getattr(self.trainer, "datamodule", None)
+        data_classes = getattr(datamodule, "num_classes", None)
+        if isinstance(data_classes, int) and data_classes != self.num_classes:
+            raise ValueError(
+                f"The model has `num_classes={self.num_classes}` but the data has {data_classes} categories "
+                f"({getattr(datamodule, 'class_names', '')}). Build the model with `num_classes=data.num_classes`."
+            )
+        data_size = getattr(datamodule, "image_size", None)
+        if isinstance(data_size, int) and data_size != self.image_size:
+            raise ValueError(
+                f"The model is built for `image_size={self.image_size}` but the data module letterboxes images to "
+                f"{data_size} pixels. Give both the same `image_size`."
+            )
+
+    # ---- steps ---------------------------------------------------------------------------
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        images, targets = batch
+        losses = self.detector(images, targets)
+        loss = sum(losses.values())
+        batch_size = len(images)
+        bar = self._has_progress_bar
+        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=bar, batch_size=batch_size)
+        self.log("train/loss_epoch", loss, on_step=False, on_epoch=True, batch_size=batch_size, sync_dist=True)
+        for name, value in losses.items():
+            self.log(f"train/loss_{name}", value, on_step=False, on_epoch=True, batch_size=batch_size, sync_dist=True)
+        return loss
+
+    def _eval_step(self, batch: Any, stage: str) -> None:
+        images, targets = batch
+        # The loss leaves crowd boxes out (they are no training targets); the metrics ignore
+        # detections that match them, as COCO evaluation does.
+        loss_targets = [_without_crowd(t) for t in targets]
+        losses, detections = losses_and_detections(self.detector, images, loss_targets)
+        self.log(
+            f"{stage}/loss",
+            sum(losses.values()),
+            on_step=False,
+            on_epoch=True,
+            prog_bar=self._has_progress_bar and stage == "val",
+            batch_size=len(images),
+            sync_dist=True,
+        )
+        metrics: nn.ModuleDict = getattr(self, f"{stage}_metrics")
+        if len(metrics):
+            preds = [_to_original(d, t) for d, t in zip(detections, targets, strict=True)]
+            truth = [_metric_target(t) for t in targets]
+            for metric in metrics.values():
+                metric.update(preds, truth)
+
+    def _log_metrics(self, stage: str) -> None:
+        metrics: nn.ModuleDict = getattr(self, f"{stage}_metrics")
+        several = sum(isinstance(m, MeanAveragePrecision) for m in metrics.values()) > 1
+        for name, metric in metrics.items():
+            result = metric.compute()
+            metric.reset()
+            if not isinstance(result, dict):
+                self.log(f"{stage}/{name}", result, prog_bar=self._bar(name))
+                continue
+            for key, value in result.items():
+                # Per-class results (`*_per_class`, `classes`) are left out: not one number each.
+                if isinstance(value, torch.Tensor) and value.numel() == 1 and "class" not in key:
+                    logged = f"{name}_{key}" if several else key
+                    self.log(f"{stage}/{logged}", value.float(), prog_bar=self._bar(name) and key in ("map", "map_50"))
+
+    def _bar(self, name: str) -> bool:
+        return self._has_progress_bar and self._prog_bar.get(name, False)
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_metrics("val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_metrics("test")
+
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> list[dict[str, Any]]:
+        """Detections per image: for `(images, targets)` batches of `DetectionDataModule`, in the
+        original image's pixels and with the `image_id`; for a bare image batch, in its pixels."""
+        if isinstance(batch, (list, tuple)) and len(batch) == 2 and isinstance(batch[1], (list, tuple)):
+            images, targets = batch
+            detections = self.detector(images)
+            return [
+                _to_original(d, t) | {"image_id": t.get("image_id")} for d, t in zip(detections, targets, strict=True)
+            ]
+        return self.detector(batch)
+
+
+def _check_images(images: Any) -> None:
+    if isinstance(images, torch.Tensor):
+        if images.ndim != 4:
+            raise ValueError(
+                f"Expected images as a [B, 3, H, W] tensor or a list of [3, H, W] tensors, but got shape "
+                f"{tuple(images.shape)}."
+            )
+        items: Sequence[torch.Tensor] = [images]
+    elif isinstance(images, (list, tuple)) and all(isinstance(i, torch.Tensor) for i in images):
+        items = images
+    else:
+        raise TypeError(f"Expected images as a tensor or a list of tensors, but got {type(images).__name__}.")
+    for item in items:
+        if not item.is_floating_point():
+            raise TypeError(
+                f"Expected float images with values in [0, 1], but got dtype {item.dtype}. "
+                "Convert with `images.float() / 255`."
+            )
+
+
+def _without_crowd(target: dict[str, Any]) -> dict[str, Any]:
+    crowd = target.get("iscrowd")
+    if crowd is None or not bool(crowd.any()):
+        return target
+    keep = crowd == 0
+    return {**target, "boxes": target["boxes"][keep], "labels": target["labels"][keep]}
+
+
+def _to_original(detection: dict[str, torch.Tensor], target: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Detections in the original image's pixels when the target says how the image was letterboxed."""
+    if "scale" not in target:
+        return detection
+    return {**detection, "boxes": boxes_to_original(detection["boxes"], target)}
+
+
+def _metric_target(target: dict[str, Any]) -> dict[str, torch.Tensor]:
+    out = {"boxes": _to_original({"boxes": target["boxes"]}, target)["boxes"], "labels": target["labels"]}
+    if "iscrowd" in target:
+        out["iscrowd"] = target["iscrowd"]
+    return out
