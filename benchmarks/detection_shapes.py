@@ -94,7 +94,7 @@ def main() -> None:
         "model": "ObjectDetector(resnet18, pretrained=False, architecture='fcos')",
         "data": f"make_coco_shapes: {IMAGE_SIZE} px, classes {list(CLASSES)}, "
         f"{args.num_train} train / {args.num_test} held-out test images, seed {args.seed}",
-        "config": vars(args) | {"out": str(args.out)},
+        "config": {k: v for k, v in vars(args).items() if k != "out"},
         "map_50_95": round(map_all, 4),
         "map_50": round(map_50, 4),
         "wall_seconds": round(wall, 1),

@@ -137,8 +137,9 @@ class DetectionDataModule(pl.LightningDataModule):
             `annotations/instances_<train_images>.json`.
         val_annotations: As above for validation; when left `None`, the split is optional.
         test_annotations: As above for test; when left `None`, the split is optional.
-        min_box_size: Boxes narrower or shorter than this (pixels of the transformed image)
-            after augmentation are dropped; >= 1 (`SanitizeBoundingBoxes` requires it).
+        min_box_size: Training boxes narrower or shorter than this (pixels of the transformed
+            image) after augmentation are dropped; >= 1 (`SanitizeBoundingBoxes` requires it).
+            Evaluation keeps every box, so small objects still count as misses.
         pin_memory: `None` pins memory only when the trainer runs on CUDA.
         persistent_workers: `None` keeps workers alive between epochs when `num_workers > 0`.
 

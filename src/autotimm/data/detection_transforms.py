@@ -70,6 +70,11 @@ class _DetectionTransform:
                 v2.RandomHorizontalFlip(p=0.5),
             ]
             after = [v2.RandomAffine(degrees=0.0, translate=(0.1, 0.1), scale=(0.7, 1.3), fill=_PAD_FILL)]
+        if not train:
+            # Evaluation keeps every annotated box, however small it becomes: a box dropped
+            # here would stop counting as a miss and flatter the metric.
+            self.steps = [_Letterbox(image_size), v2.ToDtype(torch.float32, scale=True)]
+            return
         self.steps = [
             *before,
             v2.ClampBoundingBoxes(),

@@ -1,6 +1,14 @@
 """Network building blocks that the tasks assemble: feature pyramids and detectors."""
 
-from autotimm.models.detectors import ARCHITECTURES, build_detector, losses_and_detections
-from autotimm.models.features import TimmFeaturePyramid, create_feature_extractor
+from autotimm.models.detectors import ARCHITECTURES, LetterboxTransform, build_detector, losses_and_detections
+from autotimm.models.features import TimmFeaturePyramid, create_feature_extractor, create_feature_pyramid
 
-__all__ = ["ARCHITECTURES", "TimmFeaturePyramid", "build_detector", "create_feature_extractor", "losses_and_detections"]
+__all__ = [
+    "ARCHITECTURES",
+    "LetterboxTransform",
+    "TimmFeaturePyramid",
+    "build_detector",
+    "create_feature_extractor",
+    "create_feature_pyramid",
+    "losses_and_detections",
+]

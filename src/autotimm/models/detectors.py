@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.models.detection import FCOS, RetinaNet
 from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.fcos import FCOSHead
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.retinanet import RetinaNetHead
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
@@ -17,56 +18,103 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from autotimm._errors import check_choice
 from autotimm.models.features import TimmFeaturePyramid
 
-__all__ = ["ARCHITECTURES", "Architecture", "build_detector", "losses_and_detections"]
+__all__ = ["ARCHITECTURES", "Architecture", "LetterboxTransform", "build_detector", "losses_and_detections"]
 
 Architecture = Literal["fcos", "retinanet"]
 ARCHITECTURES: tuple[str, ...] = ("fcos", "retinanet")
-_SIZE_DIVISOR = 32  # the canvas is a multiple of the coarsest backbone stride
+_PAD_GREY = 114 / 255  # the letterbox fill of DetectionDataModule
 
 
 class LetterboxTransform(GeneralizedRCNNTransform):
-    """Normalise, letterbox and batch images the way `DetectionDataModule` prepares them.
+    """Letterbox, normalise and batch images the way `DetectionDataModule` prepares them.
 
-    Each image is resized so that its longer side is `image_size` (aspect ratio kept) and
-    padded on the right and bottom to a square canvas of `ceil(image_size / 32) * 32`
-    pixels, so inference sees what training saw and fixed-size transformers always get
-    their input size. Images that are already `image_size` on their longer side (a data
-    module batch) are not resampled; a stacked batch is normalised in one operation.
+    Each image is resized (bilinear, antialiased) so that its longer side is `image_size`,
+    keeping its aspect ratio, and placed at the top left of a square canvas of
+    `canvas_size` pixels filled with the data module's grey, so inference sees what
+    training saw and fixed-size transformers always get their input size. Images already
+    `image_size` on their longer side (data module batches) are not resampled.
     """
 
-    def __init__(self, image_size: int, image_mean: Sequence[float], image_std: Sequence[float]) -> None:
-        super().__init__(image_size, image_size, list(image_mean), list(image_std), size_divisible=_SIZE_DIVISOR)
+    def __init__(
+        self, image_size: int, canvas_size: int, image_mean: Sequence[float], image_std: Sequence[float]
+    ) -> None:
+        super().__init__(image_size, image_size, list(image_mean), list(image_std), size_divisible=canvas_size)
         self.image_size = image_size
-        self.canvas = math.ceil(image_size / _SIZE_DIVISOR) * _SIZE_DIVISOR
+        self.canvas_size = canvas_size
 
     def forward(  # type: ignore[override]
         self, images: list[torch.Tensor] | torch.Tensor, targets: list[dict[str, Any]] | None = None
     ) -> tuple[ImageList, list[dict[str, Any]] | None]:
         if targets is not None:
-            targets = [dict(t) for t in targets]  # boxes are rescaled below: leave the caller's dicts alone
-        if isinstance(images, torch.Tensor) and images.ndim == 4 and max(images.shape[-2:]) == self.image_size:
-            h, w = images.shape[-2:]
-            batch = F.pad(self.normalize(images), (0, self.canvas - w, 0, self.canvas - h))
-            return ImageList(batch, [(h, w)] * len(images)), targets
+            targets = [dict(t) for t in targets]  # boxes may be rescaled: leave the caller's dicts alone
         resized = []
         for i, image in enumerate(images):
             if image.ndim != 3:
                 raise ValueError(
                     f"Expected each image to be a [3, H, W] tensor, but image {i} has shape {tuple(image.shape)}."
                 )
-            image, target = self.resize(self.normalize(image), None if targets is None else targets[i])
+            image, target = self.resize(image, None if targets is None else targets[i])
             if targets is not None:
                 targets[i] = target
             resized.append(image)
-        batch = resized[0].new_zeros(len(resized), 3, self.canvas, self.canvas)
-        for canvas, image in zip(batch, resized, strict=True):
-            canvas[:, : image.shape[1], : image.shape[2]].copy_(image)
-        return ImageList(batch, [(img.shape[1], img.shape[2]) for img in resized]), targets
+        reference = resized[0]
+        canvas = torch.full((3, 1, 1), _PAD_GREY, dtype=reference.dtype, device=reference.device)
+        canvas = self.normalize(canvas).expand(len(resized), 3, self.canvas_size, self.canvas_size).clone()
+        if isinstance(images, torch.Tensor) and images.shape[-2:] == reference.shape[-2:]:
+            canvas[..., : images.shape[-2], : images.shape[-1]] = self.normalize(images)  # one op for a batch
+        else:
+            for out, image in zip(canvas, resized, strict=True):
+                out[:, : image.shape[1], : image.shape[2]] = self.normalize(image)
+        return ImageList(canvas, [(img.shape[1], img.shape[2]) for img in resized]), targets
 
     def resize(self, image: torch.Tensor, target: dict[str, Any] | None = None) -> Any:
-        if max(image.shape[-2:]) == self.image_size:
+        h, w = image.shape[-2:]
+        if max(h, w) == self.image_size:
             return image, target
-        return super().resize(image, target)
+        ratio = self.image_size / max(h, w)
+        size = [max(1, min(self.image_size, round(h * ratio))), max(1, min(self.image_size, round(w * ratio)))]
+        image = F.interpolate(image[None], size=size, mode="bilinear", antialias=True, align_corners=False)[0]
+        if target is not None and "boxes" in target:
+            scale = target["boxes"].new_tensor([size[1] / w, size[0] / h] * 2)
+            target = {**target, "boxes": target["boxes"] * scale}
+        return image, target
+
+
+class _StrideAnchors(AnchorGenerator):
+    """Anchors at each level's true stride, always in float32.
+
+    torchvision derives a level's stride from `canvas // grid`, which is wrong for levels
+    whose grid is rounded up (P6, P7 on most canvases), and takes the feature maps' dtype,
+    which under mixed precision rounds anchor and box coordinates to a few bits.
+    """
+
+    def __init__(self, strides: Sequence[int], sizes: Sequence[Sequence[float]], aspect_ratios: Sequence[float]):
+        super().__init__(tuple(tuple(s) for s in sizes), (tuple(aspect_ratios),) * len(sizes))
+        self.strides = list(strides)
+
+    def forward(self, image_list: ImageList, feature_maps: list[torch.Tensor]) -> list[torch.Tensor]:
+        device = feature_maps[0].device
+        grid_sizes = [list(f.shape[-2:]) for f in feature_maps]
+        strides = [[torch.tensor(s, dtype=torch.int64, device=device)] * 2 for s in self.strides]
+        self.set_cell_anchors(torch.float32, device)
+        anchors = torch.cat(self.grid_anchors(grid_sizes, strides))
+        return [anchors] * len(image_list.image_sizes)
+
+
+class _Float32Outputs:
+    """Head mixin: logits and box regressions in float32, so box decoding, scores and NMS
+    are exact under mixed precision (the convolutions still run in low precision)."""
+
+    def forward(self, x: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k: v.float() for k, v in super().forward(x).items()}  # type: ignore[misc]
+
+
+class _FCOSHead(_Float32Outputs, FCOSHead):
+    pass
+
+
+class _RetinaNetHead(_Float32Outputs, RetinaNetHead):
+    pass
 
 
 def build_detector(
@@ -81,16 +129,18 @@ def build_detector(
     nms_thresh: float,
     detections_per_img: int,
 ) -> FCOS | RetinaNet:
-    """Build a torchvision FCOS or RetinaNet over `features`, with one anchor size per pyramid stride.
+    """Build a torchvision FCOS or RetinaNet over `features`, with anchors at the pyramid's strides.
 
     Labels are 0-based class indices (neither model reserves a background class). The model
-    takes float images in `[0, 1]` and normalises them with `image_mean` and `image_std`.
+    takes float images in `[0, 1]`, letterboxes them to `image_size` and normalises them
+    with `image_mean` and `image_std`.
 
     Examples:
         >>> from autotimm.backbones import BackboneConfig
-        >>> from autotimm.models.features import create_feature_extractor
-        >>> body = create_feature_extractor(BackboneConfig("resnet18", pretrained=False), num_levels=3, input_size=64)
-        >>> model = build_detector("fcos", TimmFeaturePyramid(body, 64), num_classes=3, image_size=64,
+        >>> from autotimm.models.features import create_feature_pyramid
+        >>> backbone = BackboneConfig("resnet18", pretrained=False)
+        >>> features = create_feature_pyramid(backbone, image_size=64, out_channels=64)
+        >>> model = build_detector("fcos", features, num_classes=3, image_size=64,
         ...     image_mean=(0.5,) * 3, image_std=(0.25,) * 3, score_thresh=0.05, nms_thresh=0.6, detections_per_img=100)
         >>> type(model).__name__
         'FCOS'
@@ -106,29 +156,35 @@ def build_detector(
         "nms_thresh": nms_thresh,
         "detections_per_img": detections_per_img,
     }
-    strides = features.strides
+    strides, channels = features.strides, features.out_channels
     if architecture == "fcos":
-        anchors = AnchorGenerator(tuple((s,) for s in strides), ((1.0,),) * len(strides))
-        model: FCOS | RetinaNet = FCOS(features, anchor_generator=anchors, **common)
+        # One anchor per location, as big as the stride: FCOS uses it to assign objects to levels.
+        anchors = _StrideAnchors(strides, [(s,) for s in strides], (1.0,))
+        head: FCOSHead | RetinaNetHead = _FCOSHead(channels, 1, num_classes)
+        model: FCOS | RetinaNet = FCOS(features, anchor_generator=anchors, head=head, **common)
     else:
         # RetinaNet's anchors: 3 scales x 3 aspect ratios, 4x the stride at the base scale.
-        sizes = tuple(tuple(4 * s * 2 ** (k / 3) for k in range(3)) for s in strides)
-        anchors = AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(strides))
-        head = RetinaNetHead(features.out_channels, anchors.num_anchors_per_location()[0], num_classes)
+        sizes = [[4 * s * 2 ** (k / 3) for k in range(3)] for s in strides]
+        anchors = _StrideAnchors(strides, sizes, (0.5, 1.0, 2.0))
+        head = _RetinaNetHead(channels, anchors.num_anchors_per_location()[0], num_classes)
         model = RetinaNet(features, anchor_generator=anchors, head=head, **common)
-    model.transform = LetterboxTransform(image_size, image_mean, image_std)
+    canvas = math.ceil(image_size / features.size_divisor) * features.size_divisor
+    model.transform = LetterboxTransform(image_size, canvas, image_mean, image_std)
     return model
 
 
 def losses_and_detections(
     model: FCOS | RetinaNet, images: torch.Tensor | list[torch.Tensor], targets: list[dict[str, Any]] | None
 ) -> tuple[dict[str, torch.Tensor], list[dict[str, torch.Tensor]]]:
-    """One forward pass that gives both the losses (when `targets` are given) and the detections.
+    """One forward pass of a model in eval mode that gives both the losses (when `targets` are
+    given) and the detections (in the pixels of `images`).
 
     torchvision's detectors return losses in training mode and detections in eval mode;
-    validation wants both from the same pass. Detections are in the pixels of `images`.
+    validation wants both from the same pass.
     """
-    original_sizes = [tuple(img.shape[-2:]) for img in images]
+    if model.training:
+        raise RuntimeError("`losses_and_detections` needs the model in eval mode (`model.eval()`).")
+    original_sizes = [(img.shape[-2], img.shape[-1]) for img in images]
     image_list, targets = model.transform(images, targets)
     features = list(model.backbone(image_list.tensors).values())
     head_outputs = model.head(features)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 
 import timm
@@ -10,9 +11,9 @@ import torch.nn as nn
 from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
-from autotimm.backbones import BackboneConfig, create_backbone
+from autotimm.backbones import BackboneConfig, PretrainedWeightsError, create_backbone
 
-__all__ = ["TimmFeaturePyramid", "create_feature_extractor", "needs_fixed_input_size"]
+__all__ = ["TimmFeaturePyramid", "create_feature_extractor", "create_feature_pyramid", "needs_fixed_input_size"]
 
 
 def needs_fixed_input_size(model_name: str) -> bool:
@@ -27,19 +28,42 @@ def create_feature_extractor(config: BackboneConfig, *, num_levels: int, input_s
     already sets `img_size`.
 
     Raises:
-        ValueError: If the model cannot return intermediate feature maps.
+        ValueError: If the model cannot be built as a multi-scale feature extractor.
+        PretrainedWeightsError: If pretrained weights are asked for and cannot be had.
     """
     overrides: dict[str, object] = {"features_only": True, "out_indices": tuple(range(-num_levels, 0))}
     if needs_fixed_input_size(config.model_name) and "img_size" not in config.kwargs:
         overrides["img_size"] = input_size
     try:
         return create_backbone(config, **overrides)
+    except PretrainedWeightsError:
+        raise
     except (RuntimeError, TypeError, AttributeError, AssertionError, IndexError) as e:
         raise ValueError(
-            f"The backbone {config.model_name!r} cannot return multi-scale feature maps (timm `features_only`), "
-            f"which detection needs: {e}. Pick a model that supports it, e.g. 'resnet50', 'efficientnet_b0', "
-            "'convnext_tiny', 'swin_tiny_patch4_window7_224' or 'vit_small_patch16_224'."
+            f"The backbone {config.model_name!r} could not be built as a multi-scale feature extractor (timm "
+            f"`features_only`), which detection needs: {e}. Models that work include 'resnet50', "
+            "'efficientnet_b0', 'convnext_tiny', 'swin_tiny_patch4_window7_224' and 'vit_small_patch16_224'."
         ) from e
+
+
+def create_feature_pyramid(config: BackboneConfig, *, image_size: int, out_channels: int) -> TimmFeaturePyramid:
+    """A `TimmFeaturePyramid` over the last three levels of the backbone, for `image_size` inputs.
+
+    Inputs are padded to a square canvas that is a multiple of the coarsest backbone stride
+    (`canvas_size`), so every pyramid level tiles it exactly; fixed-size transformers are
+    built for that canvas.
+    """
+    body = create_feature_extractor(config, num_levels=3, input_size=_round_up(image_size, 32))
+    pyramid = TimmFeaturePyramid(body, out_channels)
+    canvas = _round_up(image_size, pyramid.size_divisor)
+    if needs_fixed_input_size(config.model_name) and canvas != _round_up(image_size, 32):  # e.g. patch-14 ViTs
+        body = create_feature_extractor(config, num_levels=3, input_size=canvas)
+        pyramid = TimmFeaturePyramid(body, out_channels)
+    return pyramid
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return math.ceil(value / multiple) * multiple
 
 
 class _SimplePyramid(nn.Module):
@@ -61,7 +85,8 @@ class TimmFeaturePyramid(nn.Module):
     turns channels-last maps (Swin) into NCHW, and builds a simple pyramid (strides `s/2`,
     `s`, `2s`) when all levels share one stride (a plain ViT). Two extra levels (P6, P7)
     are added on top, as FCOS and RetinaNet use. The output is an ordered dict of maps with
-    `out_channels` channels each; `strides` lists each map's stride in input pixels.
+    `out_channels` channels each; `strides` lists each map's stride in input pixels, and
+    inputs whose sides are multiples of `size_divisor` give maps that tile them exactly.
 
     Args:
         body: A timm model built with `features_only=True`.
@@ -70,8 +95,8 @@ class TimmFeaturePyramid(nn.Module):
     Examples:
         >>> body = create_feature_extractor(BackboneConfig("resnet18", pretrained=False), num_levels=3, input_size=64)
         >>> fpn = TimmFeaturePyramid(body, out_channels=64)
-        >>> fpn.strides
-        [8, 16, 32, 64, 128]
+        >>> fpn.strides, fpn.size_divisor
+        ([8, 16, 32, 64, 128], 32)
         >>> [tuple(f.shape) for f in fpn(torch.randn(1, 3, 64, 64)).values()][:2]
         [(1, 64, 8, 8), (1, 64, 4, 4)]
     """
@@ -94,6 +119,7 @@ class TimmFeaturePyramid(nn.Module):
         self.fpn = FeaturePyramidNetwork(channels, out_channels, extra_blocks=LastLevelP6P7(out_channels, out_channels))
         self.out_channels = out_channels
         self.strides = [*reductions, reductions[-1] * 2, reductions[-1] * 4]
+        self.size_divisor = reductions[-1]  # inputs padded to a multiple of it tile every backbone level
 
     def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
         features = self.body(x)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import logging
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,7 +20,7 @@ from autotimm.data.detection import boxes_to_original
 from autotimm.loggers import LoggingConfig
 from autotimm.metrics import MetricConfig, build_metrics
 from autotimm.models.detectors import ARCHITECTURES, Architecture, build_detector, losses_and_detections
-from autotimm.models.features import TimmFeaturePyramid, create_feature_extractor
+from autotimm.models.features import TimmFeaturePyramid, create_feature_pyramid
 from autotimm.tasks.base import BaseTask
 
 __all__ = ["ObjectDetector"]
@@ -51,9 +50,8 @@ def _map_backend() -> str:
     return "pycocotools"
 
 
-def _check_metrics(configs: list[MetricConfig]) -> list[MetricConfig]:
-    """Refuse metrics that cannot score boxes; choose the faster mAP backend when none is set."""
-    checked = []
+def _check_metrics(configs: list[MetricConfig]) -> None:
+    """Refuse metrics that cannot score boxes, or that ask for the training stage."""
     for cfg in configs:
         cls = cfg.metric_cls
         if cfg.backend == "torchmetrics" and not cls.__module__.startswith("torchmetrics.detection"):
@@ -67,10 +65,16 @@ def _check_metrics(configs: list[MetricConfig]) -> list[MetricConfig]:
                 f"Metric {cfg.name!r} asks for stage 'train', but detection metrics are computed on "
                 f"{list(_EVAL_STAGES)} only (training runs the model in loss mode). Use stages=['val', 'test']."
             )
-        if issubclass(cls, MeanAveragePrecision) and "backend" not in cfg.params:
-            cfg = dataclasses.replace(cfg, params={**cfg.params, "backend": _map_backend()})
-        checked.append(cfg)
-    return checked
+
+
+def _with_map_backend(configs: list[MetricConfig]) -> list[MetricConfig]:
+    """The configs, with the fastest installed backend for each mAP metric that sets none."""
+    return [
+        dataclasses.replace(cfg, params={**cfg.params, "backend": _map_backend()})
+        if issubclass(cfg.metric_cls, MeanAveragePrecision) and "backend" not in cfg.params
+        else cfg
+        for cfg in configs
+    ]
 
 
 class ObjectDetector(BaseTask):
@@ -162,15 +166,17 @@ class ObjectDetector(BaseTask):
         num_classes = check_number("num_classes", num_classes, low=1, integer=True)
         check_choice("architecture", architecture, ARCHITECTURES)
         image_size = check_number("image_size", image_size, low=32, integer=True)
-        fpn_channels = check_number("fpn_channels", fpn_channels, low=32, integer=True)
+        fpn_channels = check_number("fpn_channels", fpn_channels, low=64, integer=True)
         if fpn_channels % 32:
+            # The head's GroupNorm has 32 groups; with 64+ channels each has 2+ values even on a 1x1 level.
             raise ValueError(f"Expected `fpn_channels` to be a multiple of 32 (GroupNorm groups), got {fpn_channels}.")
         check_bool("freeze_backbone", freeze_backbone)
         score_thresh = float(check_number("score_thresh", score_thresh, low=0, high=1, high_inclusive=False))
         nms_thresh = float(check_number("nms_thresh", nms_thresh, low=0, high=1, low_inclusive=False))
         detections_per_img = check_number("detections_per_img", detections_per_img, low=1, integer=True)
         backbone_cfg = BackboneConfig.coerce(backbone)
-        metric_cfgs = _check_metrics(_default_metrics() if metrics is None else MetricConfig.coerce_list(metrics))
+        metric_cfgs = _default_metrics() if metrics is None else MetricConfig.coerce_list(metrics)
+        _check_metrics(metric_cfgs)
         self.save_hyperparameters(
             {
                 "backbone": backbone_cfg.to_hparams(),
@@ -191,12 +197,11 @@ class ObjectDetector(BaseTask):
         self.metric_configs = metric_cfgs
         self._prog_bar = {m.name: m.prog_bar for m in metric_cfgs}
 
-        canvas = math.ceil(image_size / 32) * 32  # what fixed-size transformers are built for
-        body = create_feature_extractor(backbone_cfg, num_levels=3, input_size=canvas)
-        data_config = timm.data.resolve_model_data_config(body)
+        features = create_feature_pyramid(backbone_cfg, image_size=image_size, out_channels=fpn_channels)
+        data_config = timm.data.resolve_model_data_config(features.body)
         self.detector = build_detector(
             architecture,
-            TimmFeaturePyramid(body, fpn_channels),
+            features,
             num_classes=num_classes,
             image_size=image_size,
             image_mean=data_config["mean"],
@@ -205,8 +210,10 @@ class ObjectDetector(BaseTask):
             nms_thresh=nms_thresh,
             detections_per_img=detections_per_img,
         )
-        self.val_metrics = build_metrics(metric_cfgs, "val")
-        self.test_metrics = build_metrics(metric_cfgs, "test")
+        # The mAP backend is chosen here, not saved: a checkpoint loads where faster_coco_eval is missing.
+        built = _with_map_backend(metric_cfgs)
+        self.val_metrics = build_metrics(built, "val")
+        self.test_metrics = build_metrics(built, "test")
         if freeze_backbone:
             self.freeze_backbone()
 
@@ -308,13 +315,23 @@ class ObjectDetector(BaseTask):
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> list[dict[str, Any]]:
         """Detections per image: for `(images, targets)` batches of `DetectionDataModule`, in the
         original image's pixels and with the `image_id`; for a bare image batch, in its pixels."""
-        if isinstance(batch, (list, tuple)) and len(batch) == 2 and isinstance(batch[1], (list, tuple)):
+        if _is_detection_batch(batch):
             images, targets = batch
             detections = self.detector(images)
             return [
                 _to_original(d, t) | {"image_id": t.get("image_id")} for d, t in zip(detections, targets, strict=True)
             ]
         return self.detector(batch)
+
+
+def _is_detection_batch(batch: Any) -> bool:
+    """Whether `batch` is `(images, targets)` with one target dict per image."""
+    return (
+        isinstance(batch, (list, tuple))
+        and len(batch) == 2
+        and isinstance(batch[1], (list, tuple))
+        and all(isinstance(t, dict) for t in batch[1])
+    )
 
 
 def _check_images(images: Any) -> None:
@@ -346,14 +363,21 @@ def _without_crowd(target: dict[str, Any]) -> dict[str, Any]:
 
 
 def _to_original(detection: dict[str, torch.Tensor], target: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """Detections in the original image's pixels when the target says how the image was letterboxed."""
+    """Detections in the original image's pixels when the target says how the image was letterboxed.
+
+    Boxes that lay wholly in the letterbox padding have no area left once clipped to the
+    original image; they are dropped.
+    """
     if "scale" not in target:
         return detection
-    return {**detection, "boxes": boxes_to_original(detection["boxes"], target)}
+    boxes = boxes_to_original(detection["boxes"], target)
+    keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    return {**{k: v[keep] for k, v in detection.items()}, "boxes": boxes[keep]}
 
 
 def _metric_target(target: dict[str, Any]) -> dict[str, torch.Tensor]:
-    out = {"boxes": _to_original({"boxes": target["boxes"]}, target)["boxes"], "labels": target["labels"]}
+    boxes = boxes_to_original(target["boxes"], target) if "scale" in target else target["boxes"]
+    out = {"boxes": boxes, "labels": target["labels"]}
     if "iscrowd" in target:
         out["iscrowd"] = target["iscrowd"]
     return out
