@@ -13,7 +13,7 @@ from autotimm.loggers import LoggerConfig, LoggerManager, LoggingConfig
 from autotimm.metrics import MetricConfig
 from autotimm.optim import list_optimizers, list_schedulers
 from autotimm.tasks import ImageClassifier, ObjectDetector
-from autotimm.trainer import AutoTrainer, TunerConfig, TuningError
+from autotimm.trainer import AutoTrainer, NonFiniteLossError, TunerConfig, TuningError, read_run
 
 __version__ = "0.1.0"
 
@@ -27,6 +27,7 @@ __all__ = [
     "LoggerManager",
     "LoggingConfig",
     "MetricConfig",
+    "NonFiniteLossError",
     "ObjectDetector",
     "PretrainedWeightsError",
     "TunerConfig",
@@ -34,4 +35,5 @@ __all__ = [
     "list_backbones",
     "list_optimizers",
     "list_schedulers",
+    "read_run",
 ]

@@ -54,10 +54,15 @@ def unknown_choice(argument: str, value: object, choices: Iterable[str], *, show
 
 
 def check_choice(argument: str, value: object, choices: Iterable[object]) -> None:
-    """Raise a `ValueError` naming `argument` unless `value` is one of `choices`."""
+    """Raise naming `argument` unless `value` is one of `choices`: a `TypeError` when `value`
+    has none of the choices' types (`1` for a name), else a `ValueError`."""
     choices = list(choices)
-    if value not in choices:
-        raise ValueError(f"Expected `{argument}` to be one of {choices}, but got {value!r}.")
+    if value in choices:
+        return
+    expected = f"Expected `{argument}` to be one of {choices}, but got"
+    if not any(type(value) is type(choice) for choice in choices):
+        raise TypeError(f"{expected} {_got(value)}.")
+    raise ValueError(f"{expected} {value!r}.")
 
 
 def _got(value: object) -> str:

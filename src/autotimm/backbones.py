@@ -61,13 +61,19 @@ class BackboneConfig:
 
     def __post_init__(self) -> None:
         if not isinstance(self.model_name, str):
-            raise TypeError(f"Expected `model_name` to be a timm model name, but got {self.model_name!r}.")
+            raise TypeError(
+                f"Expected `model_name` to be a timm model name, but got {type(self.model_name).__name__} "
+                f"{self.model_name!r}."
+            )
         if not self.model_name:
             raise ValueError(f"Expected `model_name` to be a timm model name, but got {self.model_name!r}.")
         if not timm.is_model(self.model_name):
             raise unknown_choice("backbone", self.model_name, timm.list_models())
         if not isinstance(self.pretrained, (bool, str, os.PathLike)):
-            raise TypeError(f"Expected `pretrained` to be True, False or a path, but got {self.pretrained!r}.")
+            raise TypeError(
+                f"Expected `pretrained` to be True, False or a path, but got {type(self.pretrained).__name__} "
+                f"{self.pretrained!r}."
+            )
         if isinstance(self.pretrained, (str, os.PathLike)):
             self.pretrained = str(self.pretrained)
             # Rebuilding from a checkpoint never reads the file: the checkpoint holds the weights.
@@ -97,7 +103,10 @@ class BackboneConfig:
         if isinstance(backbone, dict):
             check_keys("backbone", backbone, [f.name for f in fields(cls)])
             return cls(**backbone)
-        raise TypeError(f"Expected `backbone` to be a timm model name or a BackboneConfig, but got {backbone!r}.")
+        raise TypeError(
+            f"Expected `backbone` to be a timm model name or a BackboneConfig, but got {type(backbone).__name__} "
+            f"{backbone!r}."
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form, safe for YAML; `BackboneConfig.coerce` rebuilds the same config from it."""

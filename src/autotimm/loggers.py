@@ -63,10 +63,13 @@ class LoggerConfig:
 
     def __post_init__(self) -> None:
         if not isinstance(self.backend, str):
-            raise TypeError(f"Expected `backend` to be one of {list_loggers()}, but got {self.backend!r}.")
+            raise TypeError(
+                f"Expected `backend` to be one of {list_loggers()}, but got "
+                f"{type(self.backend).__name__} {self.backend!r}."
+            )
         self.backend = self.backend.lower()
         if self.backend not in _LOGGERS:
-            raise unknown_choice("logger backend", self.backend, _LOGGERS)
+            raise unknown_choice("logger `backend`", self.backend, _LOGGERS)
         self.params = check_mapping("params", self.params)
         entry = _LOGGERS[self.backend]
         if entry.requires and not any(importlib.util.find_spec(p) for p in entry.requires):
@@ -79,7 +82,7 @@ class LoggerConfig:
         if not takes_any:
             for key in self.params:
                 if key not in signature.parameters:
-                    raise unknown_choice(f"{self.backend} logger parameter", key, signature.parameters)
+                    raise unknown_choice(f"`params` key of the {self.backend} logger", key, signature.parameters)
 
     @property
     def _logger_cls(self) -> type[Logger]:
@@ -169,4 +172,7 @@ class LoggingConfig:
         if isinstance(config, dict):
             check_keys("logging_config", config, [f.name for f in fields(cls)])
             return cls(**config)
-        raise TypeError(f"Expected `logging_config` to be a LoggingConfig, a dict or None, but got {config!r}.")
+        raise TypeError(
+            "Expected `logging_config` to be a LoggingConfig, a dict or None, but got "
+            f"{type(config).__name__} {config!r}."
+        )

@@ -52,7 +52,7 @@ class MetricConfig:
     def __post_init__(self) -> None:
         expected_name = "a non-empty string without '.', '/' or spaces"
         if not isinstance(self.name, str):
-            raise TypeError(f"Expected `name` to be {expected_name}, but got {self.name!r}.")
+            raise TypeError(f"Expected `name` to be {expected_name}, but got {type(self.name).__name__} {self.name!r}.")
         if not self.name or any(c in self.name for c in "./ "):
             raise ValueError(f"Expected `name` to be {expected_name}, but got {self.name!r}.")
         check_choice("backend", self.backend, _BACKENDS)
@@ -160,19 +160,22 @@ def build_metrics(
 
 
 def _import_custom(metric_class: str | type) -> type:
+    expected = (
+        "Expected `metric_class` to be a torchmetrics.Metric subclass or its import path 'package.module.Class' "
+        "(backend='custom')"
+    )
     if isinstance(metric_class, type):
         cls = metric_class
+    elif not isinstance(metric_class, str):
+        raise TypeError(f"{expected}, but got {type(metric_class).__name__} {metric_class!r}.")
     else:
-        module_name, _, attr = str(metric_class).rpartition(".")
+        module_name, _, attr = metric_class.rpartition(".")
         if not module_name:
-            raise ValueError(
-                f"With backend='custom', `metric_class` must be a class or an import path 'package.module.Class', "
-                f"but got {metric_class!r}."
-            )
+            raise ValueError(f"{expected}, but got {metric_class!r}.")
         try:
             cls = getattr(importlib.import_module(module_name), attr)
         except (ImportError, AttributeError) as e:
-            raise ValueError(f"Could not import the custom metric class {metric_class!r}: {e}") from e
+            raise ValueError(f"Could not import `metric_class` {metric_class!r} (backend='custom'): {e}") from e
     if not (isinstance(cls, type) and issubclass(cls, torchmetrics.Metric)):
-        raise TypeError(f"A custom metric class must subclass torchmetrics.Metric, but got {cls!r}.")
+        raise TypeError(f"{expected}, but got {type(cls).__name__} {cls!r}.")
     return cls

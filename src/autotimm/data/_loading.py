@@ -24,7 +24,7 @@ def default_num_workers() -> int:
 def check_optional_bool(name: str, value: object) -> bool | None:
     """Return `value` if it is True, False or None, else raise a `TypeError` naming `name`."""
     if value is not None and not isinstance(value, bool):
-        raise TypeError(f"Expected `{name}` to be True, False or None, but got {value!r}.")
+        raise TypeError(f"Expected `{name}` to be True, False or None, but got {type(value).__name__} {value!r}.")
     return value
 
 

@@ -79,6 +79,10 @@ class ImageDataModule(pl.LightningDataModule):
     The train loader sets `drop_last=True` only when the last batch would hold a single
     sample (BatchNorm fails on it); other loaders keep every sample.
 
+    `setup()` only lists the files; an image is decoded when a loader reads it, and one that
+    cannot be decoded (truncated, not an image) raises `CorruptImageError` naming the file,
+    also from worker processes. Truncated images are never padded with grey.
+
     Raises:
         FileNotFoundError: If `data_dir` or its `train/` folder is missing.
         ValueError: If an argument is out of range, `dataset_name` is unknown, or the class
@@ -108,7 +112,7 @@ class ImageDataModule(pl.LightningDataModule):
     ) -> None:
         super().__init__()
         if not isinstance(data_dir, (str, os.PathLike)):
-            raise TypeError(f"Expected `data_dir` to be a path, but got {data_dir!r}.")
+            raise TypeError(f"Expected `data_dir` to be a path, but got {type(data_dir).__name__} {data_dir!r}.")
         _check_image_size(image_size)
         self.batch_size = check_number("batch_size", batch_size, low=1, integer=True)
         self.num_workers = (
@@ -116,15 +120,16 @@ class ImageDataModule(pl.LightningDataModule):
             if num_workers is None
             else check_number("num_workers", num_workers, low=0, integer=True)
         )
-        if isinstance(val_split, bool) or not isinstance(val_split, (int, float)):
-            raise TypeError(f"Expected `val_split` to be a float, but got {val_split!r}.")
-        if not 0 <= val_split < 1:
-            raise ValueError(f"Expected `val_split` to be in [0, 1), but got {val_split!r}.")
-        check_number("seed", seed, low=-(2**63), integer=True)
+        check_number("val_split", val_split, low=0, high=1)
+        # The range of `torch.Generator.manual_seed`, which seeds the split.
+        check_number("seed", seed, low=-(2**63), high=2**64, integer=True)
         _check_augmentation(augmentation)
         for name, tf in (("train_transforms", train_transforms), ("eval_transforms", eval_transforms)):
             if tf is not None and not callable(tf):
-                raise TypeError(f"Expected `{name}` to be a callable (PIL image -> tensor) or None, but got {tf!r}.")
+                raise TypeError(
+                    f"Expected `{name}` to be a callable (PIL image -> tensor) or None, but got "
+                    f"{type(tf).__name__} {tf!r}."
+                )
         self.pin_memory = check_optional_bool("pin_memory", pin_memory)
         self.persistent_workers = check_optional_bool("persistent_workers", persistent_workers)
         if persistent_workers and self.num_workers == 0:

@@ -73,8 +73,9 @@ def _check_image_size(image_size: int | tuple[int, int] | None) -> tuple[int, in
     """Return `image_size` as `(height, width)`, or raise naming the bad value."""
     if image_size is None:
         return None
+    expected = "Expected `image_size` to be an int or a (height, width) tuple"
     if isinstance(image_size, bool):
-        raise TypeError(f"Expected `image_size` to be an int or a (height, width) tuple, but got {image_size!r}.")
+        raise TypeError(f"{expected}, but got {type(image_size).__name__} {image_size!r}.")
     if isinstance(image_size, int):
         size = (image_size, image_size)
     elif (
@@ -84,9 +85,9 @@ def _check_image_size(image_size: int | tuple[int, int] | None) -> tuple[int, in
     ):
         size = (int(image_size[0]), int(image_size[1]))
     else:
-        raise TypeError(f"Expected `image_size` to be an int or a (height, width) tuple, but got {image_size!r}.")
+        raise TypeError(f"{expected}, but got {type(image_size).__name__} {image_size!r}.")
     if min(size) < 1:
-        raise ValueError(f"Expected `image_size` to be >= 1, but got {image_size!r}.")
+        raise ValueError(f"Expected `image_size` to be >= 1 (each side), but got {image_size!r}.")
     return size
 
 
@@ -140,6 +141,11 @@ def resolve_data_config(
 
 
 def _check_augmentation(augmentation: str) -> str:
+    if not isinstance(augmentation, str):
+        raise TypeError(
+            f"Expected `augmentation` to be one of {list_augmentations()}, but got "
+            f"{type(augmentation).__name__} {augmentation!r}."
+        )
     if augmentation not in _AUGMENTATIONS:
         raise unknown_choice("augmentation", augmentation, _AUGMENTATIONS)
     return augmentation

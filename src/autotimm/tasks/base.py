@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 import torch.nn as nn
+from pytorch_lightning.trainer.states import TrainerFn
 
 from autotimm._errors import check_mapping, check_number
 from autotimm.backbones import skip_pretrained_download
@@ -24,6 +26,13 @@ from autotimm.optim import (
 
 __all__ = ["BaseTask"]
 
+# Lightning warns whenever a LightningModule defines `on_before_batch_transfer` and a data
+# module is used. The tasks define it on purpose (label checks on the CPU) and a data module
+# that defines it too takes precedence, as Lightning documents: the warning says nothing new.
+warnings.filterwarnings(
+    "ignore", message="You have overridden `on_before_batch_transfer` in `LightningModule` but have passed in a"
+)
+
 
 class BaseTask(pl.LightningModule):
     """Base class of the task modules; subclasses set `self.backbone` and their heads.
@@ -31,7 +40,8 @@ class BaseTask(pl.LightningModule):
     The learning rate lives in `self._lr`, read each time `fit` builds the optimizer, so
     `model._lr = 1e-4` between two `fit` calls takes effect. The backbone counts as frozen
     while none of its parameters requires a gradient; a frozen backbone is kept in eval mode
-    during training epochs, so its BatchNorm statistics do not move either.
+    during training epochs, so its BatchNorm statistics do not move either. The labels of each
+    train, val and test batch are checked on the CPU before the batch moves to the device.
 
     Args:
         lr: Learning rate.
@@ -163,6 +173,36 @@ class BaseTask(pl.LightningModule):
     def lr_scheduler_step(self, scheduler: Any, metric: Any | None) -> None:
         step_scheduler(scheduler, metric, epoch=self.current_epoch)
 
+    # ---- labels --------------------------------------------------------------------------
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Check the batch's labels against the model while they are still on the CPU; return the batch as is.
+
+        A label outside the model's classes would otherwise fail deep inside the loss, on a GPU
+        as a device-side assert that names neither the label nor the cause. Prediction batches
+        are not checked (their labels are not used).
+
+        Raises:
+            ValueError: If `_label_problem` finds a problem; the message says where (stage and
+                batch index) and what (the bad labels, the valid range, `num_classes`).
+        """
+        trainer = self._trainer
+        if trainer is None or trainer.predicting:
+            return batch
+        problem = self._label_problem(batch)
+        if problem is not None:
+            raise ValueError(
+                f"Bad labels in the {_batch_position(trainer)}: {problem}. Build the model with "
+                "`num_classes=data.num_classes`, or fix the labels of the data."
+            )
+        return batch
+
+    def _label_problem(self, batch: Any) -> str | None:
+        """What is wrong with the labels of `batch` for this model, or `None`; each task says how to check.
+
+        Implementations skip labels that are not on the CPU (reading them would wait for the device).
+        """
+        return None
+
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         if self.logging_config.log_learning_rate and self.trainer.optimizers:
             lr = self.trainer.optimizers[0].param_groups[0]["lr"]
@@ -198,6 +238,41 @@ class BaseTask(pl.LightningModule):
         """
         with skip_pretrained_download():
             return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
+
+
+def _labels_outside(labels: torch.Tensor, high: float, *, high_inclusive: bool = False) -> list[Any]:
+    """The distinct values of `labels` outside `[0, high)` (`[0, high]` with `high_inclusive`), at most 10.
+
+    Cheap when every value is inside: one min/max over the tensor (meant for CPU tensors).
+
+    Examples:
+        >>> _labels_outside(torch.tensor([0, 3, 12, 12]), 10)
+        [12]
+    """
+    if labels.numel() == 0:
+        return []
+    low, top = torch.aminmax(labels)
+    if low >= 0 and (top <= high if high_inclusive else top < high):
+        return []
+    bad = (labels < 0) | ((labels > high) if high_inclusive else (labels >= high))
+    return torch.unique(labels[bad])[:10].tolist()
+
+
+def _batch_position(trainer: pl.Trainer) -> str:
+    """Where the trainer is, for messages: `"training batch 3 (epoch 0)"`, `"test batch 0"`."""
+    if trainer.training:
+        name, loop = "training", trainer.fit_loop.epoch_loop
+    elif trainer.testing:
+        name, loop = "test", trainer.test_loop
+    elif trainer.state.fn == TrainerFn.FITTING:
+        name = "sanity-check validation" if trainer.sanity_checking else "validation"
+        loop = trainer.fit_loop.epoch_loop.val_loop
+    else:
+        name, loop = "validation", trainer.validate_loop
+    position = f"{name} batch {loop.batch_progress.current.ready}"
+    if trainer.state.fn == TrainerFn.FITTING:
+        position += f" (epoch {trainer.current_epoch})"
+    return position
 
 
 def _sync_hparams(task: BaseTask, hparams: Any) -> None:

@@ -14,7 +14,7 @@ from autotimm._errors import check_bool, check_number
 from autotimm.backbones import BackboneConfig, create_backbone
 from autotimm.loggers import LoggingConfig
 from autotimm.metrics import MetricConfig, build_metrics
-from autotimm.tasks.base import BaseTask
+from autotimm.tasks.base import BaseTask, _labels_outside
 
 __all__ = ["ImageClassifier"]
 
@@ -53,7 +53,9 @@ class ImageClassifier(BaseTask):
     Raises:
         TypeError: If an argument has the wrong type (`freeze_backbone="no"`, `lr="1e-3"`).
         ValueError: If an argument is out of range or names an unknown optimizer, scheduler
-            or backbone; at `fit`, if the data's class count does not match `num_classes`.
+            or backbone; at `fit`, if the data's class count does not match `num_classes`;
+            at each train/val/test batch, if a label lies outside `[0, num_classes)` (checked on
+            the CPU before the batch moves to the device; the message names the label and batch).
 
     Examples:
         >>> model = ImageClassifier(BackboneConfig("resnet18", pretrained=False), num_classes=10)
@@ -155,6 +157,30 @@ class ImageClassifier(BaseTask):
                 f"The model has `num_classes={self.num_classes}` but the data has {data_classes} classes "
                 f"({names}). Build the model with `num_classes=data.num_classes`."
             )
+
+    def _label_problem(self, batch: Any) -> str | None:
+        """Class indices must lie in `[0, num_classes)` (in `{0, 1}` for a binary classifier), and
+        multi-hot or probability targets `[B, C]` need `C == num_classes` (and values in `[0, 1]`
+        with `multi_label`)."""
+        if not (isinstance(batch, (list, tuple)) and len(batch) >= 2 and isinstance(batch[1], torch.Tensor)):
+            return None
+        y, n = batch[1], self.num_classes
+        if y.device.type != "cpu" or y.dtype == torch.bool or y.is_complex():
+            return None
+        if y.ndim == 2:
+            if y.shape[1] != n:
+                return f"targets of shape {tuple(y.shape)} need {n} columns, one per class (`num_classes={n}`)"
+            bad = _labels_outside(y, 1, high_inclusive=True) if self.multi_label else []
+            return f"multi-hot targets must be in [0, 1], but got values {bad}" if bad else None
+        if y.ndim != 1 or (y.is_floating_point() and not self.multi_label):
+            return None  # not class indices: the loss explains the shape or dtype itself
+        if self.multi_label and n == 1:
+            bad = _labels_outside(y, 1, high_inclusive=True)
+            kind = "a binary classifier (`num_classes=1, multi_label=True`) takes labels 0 and 1"
+        else:
+            bad = _labels_outside(y, n)
+            kind = f"labels must be in [0, {n}) for `num_classes={n}`"
+        return f"{kind}, but got label(s) {bad}" if bad else None
 
     # ---- steps ---------------------------------------------------------------------------
     def _targets(self, y: torch.Tensor) -> torch.Tensor:

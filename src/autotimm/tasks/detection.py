@@ -21,7 +21,7 @@ from autotimm.loggers import LoggingConfig
 from autotimm.metrics import MetricConfig, build_metrics
 from autotimm.models.detectors import ARCHITECTURES, Architecture, build_detector, losses_and_detections
 from autotimm.models.features import TimmFeaturePyramid, create_feature_pyramid
-from autotimm.tasks.base import BaseTask
+from autotimm.tasks.base import BaseTask, _labels_outside
 
 __all__ = ["ObjectDetector"]
 
@@ -124,7 +124,8 @@ class ObjectDetector(BaseTask):
         TypeError: If an argument has the wrong type.
         ValueError: If an argument is out of range, names an unknown architecture, optimizer
             or scheduler, a metric cannot score boxes, or the backbone has no multi-scale
-            features; at `fit`, if the data's class count or image size does not match.
+            features; at `fit`, if the data's class count or image size does not match; at
+            each train/val/test batch, if a box label lies outside `[0, num_classes)`.
 
     Examples:
         >>> model = ObjectDetector(BackboneConfig("resnet18", pretrained=False), num_classes=3, image_size=64)
@@ -169,7 +170,10 @@ class ObjectDetector(BaseTask):
         fpn_channels = check_number("fpn_channels", fpn_channels, low=64, integer=True)
         if fpn_channels % 32:
             # The head's GroupNorm has 32 groups; with 64+ channels each has 2+ values even on a 1x1 level.
-            raise ValueError(f"Expected `fpn_channels` to be a multiple of 32 (GroupNorm groups), got {fpn_channels}.")
+            raise ValueError(
+                f"Expected `fpn_channels` to be a multiple of 32 (the head's GroupNorm has 32 groups), "
+                f"but got {fpn_channels}."
+            )
         check_bool("freeze_backbone", freeze_backbone)
         score_thresh = float(check_number("score_thresh", score_thresh, low=0, high=1, high_inclusive=False))
         nms_thresh = float(check_number("nms_thresh", nms_thresh, low=0, high=1, low_inclusive=False))
@@ -246,6 +250,23 @@ class ObjectDetector(BaseTask):
                 f"The model is built for `image_size={self.image_size}` but the data module letterboxes images to "
                 f"{data_size} pixels. Give both the same `image_size`."
             )
+
+    def _label_problem(self, batch: Any) -> str | None:
+        """Box labels must lie in `[0, num_classes)`; the message names the image."""
+        if not _is_detection_batch(batch):
+            return None
+        for target in batch[1]:
+            labels = target.get("labels")
+            if not isinstance(labels, torch.Tensor) or labels.device.type != "cpu" or labels.is_floating_point():
+                continue
+            bad = _labels_outside(labels, self.num_classes)
+            if bad:
+                image = f" (image_id {target['image_id']!r})" if "image_id" in target else ""
+                return (
+                    f"box labels must be in [0, {self.num_classes}) for `num_classes={self.num_classes}`, "
+                    f"but a target{image} has label(s) {bad}"
+                )
+        return None
 
     # ---- steps ---------------------------------------------------------------------------
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:

@@ -1,6 +1,18 @@
 """The trainer and its tuning."""
 
 from autotimm.trainer.auto_trainer import AutoTrainer
+from autotimm.trainer.checkpoint_io import AtomicCheckpointIO
+from autotimm.trainer.guards import NonFiniteLossError, StopOnNonFiniteLoss
+from autotimm.trainer.run_record import RunRecord, read_run
 from autotimm.trainer.tuning import TunerConfig, TuningError
 
-__all__ = ["AutoTrainer", "TunerConfig", "TuningError"]
+__all__ = [
+    "AtomicCheckpointIO",
+    "AutoTrainer",
+    "NonFiniteLossError",
+    "RunRecord",
+    "StopOnNonFiniteLoss",
+    "TunerConfig",
+    "TuningError",
+    "read_run",
+]

@@ -4,21 +4,32 @@ from __future__ import annotations
 
 import inspect
 import os
+import zipfile
 from pathlib import Path
 from typing import Any, Literal
 
 import pytorch_lightning as pl
+import torch
+from lightning_fabric.plugins.io import CheckpointIO
 from lightning_fabric.utilities.cloud_io import get_filesystem
 from pytorch_lightning import seed_everything
+from pytorch_lightning.accelerators import Accelerator, CUDAAccelerator
 from pytorch_lightning.callbacks import Callback, DeviceStatsMonitor, LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
 from autotimm._errors import check_bool, check_choice, check_number, closest
 from autotimm.loggers import LoggerConfig, resolve_loggers
+from autotimm.trainer.checkpoint_io import AtomicCheckpointIO
+from autotimm.trainer.guards import StopOnNonFiniteLoss
+from autotimm.trainer.run_record import RunRecord
 from autotimm.trainer.tuning import TunerConfig, run_tuning
 
 __all__ = ["AutoTrainer"]
 
+_PRECISIONS = (
+    16, 32, 64, "16", "32", "64", "bf16", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "32-true", "64-true",
+    "transformer-engine", "transformer-engine-float16",
+)  # fmt: skip
 # Lightning callbacks that fail without a logger.
 _CALLBACKS_NEEDING_A_LOGGER = (LearningRateMonitor, DeviceStatsMonitor)
 _TRAINER_ARGS = frozenset(inspect.signature(pl.Trainer.__init__).parameters) - {"self"}
@@ -35,7 +46,12 @@ class AutoTrainer(pl.Trainer):
       well as Lightning loggers;
     - `tuner_config`: learning-rate and batch-size finding before training (skipped with
       `fast_dev_run` and when resuming with `ckpt_path`), results in `trainer.tuning_results`;
-    - `test()` after `fit()` evaluates the best checkpoint when there is one.
+    - `test()` after `fit()` evaluates the best checkpoint when there is one;
+    - reliability: checkpoints are written atomically (a crash never leaves half a file),
+      each `fit` keeps a run record (`runs/<run_id>/run.json` and `metrics.json` under
+      `default_root_dir`, see `trainer.run_dir`), training stops at the first NaN/Inf
+      loss, and on CUDA an out-of-memory error before the first optimizer step halves the
+      data module's `batch_size` and retries.
 
     Args:
         max_epochs: Training epochs.
@@ -58,6 +74,10 @@ class AutoTrainer(pl.Trainer):
         seed: Seed Python, NumPy and torch (data loader workers too) at the start of each
             `fit`, so shuffling, augmentation and dropout repeat. The model's initial weights
             come from where it was built: seed before building it for identical starts.
+        run_record: Write the run record (`runs/<run_id>/run.json`, `metrics.json`).
+        stop_on_nonfinite_loss: Stop with `NonFiniteLossError` at the first NaN/Inf training loss.
+        oom_backoff: On an out-of-memory error before the first optimizer step, halve the data
+            module's `batch_size` and retry. `None` turns it on for CUDA runs on one device.
         trainer_kwargs: Any other `pytorch_lightning.Trainer` argument.
 
     Examples:
@@ -84,8 +104,13 @@ class AutoTrainer(pl.Trainer):
         enable_checkpointing: bool = True,
         fast_dev_run: bool | int = False,
         seed: int | None = None,
+        run_record: bool = True,
+        stop_on_nonfinite_loss: bool = True,
+        oom_backoff: bool | None = None,
         **trainer_kwargs: Any,
     ) -> None:
+        config = {k: v for k, v in locals().items() if k not in ("self", "trainer_kwargs", "__class__")}
+        config.update(trainer_kwargs)
         for key in trainer_kwargs:
             if key not in _TRAINER_ARGS:
                 matches = closest(key, _TRAINER_ARGS)
@@ -94,16 +119,32 @@ class AutoTrainer(pl.Trainer):
                     f"AutoTrainer got an unknown argument {key!r}.{hint} "
                     "It takes any pytorch_lightning.Trainer argument."
                 )
+        _check_passthrough(trainer_kwargs)
         check_choice("checkpoint_mode", checkpoint_mode, ("max", "min"))
+        if not isinstance(accelerator, (str, Accelerator)):
+            raise TypeError(
+                f"Expected `accelerator` to be a name such as 'auto', 'cpu' or 'gpu', but got {accelerator!r}."
+            )
+        _check_devices(devices)
+        check_choice("precision", precision, _PRECISIONS)
         if max_epochs is not None:
             check_number("max_epochs", max_epochs, low=-1, integer=True)
         check_bool("enable_checkpointing", enable_checkpointing)
+        check_bool("run_record", run_record)
+        check_bool("stop_on_nonfinite_loss", stop_on_nonfinite_loss)
+        if oom_backoff is not None:
+            check_bool("oom_backoff", oom_backoff)
         if seed is not None:
             check_number("seed", seed, low=0, high=2**32, integer=True)
         if not isinstance(fast_dev_run, bool):
             check_number("fast_dev_run", fast_dev_run, low=0, integer=True)
         check_number("accumulate_grad_batches", accumulate_grad_batches, low=1, integer=True)
-        check_number("val_check_interval", val_check_interval, low=0, low_inclusive=False, high=None)
+        if isinstance(val_check_interval, float):  # a fraction of the training epoch
+            check_number(
+                "val_check_interval", val_check_interval, low=0, high=1, low_inclusive=False, high_inclusive=True
+            )
+        else:  # a number of training batches
+            check_number("val_check_interval", val_check_interval, low=1, integer=True)
         if gradient_clip_val is not None:
             check_number("gradient_clip_val", gradient_clip_val, low=0, low_inclusive=False)
         if not isinstance(default_root_dir, (str, os.PathLike)):
@@ -114,7 +155,8 @@ class AutoTrainer(pl.Trainer):
         if tuner_config is not None and not isinstance(tuner_config, TunerConfig):
             raise TypeError(f"Expected `tuner_config` to be a TunerConfig or None, but got {tuner_config!r}.")
         if checkpoint_monitor is not None and (not isinstance(checkpoint_monitor, str) or not checkpoint_monitor):
-            raise TypeError(
+            error = TypeError if not isinstance(checkpoint_monitor, str) else ValueError
+            raise error(
                 f"Expected `checkpoint_monitor` to be a metric name such as 'val/loss', but got {checkpoint_monitor!r}."
             )
         if checkpoint_monitor and not enable_checkpointing:
@@ -137,6 +179,15 @@ class AutoTrainer(pl.Trainer):
         callbacks = list(callbacks or [])
         if enable_checkpointing and not fast_dev_run:
             callbacks.extend(_checkpoint_callbacks(checkpoint_monitor, checkpoint_mode, callbacks))
+        if stop_on_nonfinite_loss:
+            callbacks.append(StopOnNonFiniteLoss())
+        if run_record and not fast_dev_run:
+            config["callbacks"] = [type(cb).__name__ for cb in callbacks]
+            callbacks.append(RunRecord(config))
+        plugins = trainer_kwargs.pop("plugins", None)
+        plugins = list(plugins) if isinstance(plugins, (list, tuple)) else [] if plugins is None else [plugins]
+        if not any(isinstance(plugin, CheckpointIO) for plugin in plugins):
+            plugins.append(AtomicCheckpointIO())
 
         super().__init__(
             max_epochs=max_epochs,
@@ -152,6 +203,7 @@ class AutoTrainer(pl.Trainer):
             val_check_interval=None if val_check_interval == 1.0 else val_check_interval,
             enable_checkpointing=enable_checkpointing,
             fast_dev_run=fast_dev_run,
+            plugins=plugins,
             **trainer_kwargs,
         )
         if tuner_config is not None and tuner_config.enabled and self.world_size > 1:
@@ -165,6 +217,17 @@ class AutoTrainer(pl.Trainer):
         self.checkpoint_mode = checkpoint_mode
         self.tuning_results: dict[str, Any] = {}
         self.seed = seed
+        self.oom_backoff = (
+            isinstance(self.accelerator, CUDAAccelerator) and self.world_size == 1
+            if oom_backoff is None
+            else oom_backoff
+        )
+
+    @property
+    def run_dir(self) -> Path | None:
+        """The folder of the current (or last) run's record, `<default_root_dir>/runs/<run_id>`."""
+        record = next((cb for cb in self.callbacks if isinstance(cb, RunRecord)), None)
+        return None if record is None else record.run_dir
 
     def fit(
         self,
@@ -177,8 +240,7 @@ class AutoTrainer(pl.Trainer):
     ) -> None:
         """Tune (if configured), then train; `ckpt_path` resumes a run and skips tuning."""
         if ckpt_path is not None and str(ckpt_path) not in ("last", "best", "hpc", "registry"):
-            if not get_filesystem(ckpt_path).exists(str(ckpt_path)):
-                raise FileNotFoundError(f"`ckpt_path` does not exist: {str(ckpt_path)!r}.")
+            _check_checkpoint_file(ckpt_path)
         if self.seed is not None:
             seed_everything(self.seed, workers=True, verbose=False)
         tuning = self.tuner_config is not None and self.tuner_config.enabled
@@ -190,7 +252,32 @@ class AutoTrainer(pl.Trainer):
             self.tuning_results = run_tuning(
                 self, self.tuner_config, model, datamodule, train_dataloaders, val_dataloaders
             )
-        super().fit(model, train_dataloaders, val_dataloaders, datamodule, ckpt_path, **kwargs)
+        while True:
+            try:
+                super().fit(model, train_dataloaders, val_dataloaders, datamodule, ckpt_path, **kwargs)
+                return
+            except (torch.OutOfMemoryError, RuntimeError) as error:
+                if not self._back_off(error, datamodule):
+                    raise
+
+    def _back_off(self, error: BaseException, datamodule: pl.LightningDataModule | None) -> bool:
+        """After an out-of-memory error, halve the batch size for a retry if that is safe."""
+        if not self.oom_backoff or not _is_out_of_memory(error) or self.global_step > 0:
+            return False
+        size = getattr(datamodule, "batch_size", None)
+        if not isinstance(size, int) or size < 2:
+            return False
+        datamodule.batch_size = size // 2
+        if "batch_size" in getattr(datamodule, "hparams", {}):
+            datamodule.hparams["batch_size"] = size // 2
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        rank_zero_warn(
+            f"autotimm: out of memory with batch_size={size} before the first optimizer step; retrying with "
+            f"batch_size={size // 2}. Pass `oom_backoff=False` to AutoTrainer to fail instead."
+        )
+        self.fit_loop.epoch_loop.batch_progress.reset()
+        return True
 
     def test(
         self,
@@ -212,6 +299,63 @@ class AutoTrainer(pl.Trainer):
             # "best" makes Lightning warn that it picks the first one.
             ckpt_path = callback.best_model_path
         return super().test(model, dataloaders, ckpt_path, *args, **kwargs)
+
+
+def _check_devices(devices: object) -> None:
+    expected = "'auto', a number of devices (-1 for all), a list of device indices, or a string such as '0,1'"
+    if isinstance(devices, str):
+        return  # Lightning parses "auto", "-1", "0,1", "2"
+    if isinstance(devices, bool) or not isinstance(devices, (int, list, tuple)):
+        raise TypeError(f"Expected `devices` to be {expected}, but got {type(devices).__name__} {devices!r}.")
+    if isinstance(devices, int) and devices not in (-1,) and devices < 1:
+        raise ValueError(f"Expected `devices` to be {expected}, but got {devices!r}.")
+    if isinstance(devices, (list, tuple)):
+        for index in devices:
+            check_number("devices", index, low=0, integer=True)
+
+
+def _check_passthrough(kwargs: dict[str, Any]) -> None:
+    """Check the Lightning arguments passed through `**trainer_kwargs` that have a range or choice set."""
+    for name in ("max_steps", "num_sanity_val_steps"):
+        if name in kwargs:
+            check_number(name, kwargs[name], low=-1, integer=True)
+    for name in ("min_epochs", "min_steps", "check_val_every_n_epoch", "log_every_n_steps", "num_nodes",
+                 "reload_dataloaders_every_n_epochs"):  # fmt: skip
+        if kwargs.get(name) is not None:
+            low = 0 if name in ("min_epochs", "min_steps", "reload_dataloaders_every_n_epochs") else 1
+            check_number(name, kwargs[name], low=low, integer=True)
+    for name in ("limit_train_batches", "limit_val_batches", "limit_test_batches", "limit_predict_batches",
+                 "overfit_batches"):  # fmt: skip
+        value = kwargs.get(name)
+        if isinstance(value, float):
+            check_number(name, value, low=0, high=1, high_inclusive=True)
+        elif value is not None:
+            check_number(name, value, low=0, integer=True)
+    for name in ("benchmark", "detect_anomaly", "enable_progress_bar", "enable_model_summary", "inference_mode",
+                 "barebones", "sync_batchnorm", "use_distributed_sampler"):  # fmt: skip
+        if kwargs.get(name) is not None:
+            check_bool(name, kwargs[name])
+    if kwargs.get("deterministic") is not None and kwargs["deterministic"] != "warn":
+        check_bool("deterministic", kwargs["deterministic"])
+    if kwargs.get("gradient_clip_algorithm") is not None:
+        check_choice("gradient_clip_algorithm", kwargs["gradient_clip_algorithm"], ("norm", "value"))
+
+
+def _is_out_of_memory(error: BaseException) -> bool:
+    return isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error).lower()
+
+
+def _check_checkpoint_file(path: str | Path) -> None:
+    """Fail before training when `ckpt_path` is missing, or is a local file `torch.save` did not write."""
+    if not get_filesystem(path).exists(str(path)):
+        raise FileNotFoundError(f"`ckpt_path` does not exist: {str(path)!r}.")
+    local = Path(path)
+    if local.is_file() and not zipfile.is_zipfile(local):
+        raise ValueError(
+            f"`ckpt_path` {str(path)!r} is not a PyTorch checkpoint (not a torch.save archive; "
+            f"{local.stat().st_size} bytes): it may be truncated or another kind of file. Pass a .ckpt file "
+            "written by Lightning, or `ckpt_path='last'` for the newest one under `default_root_dir`."
+        )
 
 
 def _loggers(logger: Any, default_root_dir: str | os.PathLike, callbacks: list[Callback]) -> Any:

@@ -14,6 +14,7 @@ from pytorch_lightning.utilities import rank_zero_info
 from pytorch_lightning.utilities.parsing import lightning_hasattr, lightning_setattr
 
 from autotimm._errors import check_bool, check_choice, check_keys, check_mapping, check_number
+from autotimm.data.folders import CorruptImageError
 from autotimm.trainer.lr_curve import raw_losses, suggest_lr
 
 __all__ = ["TunerConfig", "TuningError", "run_tuning"]
@@ -198,7 +199,9 @@ def _run_finder(
 ) -> None:
     """Run one of Lightning's finder callbacks in a fit that stops once it has its result.
 
-    The trainer's loop limits are put back afterwards, also when the finder fails.
+    The trainer's loop limits are put back afterwards, also when the finder fails. Errors
+    of the finder become a `TuningError` that says how to turn the step off; errors in the
+    user's model or data (`ValueError`, `TypeError`, `CorruptImageError`) are raised as they are.
     """
     finder._early_exit = True  # stop the fit after the search, as Lightning's Tuner does
     callbacks = trainer.callbacks
@@ -207,6 +210,10 @@ def _run_finder(
     trainer.callbacks = [finder, *callbacks]
     try:
         pl.Trainer.fit(trainer, model, **loaders)
+    except (ValueError, TypeError, CorruptImageError):
+        # Bad input (labels outside `num_classes`, a class count or image size that does not
+        # match the data, an unreadable image) fails the same way without tuning: let it through.
+        raise
     except Exception as e:
         raise TuningError(f"The {what} failed: {e}. {off}") from e
     finally:
