@@ -10,7 +10,7 @@ import pytest
 import torch
 from torchvision.transforms import v2
 
-from autotimm.data import coco_evaluate, to_coco_results
+from autotimm.data import CorruptImageError, coco_evaluate, to_coco_results
 from autotimm.data.coco_demo import make_coco_shapes
 from autotimm.data.detection import DetectionDataModule, boxes_to_original, detection_collate
 from helpers import ann, write_coco
@@ -264,3 +264,12 @@ def test_coco_evaluate_scores_perfect_and_empty_predictions(custom_root: Path) -
     assert coco_evaluate(annotation_file, [])["map"] == 0.0
     with pytest.raises(ValueError, match="image_id"):
         to_coco_results([{"boxes": boxes, "labels": labels, "scores": torch.ones(len(labels))}], data.category_ids)
+
+
+def test_truncated_image_is_named_when_read(custom_root: Path) -> None:
+    path = custom_root / "train2017" / "a.png"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    data = DetectionDataModule(custom_root, image_size=32, num_workers=0, augmentation_preset="none")
+    data.setup("fit")
+    with pytest.raises(CorruptImageError, match="a.png"):
+        sample_of(data.train_dataset, 10)

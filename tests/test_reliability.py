@@ -264,3 +264,17 @@ def test_bad_ckpt_path_is_refused_before_training(tmp_path: Path) -> None:
         cpu_trainer(tmp_path).fit(Regression(), _regression_data(), ckpt_path=garbage)
     with pytest.raises(FileNotFoundError, match="missing.ckpt"):
         cpu_trainer(tmp_path).fit(Regression(), _regression_data(), ckpt_path=tmp_path / "missing.ckpt")
+
+
+def test_a_checkpoint_monitor_that_is_never_logged_fails_before_training(digits_data, backbone, tmp_path: Path) -> None:
+    from autotimm import ImageClassifier
+
+    model = ImageClassifier(backbone, num_classes=10)
+    before = [p.detach().clone() for p in model.parameters()]
+    trainer = cpu_trainer(tmp_path, max_epochs=1, checkpoint_monitor="val/acc")
+    with pytest.raises(
+        ValueError, match=r"val/acc.*never logged.*'val/accuracy', 'val/loss'.*Did you mean 'val/accuracy'"
+    ):
+        trainer.fit(model, datamodule=digits_data)
+    assert trainer.global_step == 0  # found by the sanity check, before any training step
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))

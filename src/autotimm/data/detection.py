@@ -29,7 +29,6 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as F
@@ -38,6 +37,7 @@ from autotimm._errors import check_choice, check_number
 from autotimm.data._loading import check_optional_bool, default_num_workers, make_loader
 from autotimm.data.coco import LAYOUT, _parse_split, _read_categories, _Record
 from autotimm.data.detection_transforms import DetectionAugmentation, _DetectionTransform
+from autotimm.data.folders import load_rgb_image
 
 __all__ = ["DetectionDataModule", "boxes_to_original", "detection_collate"]
 
@@ -67,8 +67,7 @@ class CocoDetectionDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, Any]]:
         record = self.records[index]
-        with Image.open(record.path) as pil:
-            image = F.pil_to_tensor(pil.convert("RGB"))
+        image = F.pil_to_tensor(load_rgb_image(str(record.path)))
         h, w = image.shape[-2:]
         keep = np.ones(len(record.labels), dtype=bool) if self.keep_crowd else record.iscrowd == 0
         target: dict[str, Any] = {

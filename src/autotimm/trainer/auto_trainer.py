@@ -368,6 +368,25 @@ def _loggers(logger: Any, default_root_dir: str | os.PathLike, callbacks: list[C
     return resolved
 
 
+class _BestCheckpoint(ModelCheckpoint):
+    """`ModelCheckpoint` that checks, right after the sanity check, that its validation metric is logged.
+
+    Lightning finds out only at the end of the first training epoch; the sanity check's
+    validation steps already show which metrics the model logs.
+    """
+
+    def on_sanity_check_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        logged = sorted(trainer.callback_metrics)
+        if not self.monitor.startswith("val") or self.monitor in logged or not logged:
+            return
+        matches = closest(self.monitor, logged)
+        hint = f" Did you mean {matches[0]!r}?" if matches else ""
+        raise ValueError(
+            f"`checkpoint_monitor={self.monitor!r}` is never logged: validation logs {logged}.{hint} Pass one of "
+            "these names, or log the metric with `self.log(...)` in `validation_step`."
+        )
+
+
 def _checkpoint_callbacks(monitor: str | None, mode: str, user_callbacks: list[Callback]) -> list[ModelCheckpoint]:
     """The checkpoint callbacks autotimm adds: the best by `monitor` (if any) and `last.ckpt`.
 
@@ -378,7 +397,7 @@ def _checkpoint_callbacks(monitor: str | None, mode: str, user_callbacks: list[C
         if any(isinstance(cb, ModelCheckpoint) for cb in user_callbacks):
             return []
         return [ModelCheckpoint(save_last=True)]  # Lightning's default, plus last.ckpt
-    best = ModelCheckpoint(
+    best = _BestCheckpoint(
         monitor=monitor,
         mode=mode,
         save_top_k=1,
