@@ -387,16 +387,26 @@ class _BestCheckpoint(ModelCheckpoint):
         )
 
 
+class _LastCheckpoint(ModelCheckpoint):
+    """Keeps one checkpoint, `last.ckpt`, written at every epoch end; `last_model_path` names it,
+    as with Lightning's `save_last=True` (which writes it only next to a top-k checkpoint)."""
+
+    def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
+        super()._save_checkpoint(trainer, filepath)
+        self.last_model_path = filepath
+
+
 def _checkpoint_callbacks(monitor: str | None, mode: str, user_callbacks: list[Callback]) -> list[ModelCheckpoint]:
     """The checkpoint callbacks autotimm adds: the best by `monitor` (if any) and `last.ckpt`.
 
     `last.ckpt` is written at every epoch end by a callback of its own: Lightning's
     `save_last=True` writes it only when a top-k checkpoint is saved at the same step.
     """
+    last = _LastCheckpoint(filename=ModelCheckpoint.CHECKPOINT_NAME_LAST, monitor=None, save_top_k=1)
     if monitor is None:
         if any(isinstance(cb, ModelCheckpoint) for cb in user_callbacks):
             return []
-        return [ModelCheckpoint(save_last=True)]  # Lightning's default, plus last.ckpt
+        return [last]  # one file per epoch, not Lightning's `epoch=...ckpt` plus a copy as `last.ckpt`
     best = _BestCheckpoint(
         monitor=monitor,
         mode=mode,
@@ -406,5 +416,4 @@ def _checkpoint_callbacks(monitor: str | None, mode: str, user_callbacks: list[C
         filename=f"epoch={{epoch:02d}}-step={{step}}-{monitor.replace('/', '_')}={{{monitor}:.4f}}",
         auto_insert_metric_name=False,
     )
-    last = ModelCheckpoint(filename=ModelCheckpoint.CHECKPOINT_NAME_LAST, monitor=None, save_top_k=1)
     return [best, last]

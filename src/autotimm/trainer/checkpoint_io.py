@@ -66,8 +66,7 @@ def last_checkpoint(trainer: pl.Trainer) -> str | None:
     """The path of the newest end-of-epoch checkpoint on disk (`last.ckpt`), or None."""
     for callback in trainer.checkpoint_callbacks:
         if isinstance(callback, ModelCheckpoint):
-            # autotimm's own "last" callback keeps one unmonitored checkpoint: its best is the latest.
-            path = callback.last_model_path or ("" if callback.monitor else callback.best_model_path)
+            path = callback.last_model_path
             if path and Path(path).is_file():
                 return path
     return None

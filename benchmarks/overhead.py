@@ -1,0 +1,127 @@
+"""Framework overhead: `ImageClassifier` + `AutoTrainer` against a hand-written PyTorch loop.
+
+Both sides train the same timm model from the same initial weights on the same batches (one
+`ImageDataModule`'s loaders), with the same optimizer, a validation pass each epoch, a
+checkpoint each epoch and the loss written to a CSV file. autotimm runs as a user would
+have it: its default checkpoints (`last.ckpt`), the run record, the NaN guard and a CSV
+logger. Runs are interleaved (A B A B ...) and the figure is the median of the per-pair
+ratios of fit wall time, so drifts in machine speed cancel.
+
+    python benchmarks/overhead.py                # 5 pairs, resnet18 at 32 px on the digits
+    python benchmarks/overhead.py --pairs 3 --epochs 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import timm
+import torch
+import torch.nn.functional as F
+
+from autotimm import AutoTrainer, BackboneConfig, ImageClassifier, ImageDataModule, LoggerConfig
+from autotimm.data import make_digits_folder
+
+
+def plain_loop(data: ImageDataModule, state: dict, args: argparse.Namespace, out: Path) -> float:
+    """The hand-written baseline; returns its wall time in seconds."""
+    start = time.perf_counter()
+    model = timm.create_model(args.model, pretrained=False, num_classes=data.num_classes)
+    model.load_state_dict(state)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
+    train_loader, val_loader = data.train_dataloader(), data.val_dataloader()
+    with open(out / "metrics.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        for epoch in range(args.epochs):
+            model.train()
+            for step, (x, y) in enumerate(train_loader):
+                loss = F.cross_entropy(model(x), y)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                if step % 50 == 0:
+                    writer.writerow([epoch, step, loss.item()])
+            model.eval()
+            correct = total = 0
+            with torch.no_grad():
+                for x, y in val_loader:
+                    correct += (model(x).argmax(1) == y).sum().item()
+                    total += len(y)
+            writer.writerow([epoch, "val_accuracy", correct / total])
+            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, out / "last.pt")
+    return time.perf_counter() - start
+
+
+def autotimm_fit(data: ImageDataModule, state: dict, args: argparse.Namespace, out: Path) -> float:
+    start = time.perf_counter()
+    model = ImageClassifier(BackboneConfig(args.model, pretrained=False), num_classes=data.num_classes, lr=1e-3)
+    # The same initial weights: timm's classifier is `fc` on resnets, autotimm's head is `head.1`.
+    body = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    model.backbone.load_state_dict(body)
+    model.head[1].load_state_dict({"weight": state["fc.weight"], "bias": state["fc.bias"]})
+    trainer = AutoTrainer(
+        max_epochs=args.epochs,
+        accelerator="cpu",
+        default_root_dir=out,
+        logger=[LoggerConfig("csv")],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(model, datamodule=data)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="resnet18")
+    parser.add_argument("--pairs", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--out", type=Path, default=Path(__file__).with_name("results") / "overhead.json")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        root = make_digits_folder(work / "digits", image_size=32)
+        data = ImageDataModule(root, image_size=32, batch_size=args.batch_size, num_workers=0, augmentation="none")
+        data.setup("fit")
+        torch.manual_seed(0)
+        state = timm.create_model(args.model, pretrained=False, num_classes=data.num_classes).state_dict()
+        plain_loop(data, state, args, work)  # warm-up: first-touch allocations, lazy imports
+        times: dict[str, list[float]] = {"plain": [], "autotimm": []}
+        for pair in range(args.pairs):
+            for name, run in (("plain", plain_loop), ("autotimm", autotimm_fit)):
+                folder = work / f"{name}{pair}"
+                folder.mkdir()
+                torch.manual_seed(pair)
+                times[name].append(run(data, state, args, folder))
+        ratios = [a / p for a, p in zip(times["autotimm"], times["plain"], strict=True)]
+    record = {
+        "benchmark": "overhead",
+        "model": args.model,
+        "data": f"scikit-learn digits as 32 px PNGs, batch size {args.batch_size}, {args.epochs} epochs",
+        "plain_seconds": [round(t, 2) for t in times["plain"]],
+        "autotimm_seconds": [round(t, 2) for t in times["autotimm"]],
+        "ratios": [round(r, 4) for r in ratios],
+        "median_ratio": round(statistics.median(ratios), 4),
+        "target": "median_ratio <= 1.03",
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
+    }
+    print(f"{'pair':>4} {'plain s':>9} {'autotimm s':>11} {'ratio':>7}")
+    for i, (p, a, r) in enumerate(zip(times["plain"], times["autotimm"], ratios, strict=True)):
+        print(f"{i:>4} {p:>9.2f} {a:>11.2f} {r:>7.3f}")
+    print(f"median ratio autotimm / plain: {record['median_ratio']:.3f} (target <= 1.03)")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(record, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
