@@ -219,3 +219,12 @@ def test_no_trainable_parameter() -> None:
     model = _model().requires_grad_(False)
     with pytest.raises(ValueError, match="no trainable parameter"):
         create_optimizer("lamb", model, lr=1e-3)
+
+
+def test_fused_implementation_by_default_unless_told_or_clipping() -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.LayerNorm(8))
+    assert create_optimizer("adamw", model, lr=1e-3).defaults["fused"] is True
+    assert create_optimizer("sgd", model, lr=1e-3).defaults["fused"] is True
+    assert not create_optimizer("adamw", model, lr=1e-3, allow_fused=False).defaults["fused"]
+    assert not create_optimizer("adamw", model, lr=1e-3, foreach=True).defaults["fused"]
+    assert not create_optimizer("rmsprop", model, lr=1e-3).defaults.get("fused")  # no fused kernel

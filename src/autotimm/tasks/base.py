@@ -130,7 +130,13 @@ class BaseTask(pl.LightningModule):
     # ---- optimization --------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
         optimizer = create_optimizer(
-            self.optimizer_name, self, lr=self._lr, weight_decay=self.weight_decay, **self.optimizer_kwargs
+            self.optimizer_name,
+            self,
+            lr=self._lr,
+            weight_decay=self.weight_decay,
+            # Lightning cannot clip the gradients of a fused optimizer.
+            allow_fused=self._trainer is None or not self._trainer.gradient_clip_val,
+            **self.optimizer_kwargs,
         )
         if self.scheduler_name is None:
             return optimizer
