@@ -120,7 +120,7 @@ CASES = [
         ValueError,
         "'betaz'",
         "'betas'",
-        named="optimizer argument",  # "Unknown `adamw` optimizer argument 'betaz'"
+        named="`optimizer_kwargs` key of the `adamw` optimizer",
     ),
     bad("ImageClassifier", {"optimizer_kwargs": "fused"}, TypeError),
     bad("ImageClassifier", {"scheduler": "cosinee"}, ValueError, "'cosine'"),
