@@ -15,9 +15,8 @@ second (autotimm / torchvision).
 from __future__ import annotations
 
 import argparse
-import json
 import platform
-import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,6 +28,9 @@ from torchvision.datasets import ImageFolder
 
 from autotimm import ImageDataModule
 from autotimm.data import make_coco_shapes
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _pairs import interleave, report  # noqa: E402
 
 
 def make_folder(root: Path, num_images: int) -> Path:
@@ -64,7 +66,6 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("results") / "data_pipeline.json")
     args = parser.parse_args()
 
-    rates: dict[str, list[float]] = {"torchvision": [], "autotimm": []}
     with tempfile.TemporaryDirectory() as tmp:
         root = make_folder(Path(tmp), args.images)
 
@@ -83,28 +84,26 @@ def main() -> None:
             return DataLoader(dataset, batch_size=args.batch_size, shuffle=True, num_workers=args.workers)
 
         images_per_second(torchvision_loader(), 1)  # warm-up: page cache, lazy imports
-        for _ in range(args.pairs):
-            for name, make in (("torchvision", torchvision_loader), ("autotimm", autotimm_loader)):
+
+        def measured(make):
+            def one(pair: int) -> float:
                 torch.manual_seed(0)
-                rates[name].append(images_per_second(make(), args.epochs))
-    ratios = [a / t for a, t in zip(rates["autotimm"], rates["torchvision"], strict=True)]
+                return images_per_second(make(), args.epochs)
+
+            return one
+
+        rates = interleave(
+            {"torchvision": measured(torchvision_loader), "autotimm": measured(autotimm_loader)}, args.pairs
+        )
     record = {
         "benchmark": "data_pipeline",
         "data": f"{args.images} images of 256 px (half JPEG, half PNG), 4 classes; random resized crop to 224",
         "config": {k: v for k, v in vars(args).items() if k != "out"},
-        "torchvision_images_per_second": [round(r, 1) for r in rates["torchvision"]],
-        "autotimm_images_per_second": [round(r, 1) for r in rates["autotimm"]],
-        "ratios": [round(r, 4) for r in ratios],
-        "median_ratio": round(statistics.median(ratios), 4),
-        "target": "median_ratio >= 1.0",
         "machine": f"{platform.machine()}, torch {torch.__version__}",
     }
-    print(f"{'pair':>4} {'torchvision img/s':>18} {'autotimm img/s':>15} {'ratio':>7}")
-    for i, (t, a, r) in enumerate(zip(rates["torchvision"], rates["autotimm"], ratios, strict=True)):
-        print(f"{i:>4} {t:>18.1f} {a:>15.1f} {r:>7.3f}")
-    print(f"median ratio autotimm / torchvision: {record['median_ratio']:.3f} (target >= 1.0)")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(record, indent=2) + "\n")
+    values = (rates["torchvision"], rates["autotimm"])
+    labels = ("torchvision_images_per_second", "autotimm_images_per_second")
+    report(record, labels, values, args.out, "median_ratio >= 1.0 (autotimm / torchvision)")
 
 
 if __name__ == "__main__":

@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import platform
-import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,6 +27,9 @@ import torch.nn.functional as F
 
 from autotimm import AutoTrainer, BackboneConfig, ImageClassifier, ImageDataModule, LoggerConfig
 from autotimm.data import make_digits_folder
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _pairs import interleave, report  # noqa: E402
 
 
 def plain_loop(data: ImageDataModule, state: dict, args: argparse.Namespace, out: Path) -> float:
@@ -98,31 +100,27 @@ def main() -> None:
         torch.manual_seed(0)
         state = timm.create_model(args.model, pretrained=False, num_classes=data.num_classes).state_dict()
         plain_loop(data, state, args, work)  # warm-up: first-touch allocations, lazy imports
-        times: dict[str, list[float]] = {"plain": [], "autotimm": []}
-        for pair in range(args.pairs):
-            for name, run in (("plain", plain_loop), ("autotimm", autotimm_fit)):
+
+        def timed(run, name):
+            def one(pair: int) -> float:
                 folder = work / f"{name}{pair}"
                 folder.mkdir()
                 torch.manual_seed(pair)
-                times[name].append(run(data, state, args, folder))
-        ratios = [a / p for a, p in zip(times["autotimm"], times["plain"], strict=True)]
+                return run(data, state, args, folder)
+
+            return one
+
+        times = interleave(
+            {"plain": timed(plain_loop, "plain"), "autotimm": timed(autotimm_fit, "autotimm")}, args.pairs
+        )
     record = {
         "benchmark": "overhead",
         "model": args.model,
         "data": f"scikit-learn digits as 32 px PNGs, batch size {args.batch_size}, {args.epochs} epochs",
-        "plain_seconds": [round(t, 2) for t in times["plain"]],
-        "autotimm_seconds": [round(t, 2) for t in times["autotimm"]],
-        "ratios": [round(r, 4) for r in ratios],
-        "median_ratio": round(statistics.median(ratios), 4),
-        "target": "median_ratio <= 1.03",
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
     }
-    print(f"{'pair':>4} {'plain s':>9} {'autotimm s':>11} {'ratio':>7}")
-    for i, (p, a, r) in enumerate(zip(times["plain"], times["autotimm"], ratios, strict=True)):
-        print(f"{i:>4} {p:>9.2f} {a:>11.2f} {r:>7.3f}")
-    print(f"median ratio autotimm / plain: {record['median_ratio']:.3f} (target <= 1.03)")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(record, indent=2) + "\n")
+    values = (times["plain"], times["autotimm"])
+    report(record, ("plain_seconds", "autotimm_seconds"), values, args.out, "median_ratio <= 1.03 (autotimm / plain)")
 
 
 if __name__ == "__main__":
