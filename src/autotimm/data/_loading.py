@@ -30,23 +30,22 @@ def check_optional_bool(name: str, value: object) -> bool | None:
 
 def make_loader(
     dataset: Dataset,
+    datamodule: pl.LightningDataModule,
     *,
-    batch_size: int,
-    num_workers: int,
-    pin_memory: bool | None,
-    persistent_workers: bool | None,
-    trainer: pl.Trainer | None,
     train: bool,
     collate_fn: Callable[[list[Any]], Any] | None = None,
 ) -> DataLoader:
-    """A `DataLoader` with the data modules' defaults.
+    """A `DataLoader` with the data modules' defaults, read from `datamodule`'s `batch_size`,
+    `num_workers`, `pin_memory` and `persistent_workers` (and its trainer).
 
     Training shuffles and drops a last batch of a single sample (BatchNorm cannot train on
     it); `pin_memory=None` pins only when the trainer runs on CUDA; workers persist between
     epochs unless `persistent_workers=False`.
     """
-    batch_size = check_number("batch_size", batch_size, low=1, integer=True)
+    batch_size = check_number("batch_size", datamodule.batch_size, low=1, integer=True)
+    num_workers, pin_memory = datamodule.num_workers, datamodule.pin_memory
     if pin_memory is None:
+        trainer = datamodule.trainer
         pin_memory = trainer is not None and isinstance(trainer.accelerator, CUDAAccelerator)
     return DataLoader(
         dataset,
@@ -55,6 +54,6 @@ def make_loader(
         drop_last=train and len(dataset) > batch_size and len(dataset) % batch_size == 1,
         num_workers=num_workers,
         pin_memory=pin_memory,
-        persistent_workers=num_workers > 0 and persistent_workers is not False,
+        persistent_workers=num_workers > 0 and datamodule.persistent_workers is not False,
         collate_fn=collate_fn,
     )

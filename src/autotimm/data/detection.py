@@ -312,16 +312,7 @@ class DetectionDataModule(pl.LightningDataModule):
             raise RuntimeError(
                 f"The {split} set is not built yet: call `setup({stage!r})` first (the Trainer does this for you)."
             )
-        return make_loader(
-            dataset,
-            batch_size=self.batch_size,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.persistent_workers,
-            trainer=self.trainer,
-            train=train,
-            collate_fn=detection_collate,
-        )
+        return make_loader(dataset, self, train=train, collate_fn=detection_collate)
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled training batches of `(images [B, 3, S, S], targets)`."""

@@ -299,15 +299,7 @@ class ImageDataModule(pl.LightningDataModule):
                 f"'{self.data_dir / split}/<class_name>/...' with the same class folders as 'train'"
                 + (", or set `val_split` > 0." if split == "val" else ".")
             )
-        return make_loader(
-            dataset,
-            batch_size=self.batch_size,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.persistent_workers,
-            trainer=self.trainer,
-            train=train,
-        )
+        return make_loader(dataset, self, train=train)
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled training batches of `(images [B, 3, H, W], labels [B])`."""
