@@ -4,8 +4,9 @@ Both sides train the same timm model from the same initial weights on the same b
 `ImageDataModule`'s loaders), with the same optimizer, a validation pass each epoch, a
 checkpoint each epoch and the loss written to a CSV file. autotimm runs as a user would
 have it: its default checkpoints (`last.ckpt`), the run record, the NaN guard and a CSV
-logger. Runs are interleaved (A B A B ...) and the figure is the median of the per-pair
-ratios of fit wall time, so drifts in machine speed cancel.
+logger (but not its end-of-fit plots, which the hand loop does not draw). Runs are
+interleaved (A B A B ...) and the figure is the median of the per-pair ratios of fit wall
+time, so drifts in machine speed cancel.
 
     python benchmarks/overhead.py                # 5 pairs, resnet18 at 32 px on the digits
     python benchmarks/overhead.py --pairs 3 --epochs 2
@@ -78,6 +79,7 @@ def autotimm_fit(data: ImageDataModule, state: dict, args: argparse.Namespace, o
         enable_progress_bar=False,
         enable_model_summary=False,
         num_sanity_val_steps=0,
+        plots=False,  # the hand loop draws none
     )
     trainer.fit(model, datamodule=data)
     return time.perf_counter() - start

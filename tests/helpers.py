@@ -19,6 +19,7 @@ def cpu_trainer(root: Path, **kwargs: Any) -> AutoTrainer:
         "default_root_dir": root,
         "enable_progress_bar": False,
         "enable_model_summary": False,
+        "plots": False,  # drawn and checked in test_plots.py; elsewhere they only cost time
     }
     return AutoTrainer(**{**defaults, **kwargs})
 

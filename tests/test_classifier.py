@@ -349,3 +349,15 @@ def test_checkpoint_of_an_unfrozen_second_phase_reloads_unfrozen(digits_data, ba
     trainer.fit(model, datamodule=digits_data)
     restored = ImageClassifier.load_from_checkpoint(trainer.checkpoint_callback.best_model_path)
     assert not restored.backbone_frozen and restored._lr == pytest.approx(1e-4)
+
+
+def test_a_transformer_built_for_a_small_size_is_fed_images_of_that_size(make_image_folder, tmp_path):
+    # timm reports the pretrained config's 224 px for any ViT; the model says what it was built for.
+    root = make_image_folder(classes={"a": 4, "b": 4}, splits=("train", "val"), size=80)
+    data = ImageDataModule(root, batch_size=4, num_workers=0)  # no image_size: read from the model
+    vit = BackboneConfig("vit_tiny_patch16_224", pretrained=False, kwargs={"img_size": 64, "depth": 1})
+    model = ImageClassifier(vit, num_classes=2)
+    trainer = cpu_trainer(tmp_path, max_epochs=1, plots=False)
+    trainer.fit(model, datamodule=data)
+    assert model.data_config["input_size"] == data.data_config["input_size"] == (3, 64, 64)
+    assert trainer.global_step == 2

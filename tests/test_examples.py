@@ -1,24 +1,46 @@
-"""The example scripts run end to end (in smoke mode: `AUTOTIMM_SMOKE=1` shrinks data and epochs)."""
+"""The example scripts and the quickstart notebook run end to end in smoke mode (`AUTOTIMM_SMOKE=1` shrinks
+data and epochs), and each produces what it is there to show."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
+
+from autotimm import read_run
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
+def _smoke_env() -> dict[str, str]:
+    # One thread per process: the examples' models are tiny, and on a shared 2-core machine
+    # two OpenMP threads per process can make each step seconds slower instead of faster.
+    return {"OMP_NUM_THREADS": "1", **os.environ, "AUTOTIMM_SMOKE": "1", "PYTHONUNBUFFERED": "1"}
+
+
 def _run(script: str, cwd: Path) -> str:
-    env = {**os.environ, "AUTOTIMM_SMOKE": "1", "PYTHONUNBUFFERED": "1"}
     result = subprocess.run(
-        [sys.executable, str(EXAMPLES / script)], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+        [sys.executable, str(EXAMPLES / script)], cwd=cwd, env=_smoke_env(), capture_output=True, text=True, timeout=600
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result.stdout
+
+
+def _number(pattern: str, text: str) -> float:
+    """The number captured by the first group of `pattern` in `text`."""
+    match = re.search(pattern, text)
+    assert match, f"{pattern!r} not found in the output:\n{text[-3000:]}"
+    return float(match.group(1))
+
+
+def _hparams(checkpoint: Path) -> dict:
+    return torch.load(checkpoint, map_location="cpu", weights_only=True)["hyper_parameters"]
 
 
 def test_quickstart(tmp_path):
@@ -34,3 +56,156 @@ def test_full_training_example(tmp_path):
     assert "learning rate found by the tuner:" in out and "test accuracy:" in out
     assert list((tmp_path / "runs" / "full_training_example").rglob("events.out.tfevents.*"))
     assert list((tmp_path / "runs" / "full_training_example").rglob("last.ckpt"))
+
+
+def test_custom_folder_predicts_the_top_class_of_each_new_image(tmp_path):
+    out = _run("custom_folder.py", tmp_path)
+    assert "classes (label order): ['circle', 'square', 'triangle']" in out
+    predictions = re.findall(r"^  (\w+)_\d\.jpg: (\w+) \((0\.\d\d|1\.00)\)$", out, flags=re.MULTILINE)
+    assert len(predictions) == 6
+    assert {true for true, _, _ in predictions} == {"circle", "square", "triangle"}
+    assert all(predicted in ("circle", "square", "triangle") for _, predicted, _ in predictions)
+    assert "test accuracy:" in out
+
+
+def test_auto_tuning_applies_the_batch_size_and_learning_rate_it_found(tmp_path):
+    pytest.importorskip("sklearn")
+    out = _run("auto_tuning.py", tmp_path)
+    found = re.search(r"batch size found: (\d+) \(data.batch_size is now (\d+)\)", out)
+    assert found and found.group(1) == found.group(2)
+    lr = _number(r"learning rate found: ([\d.e-]+)", out)
+    assert 1e-6 <= lr <= 1.0
+    curve = json.loads((tmp_path / "runs" / "auto_tuning" / "lr_find.json").read_text())
+    assert curve["suggestion"] == pytest.approx(lr, rel=1e-2) and len(curve["lr"]) >= 8
+
+
+def test_two_phase_detection_trains_frozen_then_unfrozen(tmp_path):
+    out = _run("two_phase_detection.py", tmp_path)
+    assert 0 <= _number(r"val mAP after phase 1 \(frozen backbone\): ([\d.]+)", out) <= 1
+    assert 0 <= _number(r"val mAP after phase 2 \(whole model\): ([\d.]+)", out) <= 1
+    root = tmp_path / "runs" / "two_phase_detection"
+    phase1, phase2 = _hparams(root / "phase1" / "checkpoints" / "last.ckpt"), _hparams(next(root.rglob("*val_map=*")))
+    assert phase1["freeze_backbone"] is True and phase1["lr"] == 1e-3
+    assert phase2["freeze_backbone"] is False and phase2["lr"] == 1e-4
+
+
+def test_transformer_backbone_detector_uses_a_vit_small_batches_and_clipping(tmp_path):
+    out = _run("transformer_backbone.py", tmp_path)
+    assert "batch size 8" in out and "gradient clipping: 1.0" in out
+    assert 0 <= _number(r"val mAP: ([\d.]+)", out) <= 1
+    (best,) = (tmp_path / "runs" / "transformer_backbone" / "checkpoints").glob("*val_map=*.ckpt")
+    hparams = _hparams(best)
+    assert hparams["backbone"]["model_name"] == "test_vit" and hparams["scheduler"] == "cosineannealinglr"
+
+
+def test_multiple_loggers_write_csv_and_tensorboard(tmp_path):
+    pytest.importorskip("sklearn")
+    out = _run("multiple_loggers.py", tmp_path)
+    root = tmp_path / "runs" / "multiple_loggers"
+    (csv_file,) = root.rglob("metrics.csv")
+    header = csv_file.read_text().splitlines()[0].split(",")
+    assert {"val/accuracy", "val/f1", "train/lr", "train/grad_norm"} <= set(header)
+    assert list((root / "tensorboard").rglob("events.out.tfevents.*"))
+    assert "CSVLogger wrote to" in out and "TensorBoardLogger wrote to" in out
+    assert out.count("  epoch ") == 2  # one val/accuracy row per epoch read back from the CSV
+
+
+def test_resume_training_continues_the_step_count(tmp_path):
+    pytest.importorskip("sklearn")
+    out = _run("resume_training.py", tmp_path)
+    stopped = _number(r"first run stopped after 2 of 4 epochs, at step (\d+)", out)
+    resumed = _number(r"resumed from step (\d+);", out)
+    finished = _number(r"finished at step (\d+)", out)
+    assert stopped > 0 and resumed == stopped and finished == 2 * stopped
+    assert "same run record: True" in out
+
+
+def test_ddp_cpu_trains_on_two_processes_and_prints_once(tmp_path):
+    pytest.importorskip("sklearn")
+    out = _run("ddp_cpu.py", tmp_path)
+    assert out.count("processes: 2 (DDPStrategy") == 1  # rank 0 only
+    root = tmp_path / "runs" / "ddp_cpu"
+    assert (root / "checkpoints" / "last.ckpt").is_file()
+    (run_dir,) = (root / "runs").iterdir()
+    record = read_run(run_dir)
+    assert record["status"] == "completed" and record["config"]["resolved"]["world_size"] == 2
+
+
+def test_inference_and_export_matches_pytorch_in_onnx_runtime(tmp_path):
+    pytest.importorskip("sklearn")
+    pytest.importorskip("onnxruntime")
+    out = _run("inference_and_export.py", tmp_path)
+    root = tmp_path / "runs" / "inference_and_export"
+    assert (root / "digits.onnx").stat().st_size > 0 and (root / "digits.pt").stat().st_size > 0
+    assert _number(r"ONNX Runtime vs PyTorch: max abs difference of the logits ([\d.e+-]+)", out) < 1e-4
+    assert _number(r"TorchScript vs PyTorch: max abs difference of the logits ([\d.e+-]+)", out) < 1e-4
+    assert _number(r"predicted \d+ test images: accuracy ([\d.]+)", out) == _number(
+        r"ONNX Runtime test accuracy: ([\d.]+)", out
+    )
+    assert "input size [3, 32, 32]" in out and "activation softmax" in out
+
+
+def test_real_vs_fake_ends_with_the_run_summary(tmp_path):
+    pytest.importorskip("sklearn")
+    out = _run("real_vs_fake.py", tmp_path)
+    summary = out[out.index("training summary:") :].splitlines()
+    assert summary[1].split()[:2] == ["epoch", "step"] and "val/accuracy" in summary[1]
+    assert [line.split()[0] for line in summary[3:5]] == ["0", "1"]  # one row per epoch
+    root = tmp_path / "runs" / "real_vs_fake"
+    assert (root / "profiler" / "fit-profile.txt").is_file()
+    (run_dir,) = (root / "runs").iterdir()
+    record = read_run(run_dir)
+    assert record["status"] == "completed" and record["config"]["model"]["hparams"]["multi_label"] is True
+    state = torch.load(root / "real_vs_fake.pth", weights_only=True)
+    assert state["head.1.weight"].shape[0] == 1  # one logit
+
+
+def test_medical_classifier_reports_sensitivity_specificity_auroc_auprc(tmp_path):
+    out = _run("medical_classifier.py", tmp_path)
+    for name in ("sensitivity", "specificity", "auroc", "auprc", "accuracy"):
+        assert re.search(rf"^  {name} +[01]\.\d{{3}}$", out, flags=re.MULTILINE), name
+    (csv_file,) = (tmp_path / "runs" / "medical_classifier").rglob("metrics.csv")
+    header = csv_file.read_text().splitlines()[0].split(",")
+    assert {"val/sensitivity", "val/specificity", "val/auroc", "val/auprc"} <= set(header)
+    assert "best val/auroc" in out
+
+
+def test_run_record_managed_fails_then_resumes_in_one_record(tmp_path):
+    pytest.importorskip("sklearn")
+    out = _run("run_record_managed.py", tmp_path)
+    assert "status failed" in out and "error: RuntimeError: simulated crash" in out
+    (run_dir,) = (tmp_path / "runs" / "run_record_managed" / "runs").iterdir()
+    record = read_run(run_dir)
+    assert record["status"] == "completed" and record["error"] is None
+    assert [e["epoch"] for e in record["epochs"]] == [0, 1, 2, 3]
+    assert [r["epoch"] for r in record["resumed_from"]] == [2]
+    assert "[poll] epoch 2 starts: status running, 2 epochs recorded" in out
+
+
+def test_clip_frozen_then_unfrozen_with_cosine_warmup_and_auroc(tmp_path):
+    pytest.importorskip("sklearn")
+    out = _run("clip_frozen_then_unfrozen.py", tmp_path)
+    root = tmp_path / "runs" / "clip_frozen_then_unfrozen"
+    phase1 = _hparams(root / "phase1_frozen" / "checkpoints" / "last.ckpt")
+    phase2 = _hparams(root / "phase2_unfrozen" / "checkpoints" / "last.ckpt")
+    assert phase1["backbone"]["model_name"] == "vit_xsmall_patch16_clip_224"
+    assert phase1["scheduler"] == "cosine_warmup" and phase1["freeze_backbone"] is True
+    assert phase2["freeze_backbone"] is False and phase2["lr"] < phase1["lr"]
+    assert 0 <= _number(r"test AUROC ([\d.]+)", out) <= 1
+
+
+def test_quickstart_notebook_runs(tmp_path, monkeypatch):
+    pytest.importorskip("sklearn")
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    for key, value in _smoke_env().items():
+        monkeypatch.setenv(key, value)  # the kernel inherits this process's environment
+    notebook = nbformat.read(EXAMPLES / "quickstart.ipynb", as_version=4)
+    nbclient.NotebookClient(
+        notebook, kernel_name="python3", timeout=600, resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
+    outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
+    text = "".join(output.get("text", "") for output in outputs if output.output_type == "stream")
+    assert "smoke mode: True" in text and "test accuracy:" in text and "val/accuracy" in text
+    assert any("image/png" in output.get("data", {}) for output in outputs)
+    assert list((tmp_path / "runs" / "quickstart" / "checkpoints").glob("*val_accuracy=*.ckpt"))

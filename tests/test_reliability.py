@@ -104,7 +104,10 @@ def test_sigkill_at_any_moment_leaves_loadable_checkpoints_and_resume_finishes_t
     kills = 0
     for _ in range(3):
         process = _launch(tmp_path)
-        _wait_for(tmp_path / "started", process)
+        # From the first checkpoint on, so every restart resumes the same run (before it, a restart
+        # is a new run with its own record: nothing to resume from). How early that comes depends
+        # on the machine's load, so it is waited for, not guessed.
+        _wait_for(tmp_path / "checkpoints" / "last.ckpt", process)
         time.sleep(rng.uniform(0.1, 1.5))
         if process.poll() is not None:
             assert process.returncode == 0, process.stderr.read()[-2000:]

@@ -13,7 +13,7 @@ from autotimm.loggers import LoggerConfig, LoggerManager, LoggingConfig
 from autotimm.metrics import MetricConfig
 from autotimm.optim import list_optimizers, list_schedulers
 from autotimm.tasks import ImageClassifier, ObjectDetector
-from autotimm.trainer import AutoTrainer, NonFiniteLossError, TunerConfig, TuningError, read_run
+from autotimm.trainer import AutoTrainer, NonFiniteLossError, TunerConfig, TuningError, read_run, summarize
 
 __version__ = "0.1.0"
 
@@ -36,4 +36,5 @@ __all__ = [
     "list_optimizers",
     "list_schedulers",
     "read_run",
+    "summarize",
 ]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import timm.data
@@ -12,6 +15,7 @@ import torch.nn.functional as F
 
 from autotimm._errors import check_bool, check_number
 from autotimm.backbones import BackboneConfig, create_backbone
+from autotimm.export import TorchScriptMethod, export_onnx, export_torchscript
 from autotimm.loggers import LoggingConfig
 from autotimm.metrics import MetricConfig, build_metrics
 from autotimm.tasks.base import BaseTask, _labels_outside
@@ -21,6 +25,19 @@ __all__ = ["ImageClassifier"]
 
 def _default_metrics() -> list[MetricConfig]:
     return [MetricConfig("accuracy", metric_class="Accuracy", stages=["val", "test"], prog_bar=True)]
+
+
+def _data_config(backbone: nn.Module) -> dict[str, Any]:
+    """timm's data config for `backbone`, with the input size the model was built for.
+
+    timm reads the size from the pretrained config, so a ViT built with `img_size=64` would
+    otherwise report 224 (and a data module reading it would feed it 224 px images).
+    """
+    config = timm.data.resolve_model_data_config(backbone)
+    built_for = getattr(getattr(backbone, "patch_embed", None), "img_size", None)
+    if isinstance(built_for, (tuple, list)) and len(built_for) == 2:
+        config["input_size"] = (3, *(int(s) for s in built_for))
+    return config
 
 
 class ImageClassifier(BaseTask):
@@ -123,7 +140,7 @@ class ImageClassifier(BaseTask):
 
         self.backbone = create_backbone(backbone_cfg, num_classes=0)
         self.head = nn.Sequential(nn.Dropout(float(head_dropout)), nn.Linear(self.backbone.num_features, num_classes))
-        self.data_config: dict[str, Any] = timm.data.resolve_model_data_config(self.backbone)
+        self.data_config: dict[str, Any] = _data_config(self.backbone)
         task = ("binary" if num_classes == 1 else "multilabel") if multi_label else "multiclass"
         self.train_metrics = build_metrics(metric_cfgs, "train", num_classes, task)
         self.val_metrics = build_metrics(metric_cfgs, "val", num_classes, task)
@@ -242,3 +259,73 @@ class ImageClassifier(BaseTask):
         """Class probabilities `[B, num_classes]` for a batch `x` or `(x, y)`."""
         x = batch[0] if isinstance(batch, (list, tuple)) else batch
         return self.probabilities(self(x))
+
+    # ---- export --------------------------------------------------------------------------
+    def to_onnx(  # type: ignore[override]
+        self, file_path: str | os.PathLike[str], input_sample: torch.Tensor | None = None, **kwargs: Any
+    ) -> Path:
+        """Export to a single ONNX file, checked with ONNX Runtime; see `autotimm.export.export_onnx`.
+
+        Args:
+            file_path: The `.onnx` file to write.
+            input_sample: An example batch `[B, C, H, W]`; its height and width set the input
+                size (and `B` the batch size with `dynamic_batch=False`). `None` takes the size
+                from the data config (the attached data module's, else `self.data_config`).
+            **kwargs: Options of `export_onnx`: `image_size`, `class_names`, `dynamic_batch`,
+                `opset_version`, `check`, `atol`, `rtol`.
+
+        Returns:
+            The path written.
+
+        Examples:
+            >>> model = ImageClassifier(BackboneConfig("test_resnet", pretrained=False), num_classes=3)
+            >>> model.to_onnx("model.onnx", class_names=["cat", "dog", "fox"])  # doctest: +SKIP
+            PosixPath('model.onnx')
+        """
+        if input_sample is not None:
+            kwargs = {**_sample_size(input_sample, "input_sample"), **kwargs}
+            if kwargs.get("dynamic_batch") is False:
+                kwargs.setdefault("batch_size", input_sample.shape[0])
+        return export_onnx(self, file_path, **kwargs)
+
+    def to_torchscript(  # type: ignore[override]
+        self,
+        file_path: str | os.PathLike[str] | None = None,
+        method: TorchScriptMethod = "trace",
+        example_inputs: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> torch.jit.ScriptModule:
+        """Export to TorchScript, checked by loading it back; see `autotimm.export.export_torchscript`.
+
+        Args:
+            file_path: The file to write (with the metadata as `metadata.json` inside); `None`
+                writes nothing and only returns the module.
+            method: `"trace"` or `"script"`.
+            example_inputs: An example batch `[B, C, H, W]` whose height and width set the input
+                size; `None` takes it from the data config.
+            **kwargs: Options of `export_torchscript`: `image_size`, `class_names`, `check`, `atol`, `rtol`.
+
+        Returns:
+            The exported module, as loaded from the file.
+
+        Examples:
+            >>> model = ImageClassifier(BackboneConfig("test_resnet", pretrained=False), num_classes=3)
+            >>> scripted = model.to_torchscript("model.pt")  # doctest: +SKIP
+        """
+        if example_inputs is not None:
+            kwargs = {**_sample_size(example_inputs, "example_inputs"), **kwargs}
+        if file_path is not None:
+            return torch.jit.load(export_torchscript(self, file_path, method=method, **kwargs), map_location="cpu")
+        with tempfile.TemporaryDirectory() as folder:
+            path = export_torchscript(self, Path(folder) / "model.pt", method=method, **kwargs)
+            return torch.jit.load(path, map_location="cpu")
+
+
+def _sample_size(sample: object, argument: str) -> dict[str, tuple[int, int]]:
+    """The `image_size` an example batch `[B, C, H, W]` stands for."""
+    expected = f"Expected `{argument}` to be an image batch tensor [B, C, H, W], but got"
+    if not isinstance(sample, torch.Tensor):
+        raise TypeError(f"{expected} {type(sample).__name__}.")
+    if sample.ndim != 4:
+        raise ValueError(f"{expected} shape {tuple(sample.shape)}.")
+    return {"image_size": (int(sample.shape[2]), int(sample.shape[3]))}

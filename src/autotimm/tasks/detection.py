@@ -344,6 +344,32 @@ class ObjectDetector(BaseTask):
             ]
         return self.detector(batch)
 
+    # ---- export --------------------------------------------------------------------------
+    def to_onnx(self, *args: Any, **kwargs: Any) -> Any:
+        """Not supported: raises a `NotImplementedError` that names the supported path.
+
+        torchvision's detection post-processing (per-image letterbox, NMS with data-dependent
+        output sizes, one dict per image) does not pass `torch.export`, which ONNX export uses.
+        Deploy with PyTorch: `ObjectDetector.load_from_checkpoint(path).eval()`.
+        """
+        raise NotImplementedError(_NO_EXPORT.format(method="to_onnx"))
+
+    def to_torchscript(self, *args: Any, **kwargs: Any) -> Any:
+        """Not supported: raises a `NotImplementedError` that names the supported path.
+
+        The detection post-processing passes neither `torch.jit.script` nor `torch.jit.trace`.
+        Deploy with PyTorch: `ObjectDetector.load_from_checkpoint(path).eval()`.
+        """
+        raise NotImplementedError(_NO_EXPORT.format(method="to_torchscript"))
+
+
+_NO_EXPORT = (
+    "ObjectDetector.{method}() is not supported: torchvision's detection post-processing (letterbox, NMS with "
+    "data-dependent output sizes, one dict per image) passes neither torch.export (ONNX) nor TorchScript. "
+    "Deploy with PyTorch instead: `model = ObjectDetector.load_from_checkpoint(path).eval()`, then "
+    "`model(images)` with images in [0, 1]; only ImageClassifier exports to ONNX and TorchScript."
+)
+
 
 def _is_detection_batch(batch: Any) -> bool:
     """Whether `batch` is `(images, targets)` with one target dict per image."""

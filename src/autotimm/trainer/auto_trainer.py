@@ -15,12 +15,15 @@ from lightning_fabric.utilities.cloud_io import get_filesystem
 from pytorch_lightning import seed_everything
 from pytorch_lightning.accelerators import Accelerator, CUDAAccelerator
 from pytorch_lightning.callbacks import Callback, DeviceStatsMonitor, LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.loggers import Logger
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
 from autotimm._errors import check_bool, check_choice, check_number, closest
-from autotimm.loggers import LoggerConfig, resolve_loggers
+from autotimm.loggers import LoggerConfig, LoggerManager, resolve_loggers
 from autotimm.trainer.checkpoint_io import AtomicCheckpointIO
+from autotimm.trainer.fast_path import FastPath, check_compile_options
 from autotimm.trainer.guards import StopOnNonFiniteLoss
+from autotimm.trainer.plots import RunPlots
 from autotimm.trainer.run_record import RunRecord
 from autotimm.trainer.tuning import TunerConfig, run_tuning
 
@@ -78,6 +81,13 @@ class AutoTrainer(pl.Trainer):
         stop_on_nonfinite_loss: Stop with `NonFiniteLossError` at the first NaN/Inf training loss.
         oom_backoff: On an out-of-memory error before the first optimizer step, halve the data
             module's `batch_size` and retry. `None` turns it on for CUDA runs on one device.
+        plots: At the end of each `fit`, draw `loss.png`, `metrics.png`, `lr_finder.png` (after
+            tuning) and `confusion_matrix.png` (classifiers) into `<run_dir>/plots/` (see
+            `RunPlots`); with `run_record=False`, into `<default_root_dir>/plots/`.
+        channels_last: Channels-last memory format for the model. `None` (the default) turns it
+            on where it pays: CUDA runs of a model whose weights are mostly 2-D convolutions.
+        compile: `torch.compile` the model when a run starts: `True`, or a dict of
+            `torch.compile` arguments (`{"mode": "max-autotune"}`). Checkpoint keys do not change.
         trainer_kwargs: Any other `pytorch_lightning.Trainer` argument.
 
     Examples:
@@ -92,7 +102,7 @@ class AutoTrainer(pl.Trainer):
         accelerator: str = "auto",
         devices: int | str | list[int] = "auto",
         precision: int | str = 32,
-        logger: Any = False,
+        logger: bool | LoggerConfig | LoggerManager | Logger | list[LoggerConfig | Logger] | None = False,
         tuner_config: TunerConfig | None = None,
         checkpoint_monitor: str | None = None,
         checkpoint_mode: Literal["max", "min"] = "max",
@@ -107,6 +117,9 @@ class AutoTrainer(pl.Trainer):
         run_record: bool = True,
         stop_on_nonfinite_loss: bool = True,
         oom_backoff: bool | None = None,
+        plots: bool = True,
+        channels_last: bool | None = None,
+        compile: bool | dict[str, Any] = False,
         **trainer_kwargs: Any,
     ) -> None:
         config = {k: v for k, v in locals().items() if k not in ("self", "trainer_kwargs", "__class__")}
@@ -131,6 +144,10 @@ class AutoTrainer(pl.Trainer):
             check_number("max_epochs", max_epochs, low=-1, integer=True)
         check_bool("enable_checkpointing", enable_checkpointing)
         check_bool("run_record", run_record)
+        check_bool("plots", plots)
+        if channels_last is not None:
+            check_bool("channels_last", channels_last)
+        compile_options = check_compile_options(compile)
         check_bool("stop_on_nonfinite_loss", stop_on_nonfinite_loss)
         if oom_backoff is not None:
             check_bool("oom_backoff", oom_backoff)
@@ -184,6 +201,10 @@ class AutoTrainer(pl.Trainer):
         if run_record and not fast_dev_run:
             config["callbacks"] = [type(cb).__name__ for cb in callbacks]
             callbacks.append(RunRecord(config))
+        if plots and not fast_dev_run:
+            callbacks.append(RunPlots())
+        if channels_last is not False or compile_options is not None:
+            callbacks.append(FastPath(channels_last, compile_options))
         plugins = trainer_kwargs.pop("plugins", None)
         plugins = list(plugins) if isinstance(plugins, (list, tuple)) else [] if plugins is None else [plugins]
         if not any(isinstance(plugin, CheckpointIO) for plugin in plugins):
@@ -317,7 +338,7 @@ def _check_devices(devices: object) -> None:
 def _check_passthrough(kwargs: dict[str, Any]) -> None:
     """Check the Lightning arguments passed through `**trainer_kwargs` that have a range or choice set."""
     for name in ("max_steps", "num_sanity_val_steps"):
-        if name in kwargs:
+        if kwargs.get(name) is not None:  # None is Lightning's default
             check_number(name, kwargs[name], low=-1, integer=True)
     for name in ("min_epochs", "min_steps", "check_val_every_n_epoch", "log_every_n_steps", "num_nodes",
                  "reload_dataloaders_every_n_epochs"):  # fmt: skip

@@ -1,0 +1,249 @@
+"""The `autotimm` command line: `fit`, `validate`, `test`, `predict` from a YAML config, and `list`.
+
+`fit`/`validate`/`test`/`predict` are Lightning's `LightningCLI` (jsonargparse) with
+`AutoTrainer` as the trainer, any `LightningModule` as `model` and any `LightningDataModule`
+as `data` (`class_path: ImageClassifier`, `class_path: my_package.MyDataModule`, ...).
+Every argument is settable in the YAML file and on the command line
+(`--trainer.max_epochs 3`, `--model.init_args.lr 0.01`); the command line wins.
+
+Examples:
+    ```bash
+    autotimm fit --config examples/configs/classify_folder.yaml --data.init_args.data_dir path/to/images
+    autotimm fit --config runs/<run_id>/config.yaml      # repeat a run from its saved config
+    autotimm test --config run.yaml --ckpt_path path/to/best.ckpt
+    autotimm list backbones "convnext*"
+    ```
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import inspect
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pytorch_lightning as pl
+from jsonargparse import ArgumentParser, Namespace
+from pytorch_lightning import seed_everything
+from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+from pytorch_lightning.utilities import rank_zero_info
+
+from autotimm import __version__
+from autotimm.backbones import list_backbones
+from autotimm.optim import list_optimizers, list_schedulers
+from autotimm.trainer import AutoTrainer
+
+__all__ = ["AutoTimmCLI", "main"]
+
+_CONFIG_FILENAME = "config.yaml"
+
+_DESCRIPTION = (
+    "Train and evaluate timm backbones from a YAML config: `autotimm fit --config run.yaml`. "
+    "`autotimm list {backbones,optimizers,schedulers} [PATTERN]` prints the registries."
+)
+_USAGE = (
+    "autotimm {} [-h] [-c CONFIG] [--print_config] [--trainer.ARG VALUE] [--model.init_args.ARG VALUE] "
+    "[--data.init_args.ARG VALUE] [--ckpt_path CKPT_PATH]"
+)
+_REGISTRIES: dict[str, Callable[[str | None, bool], list[str]]] = {
+    "backbones": lambda pattern, pretrained: list_backbones(pattern, pretrained=pretrained),
+    "optimizers": lambda pattern, pretrained: _matching(list_optimizers(), pattern),
+    "schedulers": lambda pattern, pretrained: _matching(list_schedulers(), pattern),
+}
+# `skip_unset` replaced `skip_none` in jsonargparse 4.49; either way, keep the keys whose value is None.
+_KEEP_NONE = (
+    {"skip_unset": False} if "skip_unset" in inspect.signature(ArgumentParser.save).parameters else {"skip_none": False}
+)
+_TRAINER_DEFAULTS = {
+    name: p.default
+    for name, p in inspect.signature(pl.Trainer.__init__).parameters.items()
+    if p.default is not inspect.Parameter.empty
+}
+
+
+class _SaveRunConfig(Callback):
+    """Write the resolved command-line config to the run folder, `<run_dir>/config.yaml`, when `fit` starts.
+
+    `trainer.run_dir` is `<default_root_dir>/runs/<run_id>`, the folder of the run record;
+    a new run gets a new folder, and a resumed run (the same run id) rewrites its file.
+    `autotimm fit --config <run_dir>/config.yaml` repeats the run. Without a run record
+    (`run_record=False`, `fast_dev_run`) nothing is written.
+
+    Args:
+        parser: The parser of the subcommand (it writes the file, with every default filled in).
+        config: The parsed config of the subcommand.
+
+    Examples:
+        >>> trainer.callbacks.append(_SaveRunConfig(parser, config))  # doctest: +SKIP
+    """
+
+    def __init__(self, parser: ArgumentParser, config: Namespace) -> None:
+        self.parser = parser
+        self.config = config
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Runs after `RunRecord.on_fit_start` (this callback is added after the trainer is built), which
+        # creates `run_dir`.
+        run_dir = getattr(trainer, "run_dir", None)
+        if not trainer.is_global_zero:
+            return
+        if run_dir is None:
+            rank_zero_info("autotimm: no run folder (`run_record=False` or `fast_dev_run`); the config is not saved.")
+            return
+        path = run_dir / _CONFIG_FILENAME
+        self.parser.save(self.config, path, overwrite=True, multifile=False, **_KEEP_NONE)
+        rank_zero_info(f"autotimm: config saved to {path}; repeat the run with `autotimm fit --config {path}`.")
+
+
+class AutoTimmCLI(LightningCLI):
+    """Lightning's `LightningCLI` set up for autotimm: `AutoTrainer`, any model, any data module.
+
+    Differences from a plain `LightningCLI`:
+
+    - the trainer is `AutoTrainer`, so `trainer.checkpoint_monitor`, `trainer.logger`
+      (a list of `{backend: csv}` entries), `trainer.tuner_config`, `trainer.seed`, ... are
+      config keys; Lightning `Trainer` arguments left at their defaults are not passed on;
+    - `model` and `data` are in subclass mode (`class_path:` plus `init_args:`) and `data`
+      is required; the model configures its own optimizer and scheduler
+      (`model.init_args.optimizer`, `model.init_args.scheduler`);
+    - there is no `seed_everything` key: `trainer.seed` seeds before the model is built
+      (so initial weights repeat) and again at the start of `fit` (AutoTrainer's own seeding);
+    - `fit` saves the resolved config to the run folder, `<default_root_dir>/runs/<run_id>/config.yaml`,
+      instead of the logger's folder, so runs in the same `default_root_dir` never collide;
+    - with `ckpt_path`, the model is built from the config and the checkpoint's weights are
+      loaded into it (Lightning's merging of checkpoint hyperparameters into `model` is off).
+
+    Args:
+        args: Command-line arguments (without the program name); `None` reads `sys.argv`.
+        run: Run the subcommand (`fit`, ...); with `False` there are no subcommands and the
+            trainer, model and data are only built (`cli.trainer`, `cli.model`, `cli.datamodule`).
+
+    Examples:
+        >>> cli = AutoTimmCLI(["--config", "run.yaml", "--trainer.max_epochs", "1"], run=False)  # doctest: +SKIP
+        >>> cli.trainer.fit(cli.model, datamodule=cli.datamodule)  # doctest: +SKIP
+    """
+
+    def __init__(self, args: Sequence[str] | None = None, run: bool = True) -> None:
+        super().__init__(
+            model_class=pl.LightningModule,
+            datamodule_class=pl.LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            trainer_class=AutoTrainer,
+            save_config_callback=None,
+            auto_configure_optimizers=False,
+            parser_kwargs={
+                "prog": "autotimm",
+                "description": _DESCRIPTION,
+                "version": __version__,
+                **{name: {"usage": _USAGE.format(name)} for name in self.subcommands()},
+            },
+            args=None if args is None else list(args),
+            run=run,
+        )
+
+    def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
+        kwargs.setdefault("dump_header", [f"autotimm=={__version__}", f"pytorch_lightning=={pl.__version__}"])
+        return super().init_parser(**kwargs)
+
+    def setup_parser(
+        self, add_subcommands: bool, main_kwargs: dict[str, Any], subparser_kwargs: dict[str, Any]
+    ) -> None:
+        super().setup_parser(add_subcommands, main_kwargs, subparser_kwargs)
+        if add_subcommands:  # shown by `autotimm --help`; `main` runs it without the Lightning machinery
+            list_parser = _list_parser()
+            self.parser._subcommands_action.add_subcommand("list", list_parser, help=list_parser.description)
+
+    def add_default_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        """No `seed_everything` argument: `trainer.seed` is the one seed."""
+
+    def _parse_ckpt_path(self) -> None:
+        """Keep the model config as given: `ckpt_path` only loads the weights into the model it describes.
+
+        (Lightning would merge the checkpoint's hyperparameters into `model`, which works only for
+        models that save their `__init__` arguments unchanged; autotimm's tasks save a normalised copy.)
+        """
+
+    def _set_seed(self) -> None:
+        """Seed from `trainer.seed` before the model is built (in place of `seed_everything`)."""
+        seed = self._get(self.config, "trainer").get("seed")
+        if seed is not None:
+            seed_everything(seed, workers=True, verbose=False)
+
+    def instantiate_classes(self) -> None:
+        """Build data, model and trainer; a bad value fails with the class's own error."""
+        try:
+            super().instantiate_classes()
+        except ValueError as error:
+            # jsonargparse wraps an error of the model's or data module's `__init__` in a long
+            # "Does not validate against any of the Union subtypes ..."; raise the error itself.
+            if isinstance(error.__cause__, Exception) and str(error).startswith("Does not validate"):
+                raise error.__cause__ from None
+            raise
+
+    def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
+        """Build the `AutoTrainer` from the changed arguments only, and have `fit` save the config."""
+        trainer_config = self._get(self.config_init, "trainer")
+        own = inspect.signature(self.trainer_class).parameters
+        for key in [k for k in trainer_config.keys() if k not in own and k in _TRAINER_DEFAULTS]:
+            default = _TRAINER_DEFAULTS[key]
+            if type(trainer_config[key]) is type(default) and trainer_config[key] == default:
+                del trainer_config[key]  # Lightning's own default: passed on only if changed
+        trainer = super().instantiate_trainer(**kwargs)
+        subcommand_config = self.config.get(str(self.subcommand), self.config)
+        trainer.callbacks.append(_SaveRunConfig(self._parser(self.subcommand), subcommand_config))
+        return trainer
+
+
+def _matching(groups: dict[str, list[str]], pattern: str | None) -> list[str]:
+    names = sorted({name for names in groups.values() for name in names})
+    return names if pattern is None else [n for n in names if fnmatch.fnmatchcase(n, pattern.lower())]
+
+
+def _list_parser() -> ArgumentParser:
+    parser = ArgumentParser(
+        prog="autotimm list",
+        description="Print the names in a registry, one a line, optionally filtered by a shell-style pattern.",
+    )
+    parser.add_argument("registry", choices=sorted(_REGISTRIES), help="The registry to print.")
+    parser.add_argument(
+        "pattern", nargs="?", default=None, help='A shell-style pattern such as "convnext*" (quote it in the shell).'
+    )
+    parser.add_argument(
+        "--pretrained", action="store_true", help="backbones only: names with pretrained weights (with their tags)."
+    )
+    return parser
+
+
+def _run_list(args: Sequence[str]) -> None:
+    parser = _list_parser()
+    config = parser.parse_args(list(args))
+    if config.pretrained and config.registry != "backbones":
+        parser.error(f"--pretrained applies to backbones only, not to {config.registry}.")
+    names = _REGISTRIES[config.registry](config.pattern, config.pretrained)
+    if not names:
+        sys.exit(f"autotimm list: no {config.registry} match {config.pattern!r}.")
+    print("\n".join(names))
+
+
+def main(args: Sequence[str] | None = None) -> None:
+    """Run the `autotimm` command line (the console script and `python -m autotimm`).
+
+    Args:
+        args: Arguments without the program name, e.g. `["fit", "--config", "run.yaml"]`;
+            `None` reads `sys.argv`.
+
+    Examples:
+        >>> main(["list", "optimizers", "adam*"])  # doctest: +SKIP
+        adam
+        adamax
+        adamw
+        ...
+    """
+    argv = sys.argv[1:] if args is None else list(args)
+    if argv[:1] == ["list"]:
+        _run_list(argv[1:])
+        return
+    AutoTimmCLI(args)

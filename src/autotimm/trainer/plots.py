@@ -1,0 +1,406 @@
+"""Pictures of a run: loss and metric curves, the LR finder's curve and a confusion matrix, as PNGs."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.strategies import DDPStrategy, DeepSpeedStrategy
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
+
+from autotimm.tasks.classification import ImageClassifier
+from autotimm.trainer.lr_curve import smooth
+from autotimm.trainer.run_record import RunRecord, _scalars, write_json_atomic
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+__all__ = ["RunPlots", "plot_run"]
+
+_STAGES = ("train", "val", "test")
+_STAGE_COLORS = {"train": "tab:blue", "val": "tab:orange", "test": "tab:green"}
+_BOOKKEEPING = frozenset({"epoch", "step", "time"})
+_MAX_PANELS = 24
+_MAX_ANNOTATED_CLASSES = 30  # more classes: shading only, no counts written in the cells
+_MAX_LABELLED_CLASSES = 60  # more classes: no class names on the axes
+_DPI = 100
+# The data behind two pictures, kept in the plots folder so that `plot_run` can redraw them.
+LR_FINDER_DATA = "lr_finder.json"
+CONFUSION_DATA = "confusion_matrix.json"
+_FILES = ("loss.png", "metrics.png", "lr_finder.png", "confusion_matrix.png", LR_FINDER_DATA, CONFUSION_DATA)
+
+
+def plot_run(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str] | None = None) -> list[Path]:
+    """(Re)draw the pictures of a finished run from its folder.
+
+    Draws `loss.png` and `metrics.png` from `metrics.json`, and `lr_finder.png` and
+    `confusion_matrix.png` from the data `RunPlots` left next to them in `plots/`
+    (`lr_finder.json`, `confusion_matrix.json`) when there is some. A picture with no data
+    (no logged metric other than the loss, say) is left out.
+
+    Args:
+        run_dir: A run folder, `<default_root_dir>/runs/<run_id>` (`trainer.run_dir`).
+        out_dir: Where to write the PNGs; `None` for `<run_dir>/plots`.
+
+    Returns:
+        The paths of the PNGs written.
+
+    Raises:
+        FileNotFoundError: If `run_dir` holds no `metrics.json`.
+
+    Examples:
+        >>> from autotimm.trainer import plot_run
+        >>> plot_run(trainer.run_dir)  # doctest: +SKIP
+        [PosixPath('.../plots/loss.png'), PosixPath('.../plots/metrics.png')]
+    """
+    folder = Path(run_dir)
+    metrics = folder / "metrics.json"
+    if not metrics.is_file():
+        raise FileNotFoundError(
+            f"No metrics.json in {str(folder)!r}: `plot_run` needs a run folder written by AutoTrainer, "
+            "`<default_root_dir>/runs/<run_id>` (`trainer.run_dir`)."
+        )
+    epochs = json.loads(metrics.read_text(encoding="utf-8"))
+    out = folder / "plots" if out_dir is None else Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    return [path for _, draw in _jobs(epochs, out, data_dir=folder / "plots") if (path := draw()) is not None]
+
+
+class RunPlots(Callback):
+    """Draw a run's pictures at the end of `fit` (also after an early stop or a failure).
+
+    Into `<run_dir>/plots/` (`trainer.run_dir`, with a `RunRecord` callback), or
+    `<default_root_dir>/plots/` without one (overwritten by the next `fit`):
+
+    - `loss.png`: train and val loss per epoch;
+    - `metrics.png`: one panel per logged metric, its train/val/test curves together;
+    - `lr_finder.png`: loss against learning rate, the suggestion marked, when the
+      tuner's LR finder ran (its data is copied to `lr_finder.json`);
+    - `confusion_matrix.png`: for a multi-class or binary `ImageClassifier`, the counts on
+      the validation data with the final weights, shaded by row (its data in
+      `confusion_matrix.json`); `limit_val_batches` applies. Not drawn after a failure, nor
+      with strategies that shard the model (FSDP, DeepSpeed).
+
+    Only global rank 0 draws. A picture that cannot be drawn or written gives a warning and
+    never fails the run. AutoTrainer adds this callback unless `plots=False`.
+
+    Attributes:
+        plots_dir: The folder the last `fit` drew into (`None` before).
+
+    Examples:
+        >>> trainer = pl.Trainer(callbacks=[RunRecord(), RunPlots()])  # doctest: +SKIP
+        >>> trainer.fit(model, datamodule=data)  # doctest: +SKIP
+    """
+
+    def __init__(self) -> None:
+        self.plots_dir: Path | None = None
+        self._epochs: list[dict[str, Any]] = []
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._epochs = []
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Only needed without a run record, whose metrics.json holds the same values.
+        if trainer.is_global_zero and not trainer.sanity_checking and _run_record(trainer) is None:
+            entry = {"epoch": trainer.current_epoch, "step": trainer.global_step}
+            self._epochs = [e for e in self._epochs if e["epoch"] != trainer.current_epoch]
+            self._epochs.append({**entry, **_scalars(trainer.callback_metrics)})
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.is_global_zero:
+            _guarded("the plots", lambda: self._draw(trainer, pl_module, failed=False))
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        if trainer.is_global_zero:
+            _guarded("the plots", lambda: self._draw(trainer, pl_module, failed=True))
+
+    def _draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule, failed: bool) -> None:
+        record = _run_record(trainer)
+        if record is None:
+            root, epochs = Path(trainer.default_root_dir), self._epochs
+        elif record.run_dir is not None and (record.run_dir / "metrics.json").is_file():
+            root, epochs = record.run_dir, json.loads((record.run_dir / "metrics.json").read_text(encoding="utf-8"))
+        else:
+            root, epochs = None, []
+        if root is None or (failed and not epochs):
+            return  # the run ended before its first epoch: nothing to draw
+        out = root / "plots"
+        if _guarded("the plots folder", lambda: out.mkdir(parents=True, exist_ok=True) or out) is None:
+            return
+        self.plots_dir = out
+        if record is None:  # the folder is shared by every fit: what an earlier fit drew must not stay
+            for name in _FILES:
+                _guarded(name, lambda name=name: (out / name).unlink(missing_ok=True))
+        curve = getattr(trainer, "tuning_results", {}).get("lr_find_curve")
+        if curve is not None and Path(curve).is_file():
+            _guarded(LR_FINDER_DATA, lambda: shutil.copyfile(curve, out / LR_FINDER_DATA))
+        if not failed:
+            _guarded(CONFUSION_DATA, lambda: _save_confusion(trainer, pl_module, out / CONFUSION_DATA))
+        written = [path for name, draw in _jobs(epochs, out, data_dir=out) if (path := _guarded(name, draw))]
+        if written:
+            rank_zero_info(f"autotimm: plots written to {out} ({', '.join(p.name for p in written)})")
+
+
+def _run_record(trainer: pl.Trainer) -> RunRecord | None:
+    return next((cb for cb in trainer.callbacks if isinstance(cb, RunRecord)), None)
+
+
+def _guarded(what: str, action: Callable[[], Any]) -> Any:
+    """Run `action`; if it fails, warn and return `None`: a picture must never fail a training run."""
+    try:
+        return action()
+    except Exception as e:  # any plotting error is reported, and the run goes on
+        rank_zero_warn(f"autotimm: could not write {what}: {type(e).__name__}: {e}")
+        return None
+
+
+def _jobs(epochs: list[dict[str, Any]], out: Path, data_dir: Path) -> Iterator[tuple[str, Callable[[], Path | None]]]:
+    """The pictures to draw, each a `(file name, draw)` pair; `draw` returns the path written or `None`."""
+    yield "loss.png", lambda: _draw_loss(_series(epochs), out / "loss.png")
+    yield "metrics.png", lambda: _draw_metrics(_series(epochs), out / "metrics.png")
+    if (data_dir / LR_FINDER_DATA).is_file():
+        yield "lr_finder.png", lambda: _draw_lr_finder(_read(data_dir / LR_FINDER_DATA), out / "lr_finder.png")
+    if (data_dir / CONFUSION_DATA).is_file():
+        yield (
+            "confusion_matrix.png",
+            lambda: _draw_confusion(_read(data_dir / CONFUSION_DATA), out / "confusion_matrix.png"),
+        )
+
+
+def _read(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+# ---- per-epoch series ------------------------------------------------------------------------
+Series = dict[str, dict[str, tuple[list[int], list[float]]]]
+
+
+def _series(epochs: list[dict[str, Any]]) -> Series:
+    """Per metric name, per stage (`train`, `val`, `test`, or `""` for keys without a stage): epochs and values.
+
+    `train/loss_epoch` is the train `loss` (preferred to the last step's `train/loss`);
+    `*_step` keys are left out.
+    """
+    keys = {k for entry in epochs for k in entry if k not in _BOOKKEEPING and not k.endswith("_step")}
+    out: Series = {}
+    for key in sorted(keys):
+        if f"{key}_epoch" in keys:
+            continue
+        stage, _, name = key.partition("/") if key.split("/", 1)[0] in _STAGES else ("", "", key)
+        name = name.removesuffix("_epoch")
+        xs, ys = [], []
+        for entry in epochs:
+            value = _number(entry.get(key))
+            if value is not None:
+                xs.append(int(entry["epoch"]))
+                ys.append(value)
+        if xs:
+            out.setdefault(name, {})[stage] = (xs, ys)
+    return out
+
+
+def _number(value: Any) -> float | None:
+    """A recorded scalar as a float (run records store NaN/Inf as strings), else `None`."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+# ---- drawing ---------------------------------------------------------------------------------
+def _figure(width: float, height: float) -> Figure:
+    """A figure on its own Agg canvas: pyplot, its global backend and its windows are never touched."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height), dpi=_DPI, layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _save(figure: Figure, path: Path) -> Path:
+    figure.savefig(path, dpi=_DPI)
+    figure.clear()  # the figure is no pyplot figure, so nothing stays registered; free its artists now
+    return path
+
+
+def _plot_stages(ax: Axes, stages: dict[str, tuple[list[int], list[float]]], name: str) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    for stage in sorted(stages, key=lambda s: (_STAGES + ("",)).index(s)):
+        xs, ys = stages[stage]
+        ax.plot(xs, ys, marker="o", markersize=3, label=stage or name, color=_STAGE_COLORS.get(stage))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+
+
+def _draw_loss(series: Series, path: Path) -> Path | None:
+    stages = {stage: values for stage, values in series.get("loss", {}).items() if stage in ("train", "val")}
+    if not stages:
+        rank_zero_info("autotimm: no train or val loss was logged per epoch; loss.png not drawn.")
+        return None
+    figure = _figure(6, 4)
+    ax = figure.add_subplot()
+    _plot_stages(ax, stages, "loss")
+    ax.set_ylabel("loss")
+    ax.set_title("Loss per epoch")
+    return _save(figure, path)
+
+
+def _draw_metrics(series: Series, path: Path) -> Path | None:
+    names = [name for name in series if name != "loss"]
+    if not names:
+        rank_zero_info("autotimm: no metric other than the loss was logged per epoch; metrics.png not drawn.")
+        return None
+    if len(names) > _MAX_PANELS:
+        rank_zero_info(f"autotimm: metrics.png shows the first {_MAX_PANELS} of {len(names)} metrics.")
+        names = names[:_MAX_PANELS]
+    cols = min(3, len(names))
+    rows = math.ceil(len(names) / cols)
+    figure = _figure(4.2 * cols, 3.2 * rows)
+    for i, name in enumerate(names):
+        ax = figure.add_subplot(rows, cols, i + 1)
+        _plot_stages(ax, series[name], name)
+        ax.set_title(name)
+    return _save(figure, path)
+
+
+def _draw_lr_finder(curve: dict[str, Any], path: Path) -> Path:
+    lrs = [float(lr) for lr in curve["lr"]]
+    losses = [float("nan") if loss is None else float(loss) for loss in curve["loss"]]
+    smoothed = smooth(losses, window=max(3, len(lrs) // 10))
+    figure = _figure(6, 4)
+    ax = figure.add_subplot()
+    ax.plot(lrs, losses, color="tab:blue", alpha=0.3, linewidth=1, label="loss")
+    ax.plot(lrs, smoothed, color="tab:blue", linewidth=2, label="smoothed")
+    suggestion = curve.get("suggestion")
+    if suggestion is not None:
+        ax.axvline(suggestion, color="tab:red", linestyle="--", label=f"suggested lr {suggestion:.2e}")
+    finite = [s for s in smoothed if math.isfinite(s)]
+    if finite and max(finite) > min(finite):
+        # Past the minimum the loss diverges: keep the axis on the useful part of the curve.
+        start, low = finite[0], min(finite)
+        span = start - low if start > low else max(finite) - low
+        ax.set_ylim(low - 0.2 * span, start + 0.5 * span)
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("training loss")
+    ax.set_title("Learning-rate finder")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize="small")
+    return _save(figure, path)
+
+
+def _draw_confusion(data: dict[str, Any], path: Path) -> Path:
+    counts = data["counts"]
+    names = data["class_names"]
+    n = len(counts)
+    totals = [sum(row) for row in counts]
+    shares = [[c / total if total else 0.0 for c in row] for row, total in zip(counts, totals, strict=True)]
+    total = sum(totals)
+    correct = sum(counts[i][i] for i in range(n))
+    side = min(max(4.0, 0.45 * n + 2.5), 16.0)
+    figure = _figure(side + 1.2, side)
+    ax = figure.add_subplot()
+    image = ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
+    figure.colorbar(image, ax=ax, label="share of the true class")
+    if n <= _MAX_ANNOTATED_CLASSES:
+        for i in range(n):
+            for j in range(n):
+                color = "white" if shares[i][j] > 0.5 else "black"
+                ax.text(j, i, str(counts[i][j]), ha="center", va="center", color=color, fontsize="small")
+    if n <= _MAX_LABELLED_CLASSES:
+        tilt = {"rotation": 45, "ha": "right", "rotation_mode": "anchor"} if max(map(len, names)) > 3 else {}
+        ax.set_xticks(range(n), names, **tilt)
+        ax.set_yticks(range(n), names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    accuracy = f", accuracy {correct / total:.1%}" if total else ""
+    ax.set_title(f"Confusion matrix ({data.get('split', 'val')}, {total} images{accuracy})")
+    return _save(figure, path)
+
+
+# ---- confusion matrix ------------------------------------------------------------------------
+def _save_confusion(trainer: pl.Trainer, pl_module: pl.LightningModule, path: Path) -> None:
+    """Count (true, predicted) pairs over the validation data and write them to `path` as JSON."""
+    if not isinstance(pl_module, ImageClassifier):
+        return
+    binary = pl_module.multi_label and pl_module.num_classes == 1
+    if pl_module.multi_label and not binary:
+        rank_zero_info("autotimm: no confusion matrix for a multi-label classifier (one per class would be needed).")
+        return
+    if trainer.world_size > 1 and (
+        not isinstance(trainer.strategy, DDPStrategy) or isinstance(trainer.strategy, DeepSpeedStrategy)
+    ):
+        rank_zero_info(
+            f"autotimm: no confusion matrix with {type(trainer.strategy).__name__}: rank 0 does not hold the "
+            "whole model."
+        )
+        return
+    loader, batches = _val_loader(trainer)
+    if loader is None or batches == 0:
+        rank_zero_info("autotimm: no validation data; confusion_matrix.png not drawn.")
+        return
+    n = 2 if binary else pl_module.num_classes
+    counts = torch.zeros(n * n, dtype=torch.long)
+    was_training = pl_module.training
+    # As in validation, so that a compiled model reuses its validation graph.
+    no_grad = (
+        torch.inference_mode if getattr(trainer.fit_loop.epoch_loop.val_loop, "inference_mode", True) else torch.no_grad
+    )
+    pl_module.eval()
+    try:
+        with no_grad(), trainer.strategy.precision_plugin.forward_context():
+            for index, batch in enumerate(loader):
+                if batches is not None and index >= batches:
+                    break
+                x, y = trainer.strategy.batch_to_device(batch)[:2]
+                logits = pl_module(x).float()
+                if binary:
+                    predicted, true = (logits[:, 0] > 0).long(), y.reshape(-1).long()
+                else:
+                    predicted, true = logits.argmax(-1), (y.argmax(-1) if y.ndim == 2 else y).long()
+                counts += torch.bincount((true * n + predicted).cpu(), minlength=n * n)
+    finally:
+        pl_module.train(was_training)
+    names = getattr(trainer.datamodule, "class_names", None)
+    if not (isinstance(names, (list, tuple)) and len(names) == n):
+        names = [str(i) for i in range(n)]
+    data = {"split": "val", "class_names": [str(c) for c in names], "counts": counts.reshape(n, n).tolist()}
+    write_json_atomic(path, data)
+
+
+def _val_loader(trainer: pl.Trainer) -> tuple[Any, int | None]:
+    """The first validation loader (from the data module: whole, not this rank's share) and how
+    many of its batches `limit_val_batches` allows (`None`: all)."""
+    datamodule = trainer.datamodule
+    loader = datamodule.val_dataloader() if datamodule is not None else trainer.val_dataloaders
+    if isinstance(loader, (list, tuple)):
+        loader = loader[0] if loader else None
+    if loader is None:
+        return None, None
+    limit = trainer.limit_val_batches
+    try:
+        size = len(loader)
+    except TypeError:  # an iterable without a length
+        return loader, int(limit) if isinstance(limit, int) else None
+    if isinstance(limit, int):
+        return loader, min(size, limit)
+    return loader, max(1, int(size * limit)) if limit > 0 else 0

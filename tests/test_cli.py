@@ -1,0 +1,201 @@
+"""The `autotimm` command line: the example configs train, configs are saved and repeat, `list`, errors."""
+
+from __future__ import annotations
+
+import runpy
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+import autotimm
+from autotimm import ImageClassifier, list_optimizers, read_run
+from autotimm.cli import AutoTimmCLI, main
+
+# `main(args)` in-process while pytest's own arguments are in `sys.argv`: Lightning warns about the mix.
+pytestmark = pytest.mark.filterwarnings("ignore:LightningCLI's args parameter")
+
+CONFIGS = Path(__file__).resolve().parents[1] / "examples" / "configs"
+CLASSIFY = CONFIGS / "classify_folder.yaml"
+DETECT = CONFIGS / "detect_coco.yaml"
+# Tiny and quick: overrides on top of the example configs.
+FAST = [
+    "--trainer.max_epochs", "1",
+    "--trainer.accelerator", "cpu",
+    "--trainer.enable_progress_bar", "false",
+    "--trainer.enable_model_summary", "false",
+    "--trainer.plots", "false",
+    "--model.init_args.backbone.model_name", "test_resnet",
+    "--data.init_args.num_workers", "0",
+]  # fmt: skip
+
+
+def _run_dirs(root: Path) -> list[Path]:
+    return sorted(path.parent for path in root.glob("runs/*/run.json"))
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """10 classes of real 32 px digits: 4 train, 1 val, 1 test image per class."""
+    pytest.importorskip("sklearn", reason="the digits demo needs scikit-learn")
+    from autotimm.data import make_digits_folder
+
+    return make_digits_folder(tmp_path_factory.mktemp("cli") / "digits", image_size=32, max_per_class=6)
+
+
+@pytest.fixture(scope="module")
+def classify_run(digits: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`autotimm fit` from classify_folder.yaml on the digits; returns the run folder."""
+    root = tmp_path_factory.mktemp("classify")
+    data = ["--data.init_args.data_dir", str(digits), "--data.init_args.image_size", "32"]
+    main(["fit", "--config", str(CLASSIFY), "--trainer.default_root_dir", str(root), *data, *FAST])
+    (run_dir,) = _run_dirs(root)
+    return run_dir
+
+
+def test_fit_from_example_config_saves_checkpoint_and_config(classify_run: Path, digits: Path):
+    record = read_run(classify_run)
+    assert record["status"] == "completed"
+    best = Path(record["checkpoints"]["best"])
+    assert best.is_file() and "val_accuracy=" in best.name  # the YAML's checkpoint_monitor
+    assert Path(record["checkpoints"]["last"]).is_file()
+
+    config = yaml.safe_load((classify_run / "config.yaml").read_text())
+    assert config["trainer"]["max_epochs"] == 1  # the command line wins over the YAML's 10
+    assert config["trainer"]["checkpoint_monitor"] == "val/accuracy"
+    assert config["model"]["class_path"] == "autotimm.ImageClassifier"
+    assert config["model"]["init_args"]["scheduler"] == "cosine"
+    assert config["data"]["init_args"]["data_dir"] == str(digits)
+    assert "seed_everything" not in config and config["trainer"]["seed"] == 0
+    # The nested override reached the model that was trained, not only the config.
+    model = ImageClassifier.load_from_checkpoint(best, map_location="cpu")
+    assert model.hparams["backbone"]["model_name"] == "test_resnet"
+
+
+def test_refit_from_saved_config_repeats_the_run(classify_run: Path):
+    root = classify_run.parents[1]
+    main(["fit", "--config", str(classify_run / "config.yaml")])
+
+    first, second = classify_run, next(d for d in _run_dirs(root) if d != classify_run)
+    assert yaml.safe_load((second / "config.yaml").read_text()) == yaml.safe_load((first / "config.yaml").read_text())
+    # Same config and `trainer.seed`: the same initial weights, batches and augmentation.
+    final = [read_run(d)["metrics"]["final"] for d in (first, second)]
+    assert final[1]["val/loss"] == pytest.approx(final[0]["val/loss"], rel=1e-4)
+    assert read_run(second)["status"] == "completed"
+
+
+def test_validate_test_predict_with_ckpt_path(classify_run: Path):
+    config = str(classify_run / "config.yaml")
+    record = read_run(classify_run)
+    best = record["checkpoints"]["best"]
+
+    cli = AutoTimmCLI(["validate", "--config", config, "--ckpt_path", best])
+    # The checkpoint's weights are evaluated: its score is the one the checkpoint was kept for.
+    assert cli.trainer.callback_metrics["val/accuracy"].item() == pytest.approx(record["metrics"]["best"]["value"])
+
+    cli = AutoTimmCLI(["test", "--config", config, "--ckpt_path", best])
+    assert 0.0 <= cli.trainer.callback_metrics["test/accuracy"].item() <= 1.0
+
+    cli = AutoTimmCLI(["predict", "--config", config, "--ckpt_path", record["checkpoints"]["last"]])
+    probabilities = torch.cat(cli.trainer.predict_loop.predictions)
+    assert probabilities.shape == (10, 10)  # one test image per class, 10 classes
+    torch.testing.assert_close(probabilities.sum(dim=1), torch.ones(10))
+
+
+def test_fit_detection_example_on_a_coco_folder(tmp_path: Path):
+    from autotimm.data import make_coco_shapes
+
+    coco = make_coco_shapes(tmp_path / "coco", image_size=64, num_train=4, num_val=2)
+    data = ["--data.init_args.data_dir", str(coco), "--data.init_args.image_size", "64"]
+    main(["fit", "--config", str(DETECT), "--trainer.default_root_dir", str(tmp_path / "out"), *data, *FAST,
+          "--model.init_args.image_size", "64", "--model.init_args.fpn_channels", "64"])  # fmt: skip
+
+    (run_dir,) = _run_dirs(tmp_path / "out")
+    record = read_run(run_dir)
+    assert record["status"] == "completed" and Path(record["checkpoints"]["last"]).is_file()
+    assert "val_map=" in Path(record["checkpoints"]["best"]).name
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert config["model"]["class_path"] == "autotimm.ObjectDetector"
+    assert config["model"]["init_args"]["image_size"] == config["data"]["init_args"]["image_size"] == 64
+
+
+def test_print_config_applies_overrides(capsys: pytest.CaptureFixture[str]):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(CLASSIFY), "--trainer.max_epochs", "3", "--model.init_args.lr", "0.01",
+              "--print_config"])  # fmt: skip
+    assert exit_info.value.code == 0
+    config = yaml.safe_load(capsys.readouterr().out)
+    assert config["trainer"]["max_epochs"] == 3
+    assert config["model"]["init_args"]["lr"] == 0.01
+    assert config["trainer"]["logger"] == [{"backend": "csv", "params": {}}]
+
+
+@pytest.mark.parametrize(
+    ("registry", "pattern", "expected"),
+    [
+        ("optimizers", None, {"adamw", "sgd", "lamb"}),
+        ("optimizers", "ADAM*", {"adam", "adamw"}),
+        ("schedulers", "cosine*", {"cosine_warmup", "cosineannealinglr"}),
+        ("backbones", "convnext_t*", {"convnext_tiny"}),
+    ],
+)
+def test_list_prints_names_filtered_by_pattern(capsys, registry, pattern, expected):
+    main(["list", registry] + ([pattern] if pattern else []))
+    names = capsys.readouterr().out.splitlines()
+    assert expected <= set(names)
+    if pattern is None:
+        assert names == sorted(n for group in list_optimizers().values() for n in group)
+    else:
+        assert all(name.startswith(pattern.lower().rstrip("*")) for name in names)
+
+
+def test_list_errors_name_the_bad_registry_and_pattern(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["list", "optimisers"])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert "'optimisers'" in error and all(name in error for name in ("backbones", "optimizers", "schedulers"))
+
+    with pytest.raises(SystemExit, match="no schedulers match 'nothing\\*'"):
+        main(["list", "schedulers", "nothing*"])
+
+
+def test_misspelt_class_argument_or_value_is_named(capsys, digits: Path, tmp_path: Path):
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", str(CLASSIFY), "--model.class_path", "ImageClasifier"])
+    assert "ImageClasifier" in capsys.readouterr().err
+
+    typo = tmp_path / "typo.yaml"
+    typo.write_text(CLASSIFY.read_text().replace("    lr: 0.001", "    lrr: 0.001"))
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", str(typo)])
+    assert "'lrr' is not accepted" in capsys.readouterr().err
+
+    # A bad value fails with the model's own error, not jsonargparse's wrapper.
+    with pytest.raises(ValueError, match="`lr`.* but got -1"):
+        main(["fit", "--config", str(CLASSIFY), "--data.init_args.data_dir", str(digits), *FAST,
+              "--model.init_args.lr", "-1"])  # fmt: skip
+
+
+def test_help_version_and_python_m(capsys, monkeypatch):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    help_text = capsys.readouterr().out
+    assert all(command in help_text for command in ("fit", "validate", "test", "predict", "list"))
+
+    monkeypatch.setattr(sys, "argv", ["autotimm", "--version"])
+    with pytest.raises(SystemExit):
+        runpy.run_path(str(Path(autotimm.__file__).with_name("__main__.py")), run_name="__main__")
+    assert capsys.readouterr().out.strip() == f"autotimm {autotimm.__version__}"
+
+
+def test_installed_console_script_runs():
+    script = shutil.which("autotimm")
+    assert script is not None, 'the `autotimm` console script is not installed: pip install -e "."'
+    result = subprocess.run([script, "list", "optimizers", "adam*"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "adamw" in result.stdout.splitlines()
