@@ -20,6 +20,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 import torch.nn as nn
+from pytorch_lightning.loggers import CSVLogger
 from torch.utils.data import DataLoader, TensorDataset
 
 from autotimm import NonFiniteLossError, read_run
@@ -147,6 +148,27 @@ def test_ctrl_c_marks_the_run_interrupted_and_keeps_last_checkpoint(tmp_path: Pa
 
 
 # --------------------------------------------------------------------------- in-process faults
+
+
+class _CtrlCAfterFirstSave(CSVLogger):
+    """Presses Ctrl-C at the narrowest moment: the first checkpoint is on disk, the save not yet returned."""
+
+    def after_save_checkpoint(self, checkpoint_callback) -> None:
+        raise KeyboardInterrupt
+
+
+def test_ctrl_c_just_after_the_first_checkpoint_lands_still_records_it(tmp_path: Path) -> None:
+    handler = signal.getsignal(signal.SIGINT)  # Lightning ignores further Ctrl-C while it shuts down
+    trainer = cpu_trainer(tmp_path, max_epochs=3, logger=_CtrlCAfterFirstSave(tmp_path))
+    try:
+        with pytest.raises(SystemExit):
+            trainer.fit(Regression(), _regression_data())
+    finally:
+        signal.signal(signal.SIGINT, handler)
+    record = read_run(trainer.run_dir)
+    assert record["status"] == "interrupted" and record["checkpoints"]["last"] is not None
+    last = Path(record["checkpoints"]["last"])
+    assert last.name == "last.ckpt" and torch.load(last, weights_only=True)["epoch"] == 0
 
 
 class Regression(pl.LightningModule):

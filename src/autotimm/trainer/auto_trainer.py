@@ -413,8 +413,10 @@ class _LastCheckpoint(ModelCheckpoint):
     as with Lightning's `save_last=True` (which writes it only next to a top-k checkpoint)."""
 
     def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
-        super()._save_checkpoint(trainer, filepath)
+        # Named before the save, as Lightning does for `save_last`: a Ctrl-C right after the file
+        # lands must still find it (readers check that the file exists).
         self.last_model_path = filepath
+        super()._save_checkpoint(trainer, filepath)
 
 
 def _checkpoint_callbacks(monitor: str | None, mode: str, user_callbacks: list[Callback]) -> list[ModelCheckpoint]:
