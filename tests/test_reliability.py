@@ -24,6 +24,7 @@ from pytorch_lightning.loggers import CSVLogger
 from torch.utils.data import DataLoader, TensorDataset
 
 from autotimm import NonFiniteLossError, read_run
+from autotimm.trainer import AtomicCheckpointIO
 from helpers import cpu_trainer
 
 EPOCHS, BATCHES = 20, 8
@@ -303,3 +304,13 @@ def test_a_checkpoint_monitor_that_is_never_logged_fails_before_training(digits_
         trainer.fit(model, datamodule=digits_data)
     assert trainer.global_step == 0  # found by the sanity check, before any training step
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+def test_durable_checkpoints_are_flushed_and_load(tmp_path: Path) -> None:
+    # fsync on request; the user's plugin replaces the default one.
+    trainer = cpu_trainer(tmp_path, max_epochs=2, plugins=[AtomicCheckpointIO(durable=True)])
+    trainer.fit(Regression(), _regression_data())
+    assert trainer.strategy.checkpoint_io.durable
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["epoch"] == 1 and last["global_step"] == 8
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["last.ckpt"]

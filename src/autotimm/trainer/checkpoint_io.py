@@ -1,4 +1,4 @@
-"""Checkpoint writing that a crash cannot corrupt: temporary file, fsync, atomic rename."""
+"""Checkpoint writing that a crash cannot corrupt: temporary file, atomic rename (and fsync on request)."""
 
 from __future__ import annotations
 
@@ -19,13 +19,26 @@ __all__ = ["AtomicCheckpointIO", "last_checkpoint"]
 class AtomicCheckpointIO(TorchCheckpointIO):
     """`TorchCheckpointIO` whose local saves are atomic.
 
-    The checkpoint is written to a hidden temporary file beside its destination, flushed to
-    disk, then renamed over the destination (`os.replace`). A process killed at any moment,
-    even with SIGKILL, leaves either the previous checkpoint or the new one, never half a
-    file. Lightning's own save stages the file in the system temporary folder, which is a
-    copy, not a rename, when that folder is on another file system. Remote paths
-    (`s3://...`) are saved by Lightning as usual.
+    The checkpoint is written to a hidden temporary file beside its destination, then renamed
+    over the destination (`os.replace`). A process killed at any moment, even with SIGKILL,
+    leaves either the previous checkpoint or the new one, never half a file. Lightning's own
+    save stages the file in the system temporary folder, which is a copy, not a rename, when
+    that folder is on another file system. Remote paths (`s3://...`) are saved by Lightning
+    as usual.
+
+    Args:
+        durable: Also flush the file and the rename to the disk (`fsync`) before the save
+            returns, so that the checkpoint survives a power cut or a kernel crash as well, not
+            only the death of the process. It costs the time of writing the file out (about
+            50-70 ms for a 130 MB checkpoint on a local SSD, far more on network storage).
+
+    Examples:
+        >>> trainer = AutoTrainer(plugins=[AtomicCheckpointIO(durable=True)])  # doctest: +SKIP
     """
+
+    def __init__(self, durable: bool = False) -> None:
+        super().__init__()
+        self.durable = durable
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
         if storage_options is not None or "://" in str(path):
@@ -35,31 +48,32 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         path.parent.mkdir(parents=True, exist_ok=True)
         prefix = f".{path.name}."
         fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=path.parent)
+        os.close(fd)
         try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
+            torch.save(checkpoint, tmp)  # by name: torch writes the file itself, not through Python
+            if self.durable:
+                _fsync(tmp, os.O_RDWR)
             os.replace(tmp, path)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
             raise
-        _fsync_dir(path.parent)
+        if self.durable:
+            with contextlib.suppress(OSError):  # the rename itself (folders cannot be opened on Windows)
+                _fsync(path.parent, os.O_RDONLY)
         # Leftovers of a process that was killed while writing this same checkpoint.
         for stale in path.parent.glob(f"{prefix}*.tmp"):
             with contextlib.suppress(FileNotFoundError):
                 stale.unlink()
 
 
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename itself durable (a no-op where directories cannot be opened)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+def _fsync(path: str | Path, flags: int) -> None:
+    """Flush a file, or a folder's entries, to the disk."""
+    fd = os.open(path, flags)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def last_checkpoint(trainer: pl.Trainer) -> str | None:
