@@ -209,19 +209,23 @@ class BaseTask(pl.LightningModule):
         """
         return None
 
+    def _step_is_written(self) -> bool:
+        """Whether the loggers get this batch's step values, so that step-only values are worth logging.
+
+        Lightning writes step logs at the end of the batch whose optimizer step makes
+        `global_step + 1` a multiple of `log_every_n_steps` (`global_step` has not been advanced
+        yet in the batch's hooks). Each `self.log` call costs about a millisecond.
+        """
+        every_n = self.trainer.log_every_n_steps
+        return every_n >= 1 and (self.trainer.global_step + 1) % every_n == 0
+
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        if self.logging_config.log_learning_rate and self.trainer.optimizers:
+        if self.logging_config.log_learning_rate and self.trainer.optimizers and self._step_is_written():
             lr = self.trainer.optimizers[0].param_groups[0]["lr"]
             self.log("train/lr", lr, on_step=True, on_epoch=False)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        if not self.logging_config.log_gradient_norm:
-            return
-        # Lightning writes step logs at the end of the batch whose optimizer step makes
-        # `global_step + 1` a multiple of `log_every_n_steps` (and `global_step` has not
-        # been advanced yet here): compute the norm exactly for those steps.
-        every_n = self.trainer.log_every_n_steps
-        if every_n < 1 or (self.trainer.global_step + 1) % every_n != 0:
+        if not self.logging_config.log_gradient_norm or not self._step_is_written():
             return
         grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         if grads:
