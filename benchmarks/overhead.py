@@ -10,7 +10,7 @@ time, so drifts in machine speed cancel. Each side also times its checkpoint wri
 second figure leaves them out: autotimm writes a new file and renames it over the old one
 (crash-safe), the hand loop overwrites its file in place (a kill mid-save destroys it).
 
-    python benchmarks/overhead.py                # 5 pairs, resnet18 at 32 px on the digits
+    python benchmarks/overhead.py                # 9 pairs, resnet18 at 32 px on the digits
     python benchmarks/overhead.py --pairs 3 --epochs 2
 """
 
@@ -108,7 +108,7 @@ def autotimm_fit(data: ImageDataModule, state: dict, args: argparse.Namespace, o
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="resnet18")
-    parser.add_argument("--pairs", type=int, default=5)
+    parser.add_argument("--pairs", type=int, default=9)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("results") / "overhead.json")

@@ -31,7 +31,18 @@ BENCHMARKS = {
     "time_to_accuracy.py": (
         [
             *("--pairs", "1", "--digits-per-class", "10", "--cls-max-epochs", "1", "--target-accuracy", "0"),
-            *("--num-train", "16", "--num-val", "4", "--image-size", "64", "--det-max-epochs", "1"),
+            *(
+                "--num-train",
+                "16",
+                "--num-val",
+                "4",
+                "--image-size",
+                "64",
+                "--det-max-epochs",
+                "1",
+                "--target-map",
+                "-1",
+            ),
         ],
         ["classification_median_ratio", "detection_median_ratio"],
         False,
