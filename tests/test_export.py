@@ -13,6 +13,7 @@ import torch.nn as nn
 from PIL import Image
 
 from autotimm import BackboneConfig, ImageClassifier, ImageDataModule, ObjectDetector
+from autotimm.data import build_eval_transform
 from autotimm.export import METADATA_FILE, ExportCheckError, export_onnx, export_torchscript
 from helpers import cpu_trainer
 
@@ -193,3 +194,19 @@ def test_missing_onnx_extra_says_what_to_install(tmp_path, monkeypatch):
     with pytest.raises(ImportError, match=r'pip install "autotimm\[export\]"'):
         export_onnx(ImageClassifier(TINY, num_classes=3), tmp_path / "model.onnx")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_model_loaded_from_a_checkpoint_exports_at_its_training_size_with_its_class_names(images_root, tmp_path):
+    data = ImageDataModule(images_root, image_size=40, batch_size=8, num_workers=0, augmentation="none")
+    model = ImageClassifier(TINY, num_classes=len(CLASSES), lr=3e-3)
+    cpu_trainer(tmp_path, max_epochs=1).fit(model, datamodule=data)
+    assert model.data_config["input_size"] != (3, 40, 40)  # so the size below can only come from the checkpoint
+
+    loaded = ImageClassifier.load_from_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
+    assert loaded.class_names == CLASSES and loaded.trained_data_config["input_size"] == (3, 40, 40)
+    image = Image.open(next((images_root / "val" / "dog").iterdir()))
+    assert build_eval_transform(loaded.trained_data_config)(image).shape == (3, 40, 40)
+    session = _session(loaded.to_onnx(tmp_path / "model.onnx"))  # no image_size, no class_names
+    assert session.get_inputs()[0].shape == ["batch", 3, 40, 40]
+    meta = {key: json.loads(value) for key, value in session.get_modelmeta().custom_metadata_map.items()}
+    assert meta["class_names"] == CLASSES and meta["input_size"] == [3, 40, 40]

@@ -75,10 +75,10 @@ def export_onnx(
             its `data_config` (timm's) gives the input size and normalisation when it has one.
         path: The file to write; an existing file is replaced only once the export succeeded.
         image_size: Height and width of the input (an int for square images). `None` takes
-            them from the data config of the attached data module (the size the model was
-            trained at), else from `model.data_config`.
+            the size the model was trained at: from the attached data module, else from the
+            model's `trained_data_config` (kept in its checkpoints), else `model.data_config`.
         class_names: Class names in label order, stored in the metadata; `None` takes them
-            from the attached data module when there is one.
+            from the attached data module, else from `model.class_names` (kept in checkpoints).
         dynamic_batch: Make the batch axis symbolic; `False` fixes it to `batch_size`.
         batch_size: The fixed batch size when `dynamic_batch=False`.
         opset_version: ONNX opset to target; `None` takes torch's default.
@@ -170,7 +170,7 @@ def export_torchscript(
         image_size: Height and width of the example input; `None` reads the data config as
             `export_onnx` does.
         class_names: Class names in label order, stored in the metadata; `None` takes them
-            from the attached data module when there is one.
+            as `export_onnx` does.
         method: `"trace"` (record the operations run on an example batch) or `"script"`
             (compile the Python code, keeping control flow).
         check: Load the written file with `torch.jit.load` and compare with the PyTorch model
@@ -265,20 +265,23 @@ def _data_config(model: nn.Module, image_size: int | tuple[int, int] | None) -> 
     """The data config the model was trained with, resized to `image_size` when given.
 
     Priority: the attached data module's config (it holds the training `image_size`), then
+    the one the model was trained with (`trained_data_config`, kept in its checkpoints), then
     `model.data_config`, then timm's ImageNet defaults.
     """
     size = _check_image_size(image_size)
     datamodule = getattr(getattr(model, "_trainer", None), "datamodule", None)
-    source = getattr(datamodule, "data_config", None)
-    if not isinstance(source, Mapping):
-        source = getattr(model, "data_config", None)
-    return resolve_data_config(source if isinstance(source, Mapping) else None, size)
+    sources = (getattr(datamodule, "data_config", None), *(getattr(model, a, None) for a in _DATA_CONFIGS))
+    source = next((s for s in sources if isinstance(s, Mapping)), None)
+    return resolve_data_config(source, size)
+
+
+_DATA_CONFIGS = ("trained_data_config", "data_config")
 
 
 def _class_names(model: nn.Module, class_names: Sequence[str] | None, num_outputs: int) -> list[str] | None:
     if class_names is None:
         datamodule = getattr(getattr(model, "_trainer", None), "datamodule", None)
-        class_names = getattr(datamodule, "class_names", None)
+        class_names = getattr(datamodule, "class_names", None) or getattr(model, "class_names", None)
         if class_names is None:
             return None
     if isinstance(class_names, str) or not all(isinstance(n, str) for n in class_names):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Mapping
 from typing import Any
 
 import pytorch_lightning as pl
@@ -32,6 +33,9 @@ __all__ = ["BaseTask"]
 warnings.filterwarnings(
     "ignore", message="You have overridden `on_before_batch_transfer` in `LightningModule` but have passed in a"
 )
+
+
+_CHECKPOINT_KEY = "autotimm"  # what the model was trained on: class names and data config
 
 
 class BaseTask(pl.LightningModule):
@@ -80,6 +84,11 @@ class BaseTask(pl.LightningModule):
             check_scheduler_kwargs(self.scheduler_name, self.scheduler_kwargs)
         self.logging_config = LoggingConfig.coerce(logging_config)
         self._has_progress_bar = False
+        # What the model was trained on, taken from the data module at `fit` and kept in its
+        # checkpoints, so that a model loaded from one can name its classes and be exported
+        # at its training size without the data module.
+        self.class_names: list[str] | None = None
+        self.trained_data_config: dict[str, Any] | None = None
 
     def _training_hparams(self) -> dict[str, Any]:
         """The hyperparameters this class owns, for the subclass's `save_hyperparameters`."""
@@ -124,8 +133,23 @@ class BaseTask(pl.LightningModule):
     def on_train_end(self) -> None:
         self.backbone.train()
 
+    def on_fit_start(self) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        names = getattr(datamodule, "class_names", None)
+        if isinstance(names, (list, tuple)) and all(isinstance(n, str) for n in names):
+            self.class_names = list(names)
+        config = getattr(datamodule, "data_config", None)
+        if isinstance(config, Mapping):
+            self.trained_data_config = dict(config)
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         _sync_hparams(self, checkpoint.get("hyper_parameters"))
+        checkpoint[_CHECKPOINT_KEY] = {"class_names": self.class_names, "data_config": self.trained_data_config}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint.get(_CHECKPOINT_KEY) or {}
+        self.class_names = saved.get("class_names")
+        self.trained_data_config = saved.get("data_config")
 
     # ---- optimization --------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
