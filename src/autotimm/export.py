@@ -18,7 +18,6 @@ import importlib
 import json
 import logging
 import os
-import secrets
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -26,6 +25,7 @@ from typing import Any, Literal
 import torch
 import torch.nn as nn
 
+from autotimm._atomic import atomic_path
 from autotimm._errors import check_bool, check_choice, check_number
 from autotimm.data.transforms import _check_image_size, resolve_data_config
 
@@ -418,20 +418,7 @@ def _metadata(
 
 
 def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    """Call `write(tmp)` on a hidden temporary file beside `path`, flush it to disk, rename it to `path`.
-
-    On any failure the temporary file is removed and an existing `path` is left untouched;
-    temporary files of an export to the same path that was killed are removed after a success.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    prefix = f".{path.name}."
-    tmp = path.with_name(f"{prefix}{secrets.token_hex(4)}.tmp")
-    try:
+    """Call `write(tmp)` on a temporary file and put it in place of `path` only if it succeeds, flushed
+    to disk (`atomic_path`): a failed or killed export leaves an existing `path` untouched."""
+    with atomic_path(path, durable=True) as tmp:
         write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    for stale in path.parent.glob(f"{prefix}*.tmp"):
-        stale.unlink(missing_ok=True)

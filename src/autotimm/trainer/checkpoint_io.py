@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,8 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.plugins.io import TorchCheckpointIO
+
+from autotimm._atomic import atomic_path
 
 __all__ = ["AtomicCheckpointIO", "last_checkpoint"]
 
@@ -45,27 +46,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             super().save_checkpoint(checkpoint, path, storage_options)
             return
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        prefix = f".{path.name}."
         _drop_cached_pages(path)
-        fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
+        with atomic_path(path, durable=self.durable) as tmp:
             torch.save(checkpoint, tmp)  # by name: torch writes the file itself, not through Python
-            if self.durable:
-                _fsync(tmp, os.O_RDWR)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-        if self.durable:
-            with contextlib.suppress(OSError):  # the rename itself (folders cannot be opened on Windows)
-                _fsync(path.parent, os.O_RDONLY)
-        # Leftovers of a process that was killed while writing this same checkpoint.
-        for stale in path.parent.glob(f"{prefix}*.tmp"):
-            with contextlib.suppress(FileNotFoundError):
-                stale.unlink()
 
 
 def _drop_cached_pages(path: Path) -> None:
@@ -85,15 +68,6 @@ def _drop_cached_pages(path: Path) -> None:
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
         finally:
             os.close(fd)
-
-
-def _fsync(path: str | Path, flags: int) -> None:
-    """Flush a file, or a folder's entries, to the disk."""
-    fd = os.open(path, flags)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def last_checkpoint(trainer: pl.Trainer) -> str | None:

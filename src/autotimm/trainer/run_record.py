@@ -9,7 +9,6 @@ import math
 import os
 import platform
 import socket
-import tempfile
 import time
 import uuid
 from datetime import datetime, timezone
@@ -22,6 +21,7 @@ import torch
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from autotimm._atomic import atomic_path
 from autotimm.trainer.checkpoint_io import last_checkpoint
 
 __all__ = ["RunRecord", "read_run"]
@@ -54,16 +54,8 @@ def _jsonable(value: Any) -> Any:
 
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write JSON so that a reader (or a crash) never sees half a file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
 
 def read_run(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
@@ -137,8 +129,7 @@ class RunRecord(Callback):
     # ---- lifecycle -----------------------------------------------------------------------
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.run_id is None:
-            stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-            self.run_id = trainer.strategy.broadcast(f"{stamp}-{uuid.uuid4().hex[:6]}")  # one id for all ranks
+            self.run_id = trainer.strategy.broadcast(_new_run_id())  # one id for all ranks
         self.run_dir = Path(trainer.default_root_dir) / "runs" / self.run_id
         if not trainer.is_global_zero:
             return
@@ -250,6 +241,15 @@ class RunRecord(Callback):
     def _read_epochs(self) -> list[dict[str, Any]]:
         path = self.run_dir / "metrics.json"
         return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else []
+
+
+def _new_run_id() -> str:
+    """`YYYYMMDD-HHMMSS-mmmxxx`: the UTC start time to the millisecond, then 3 random hex digits.
+
+    Run ids sort in the order the runs started, also for runs started within the same second.
+    """
+    now = datetime.now(timezone.utc)
+    return f"{now:%Y%m%d-%H%M%S}-{now.microsecond // 1000:03d}{uuid.uuid4().hex[:3]}"
 
 
 def _qualname(obj: Any) -> str:

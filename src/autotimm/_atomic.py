@@ -1,0 +1,56 @@
+"""Files that a crash cannot leave half-written: write beside the destination, then rename."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+__all__ = ["atomic_path"]
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path, *, durable: bool = False) -> Iterator[Path]:
+    """Yield a hidden temporary file beside `path` to write; on success, rename it over `path`.
+
+    A process killed at any moment, even with SIGKILL, leaves `path` either as it was or
+    complete. On an error the temporary file is removed and `path` is left as it was. After a
+    success, temporary files that a killed writer of the same `path` left behind are removed.
+
+    Args:
+        path: The destination; its folder is created if needed.
+        durable: Also flush the file and the rename to the disk (`fsync`), so that the new
+            file survives a power cut or a kernel crash too, not only the death of the process.
+
+    Examples:
+        >>> with atomic_path(Path(folder) / "run.json") as tmp:  # doctest: +SKIP
+        ...     tmp.write_text("{}")
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    prefix = f".{path.name}."
+    fd, name = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        if durable:
+            _fsync(tmp, os.O_RDWR)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    if durable:
+        with contextlib.suppress(OSError):  # the rename itself (folders cannot be opened on Windows)
+            _fsync(path.parent, os.O_RDONLY)
+    for stale in path.parent.glob(f"{prefix}*.tmp"):
+        stale.unlink(missing_ok=True)
+
+
+def _fsync(path: Path, flags: int) -> None:
+    """Flush a file, or a folder's entries, to the disk."""
+    fd = os.open(path, flags)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
