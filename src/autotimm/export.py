@@ -137,13 +137,12 @@ def export_onnx(
             )
         onnx.helper.set_model_props(proto, {key: json.dumps(value) for key, value in metadata.items()})
 
-        def write(tmp: Path) -> None:
+        # Checked before it replaces `path`: a failed or killed export leaves an existing file as it was.
+        with atomic_path(path, durable=True) as tmp:
             onnx.save_model(proto, str(tmp))
             if check:
                 batch = _random_batch(check_batch, data_config, dtype, seed=1)
                 _compare("ONNX", _onnx_runner(tmp), model, batch, atol, rtol)
-
-        _write_atomically(path, write)
     log.info("Exported %s to ONNX: %s", type(model).__name__, path)
     return path
 
@@ -219,14 +218,12 @@ def export_torchscript(
                     f"TorchScript cannot script {type(module).__name__}: {e}. Use `method='trace'` instead."
                 ) from e
 
-        def write(tmp: Path) -> None:
+        with atomic_path(path, durable=True) as tmp:  # checked before it replaces `path`, as above
             torch.jit.save(scripted, str(tmp), _extra_files={METADATA_FILE: json.dumps(metadata)})
             if check:
                 loaded = torch.jit.load(str(tmp), map_location="cpu")
                 batch = _random_batch(_CHECK_BATCH, data_config, dtype, seed=1)
                 _compare("TorchScript", loaded, model, batch, atol, rtol)
-
-        _write_atomically(path, write)
     log.info("Exported %s to TorchScript (%s): %s", type(model).__name__, method, path)
     return path
 
@@ -415,10 +412,3 @@ def _metadata(
     if isinstance(backbone, Mapping) and isinstance(backbone.get("model_name"), str):
         metadata["backbone"] = backbone["model_name"]
     return metadata
-
-
-def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    """Call `write(tmp)` on a temporary file and put it in place of `path` only if it succeeds, flushed
-    to disk (`atomic_path`): a failed or killed export leaves an existing `path` untouched."""
-    with atomic_path(path, durable=True) as tmp:
-        write(tmp)
