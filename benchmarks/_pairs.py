@@ -1,22 +1,30 @@
-"""Shared by the timing benchmarks: interleaved A/B runs, the median of per-pair ratios, the report."""
+"""Shared by the timing benchmarks: interleaved A/B runs (alternating order), the median of per-pair ratios."""
 
 from __future__ import annotations
 
+import gc
 import json
 import statistics
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
-def interleave(runs: dict[str, Callable[[int], float]], pairs: int) -> dict[str, list[float]]:
-    """Run each of `runs` once per pair, in turn (A B A B ...); return each one's measurements.
+def interleave(runs: dict[str, Callable[[int], T]], pairs: int) -> dict[str, list[T]]:
+    """Run each of `runs` once per pair, in turn, and return each one's measurements.
 
-    Each run gets the pair index (for seeding or a fresh folder) and returns one number.
+    The order alternates from pair to pair (A B, B A, A B, ...), so that whatever favours the
+    first or the second run of a pair (a drift in machine speed, memory the previous run left)
+    falls on both sides equally. Garbage is collected before each run. Each run gets the pair
+    index (for seeding or a fresh folder) and returns its measurement.
     """
-    results: dict[str, list[float]] = {name: [] for name in runs}
+    results: dict[str, list[T]] = {name: [] for name in runs}
     for pair in range(pairs):
-        for name, run in runs.items():
+        order = list(runs.items()) if pair % 2 == 0 else list(reversed(runs.items()))
+        for name, run in order:
+            gc.collect()
             results[name].append(run(pair))
     return results
 

@@ -5,7 +5,7 @@ synthetic COCO shapes) is read for `--epochs` epochs by both pipelines, with the
 training transform (the data module's own: random resized crop to 224, flip, normalise),
 batch size and worker count. The baseline is what one writes by hand:
 `DataLoader(ImageFolder(root, transform), shuffle=True, num_workers=N)`. Runs are
-interleaved (A B A B ...); the figure is the median of the per-pair ratios of images per
+interleaved (A B, B A, ...); the figure is the median of the per-pair ratios of images per
 second (autotimm / torchvision).
 
     python benchmarks/data_pipeline.py

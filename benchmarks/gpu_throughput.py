@@ -5,7 +5,7 @@ distinct batches of random images and labels, held in pinned host memory and sen
 each step (no decoding, so the figure is the training step itself). The figure is images per
 second over `--steps` training steps after `--warmup` steps (compilation and allocator growth
 fall in the warm-up), with the GPU synchronised at both ends of the timed window. Runs are
-interleaved (A B A B ...) and the figure is the median of the per-pair ratios autotimm /
+interleaved (A B, B A, ...) and the figure is the median of the per-pair ratios autotimm /
 hand-written.
 
 - autotimm: `ImageClassifier("resnet50", pretrained=False)` (AdamW, fused by default) and
@@ -50,7 +50,7 @@ from torch.utils.data import DataLoader, Dataset
 from autotimm import AutoTrainer, BackboneConfig, ImageClassifier
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _pairs import report  # noqa: E402
+from _pairs import interleave, report  # noqa: E402
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # images [B, 3, H, W], labels [B]
 DISTINCT_BATCHES = 4
@@ -204,15 +204,23 @@ def main() -> None:
     batches = make_batches(args, device)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        hand: list[float] = []
-        auto: list[float] = []
-        for pair in range(args.pairs):
-            torch.manual_seed(pair)
-            hand.append(hand_loop(batches, args, device))
-            torch.manual_seed(pair)
-            auto.append(autotimm_fit(batches, args, device, work / f"autotimm{pair}"))
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
+
+        def seeded(run):
+            def one(pair: int) -> float:
+                torch.manual_seed(pair)
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+                return run(pair)
+
+            return one
+
+        rates = interleave(
+            {
+                "hand": seeded(lambda pair: hand_loop(batches, args, device)),
+                "autotimm": seeded(lambda pair: autotimm_fit(batches, args, device, work / f"autotimm{pair}")),
+            },
+            args.pairs,
+        )
     record = {
         "benchmark": "gpu_throughput",
         "model": f"timm {args.model}, pretrained=False, {args.num_classes} classes",
@@ -229,7 +237,8 @@ def main() -> None:
         },
     }
     labels = ("hand_images_per_second", "autotimm_images_per_second")
-    report(record, labels, (hand, auto), args.out, "median_ratio >= 0.95 (autotimm / hand-written)")
+    values = (rates["hand"], rates["autotimm"])
+    report(record, labels, values, args.out, "median_ratio >= 0.95 (autotimm / hand-written)")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 Each side trains the same model from the same initial weights, validating after each epoch,
 and stops after the first epoch whose validation score is above a fixed target (or at an epoch
 cap). The figure is the wall time to the target, model and loader set-up included; pairs are
-interleaved (A B A B ...), and the figure reported is the median of the per-pair ratios
+interleaved (A B, B A, ...), and the figure reported is the median of the per-pair ratios
 autotimm / plain over the pairs where both sides reached the target. The pair index seeds the
 initial weights and the shuffling. Both sides use the same recipe (learning rate, a cosine
 schedule over the cap stepped once per epoch, no augmentation), so the time is set by what
@@ -58,6 +58,7 @@ import argparse
 import json
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -87,6 +88,9 @@ from autotimm import (
 )
 from autotimm.data import make_coco_shapes, make_digits_folder
 from autotimm.data.detection import detection_collate
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _pairs import interleave  # noqa: E402
 
 DIGITS_SIZE = 32
 DIGITS_BATCH = 32  # ImageDataModule's default, and the quickstart's
@@ -241,16 +245,6 @@ def _autotimm_outcome(trainer: AutoTrainer, stop: EarlyStopping, monitor: str, s
     )
 
 
-def run_pairs(runs: dict[str, Callable[[int], Outcome]], pairs: int) -> dict[str, list[Outcome]]:
-    """Run each of `runs` once per pair, in turn (A B A B ...), like `_pairs.interleave`, keeping whole outcomes."""
-    results: dict[str, list[Outcome]] = {name: [] for name in runs}
-    for pair in range(pairs):
-        for name, run in runs.items():
-            torch.manual_seed(pair)
-            results[name].append(run(pair))
-    return results
-
-
 def summarize(task: str, target: str, plain: list[Outcome], auto: list[Outcome]) -> dict[str, Any]:
     """Print one task's table; return its record (seconds are `None` where the target was not reached)."""
     ratios = [a.seconds / p.seconds for p, a in zip(plain, auto, strict=True) if p.reached and a.reached]
@@ -298,7 +292,7 @@ def classification(work: Path, args: argparse.Namespace) -> dict[str, Any]:
 
     # Warm-up: page cache, lazy imports, first-touch allocations.
     classify_plain(root, transform, state(0), argparse.Namespace(**{**vars(args), "cls_max_epochs": 1}))
-    outcomes = run_pairs(
+    outcomes = interleave(
         {
             "plain": lambda pair: classify_plain(root, transform, state(pair), args),
             "autotimm": lambda pair: classify_autotimm(root, state(pair), args, work / f"cls{pair}"),
@@ -332,7 +326,7 @@ def detection(work: Path, args: argparse.Namespace) -> dict[str, Any]:
 
     # Warm-up: one plain epoch (lazy imports, first-touch allocations), as for classification.
     detect_plain(root, state(0), argparse.Namespace(**{**vars(args), "det_max_epochs": 1}))
-    outcomes = run_pairs(
+    outcomes = interleave(
         {
             "plain": lambda pair: detect_plain(root, state(pair), args),
             "autotimm": lambda pair: detect_autotimm(root, state(pair), args, work / f"det{pair}"),

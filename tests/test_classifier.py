@@ -9,7 +9,15 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from autotimm import AutoTrainer, BackboneConfig, ImageClassifier, ImageDataModule, LoggerConfig, MetricConfig
+from autotimm import (
+    AutoTrainer,
+    BackboneConfig,
+    ImageClassifier,
+    ImageDataModule,
+    LoggerConfig,
+    MetricConfig,
+    read_run,
+)
 from helpers import cpu_trainer
 
 
@@ -318,6 +326,47 @@ def test_logged_grad_norm_is_the_norm_of_the_logged_step(digits_data, backbone, 
     assert sorted(logged) == [4, 9]
     for step, value in logged.items():
         assert value == pytest.approx(recorder.norms[step], rel=1e-5), f"step {step}"
+
+
+class _LossRecorder(pl.Callback):
+    """The training loss of every batch, by epoch, as `training_step` returned it."""
+
+    def __init__(self) -> None:
+        self.losses: dict[int, list[float]] = {}
+        self.steps: dict[int, float] = {}
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = float(outputs["loss"])
+        self.losses.setdefault(trainer.current_epoch, []).append(loss)
+        self.steps[trainer.global_step - 1] = loss
+
+
+def test_step_loss_is_logged_on_written_steps_and_epoch_ends(digits_data, backbone, tmp_path):
+    model = ImageClassifier(backbone, num_classes=10)
+    recorder = _LossRecorder()
+    trainer = cpu_trainer(
+        tmp_path,
+        max_epochs=2,
+        limit_train_batches=7,  # 7 batches of 32 images each epoch
+        limit_val_batches=1,
+        log_every_n_steps=5,
+        logger=[LoggerConfig("csv")],
+        enable_checkpointing=False,
+        callbacks=[recorder],
+    )
+    trainer.fit(model, datamodule=digits_data)
+    logged = {int(r["step"]): float(r["train/loss"]) for r in _csv_metrics(trainer) if r.get("train/loss")}
+    assert sorted(logged) == [4, 9]
+    for step, value in logged.items():
+        assert value == pytest.approx(recorder.steps[step], rel=1e-5), f"step {step}"
+    # Each epoch's row of the run record has the epoch's last step loss and the epoch mean.
+    epochs = read_run(trainer.run_dir)["epochs"]
+    assert len(epochs) == 2
+    for row in epochs:
+        losses = recorder.losses[row["epoch"]]
+        assert len(losses) == 7
+        assert row["train/loss"] == pytest.approx(losses[-1], rel=1e-5)
+        assert row["train/loss_epoch"] == pytest.approx(sum(losses) / len(losses), rel=1e-5)
 
 
 @pytest.mark.parametrize("progress_bar", [False, True])

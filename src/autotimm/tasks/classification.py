@@ -232,8 +232,7 @@ class ImageClassifier(BaseTask):
                 self.log(f"{stage}/{name}", metric, on_step=False, on_epoch=True, prog_bar=bar and self._prog_bar[name])
         batch_size = x.shape[0]
         if stage == "train":
-            self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=bar, batch_size=batch_size)
-            self.log("train/loss_epoch", loss, on_step=False, on_epoch=True, batch_size=batch_size, sync_dist=True)
+            self._log_train_loss(loss, batch_size)
         else:
             self.log(
                 f"{stage}/loss",

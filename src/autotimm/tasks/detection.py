@@ -274,9 +274,7 @@ class ObjectDetector(BaseTask):
         losses = self.detector(images, targets)
         loss = sum(losses.values())
         batch_size = len(images)
-        bar = self._has_progress_bar
-        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=bar, batch_size=batch_size)
-        self.log("train/loss_epoch", loss, on_step=False, on_epoch=True, batch_size=batch_size, sync_dist=True)
+        self._log_train_loss(loss, batch_size)
         for name, value in losses.items():
             self.log(f"train/loss_{name}", value, on_step=False, on_epoch=True, batch_size=batch_size, sync_dist=True)
         return loss
