@@ -290,8 +290,10 @@ def classification(work: Path, args: argparse.Namespace) -> dict[str, Any]:
         torch.manual_seed(pair)
         return timm.create_model(args.model, pretrained=False, num_classes=reference.num_classes).state_dict()
 
-    # Warm-up: page cache, lazy imports, first-touch allocations.
-    classify_plain(root, transform, state(0), argparse.Namespace(**{**vars(args), "cls_max_epochs": 1}))
+    # Warm-up of both sides, one epoch each: page cache, lazy imports, first-touch allocations.
+    one_epoch = argparse.Namespace(**{**vars(args), "cls_max_epochs": 1})
+    classify_plain(root, transform, state(0), one_epoch)
+    classify_autotimm(root, state(0), one_epoch, work / "cls-warm-up")
     outcomes = interleave(
         {
             "plain": lambda pair: classify_plain(root, transform, state(pair), args),
@@ -324,8 +326,10 @@ def detection(work: Path, args: argparse.Namespace) -> dict[str, Any]:
         torch.manual_seed(pair)
         return _detector(len(SHAPES), args).detector.state_dict()
 
-    # Warm-up: one plain epoch (lazy imports, first-touch allocations), as for classification.
-    detect_plain(root, state(0), argparse.Namespace(**{**vars(args), "det_max_epochs": 1}))
+    # Warm-up of both sides, one epoch each, as for classification.
+    one_epoch = argparse.Namespace(**{**vars(args), "det_max_epochs": 1})
+    detect_plain(root, state(0), one_epoch)
+    detect_autotimm(root, state(0), one_epoch, work / "det-warm-up")
     outcomes = interleave(
         {
             "plain": lambda pair: detect_plain(root, state(pair), args),

@@ -13,6 +13,7 @@ from matplotlib.image import imread
 import autotimm
 from autotimm import AutoTrainer, ImageClassifier, ImageDataModule, TunerConfig
 from autotimm.trainer import plot_run
+from autotimm.trainer import plots as plots_module
 from helpers import cpu_trainer
 
 CLASSES = {"cat": 6, "dog": 6, "fox": 6}
@@ -162,3 +163,25 @@ def test_failed_plots_never_fail_the_run_and_failed_runs_keep_their_curves(
     assert autotimm.read_run(failing.run_dir)["status"] == "failed"
     plots = failing.run_dir / "plots"
     assert sorted(p.name for p in plots.glob("*.png")) == ["loss.png", "metrics.png"]  # no confusion matrix
+
+
+def test_related_metrics_share_a_panel_and_absent_size_buckets_are_left_out(tmp_path: Path) -> None:
+    # A detector's record: COCO's mAP family, with -1 where the data had no boxes of a size.
+    epochs = [
+        {"epoch": e, "step": 10 * (e + 1), "train/loss_epoch": 2.0 - e, "val/loss": 2.1 - e, "val/map": 0.1 * e}
+        | {"val/map_50": 0.2 * e, "val/map_large": -1.0, "val/mar_100": 0.3 * e, "train/loss_classification": 1.0}
+        for e in range(3)
+    ]
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.json").write_text(json.dumps(epochs))
+    series = plots_module._series(epochs)
+    families = plots_module._families(series)
+    assert {prefix: sorted(names) for prefix, names in families.items()} == {
+        "loss": ["loss_classification"],
+        "map": ["map", "map_50"],
+        "mar": ["mar_100"],
+    }
+    assert sorted(p.name for p in plot_run(run)) == ["loss.png", "metrics.png"]
+    # Three panels side by side, one row: 3 x 4.2 in wide, 3.2 in high at 100 dpi.
+    assert imread(run / "plots" / "metrics.png").shape[:2] == (320, 1260)

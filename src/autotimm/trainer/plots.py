@@ -28,6 +28,8 @@ __all__ = ["RunPlots", "plot_run"]
 
 _STAGES = ("train", "val", "test")
 _STAGE_COLORS = {"train": "tab:blue", "val": "tab:orange", "test": "tab:green"}
+_STAGE_STYLES = {"train": "--", "val": "-", "test": ":"}
+_STAGE_ORDER = (*_STAGES, "")
 _BOOKKEEPING = frozenset({"epoch", "step", "time"})
 _MAX_PANELS = 24
 _MAX_ANNOTATED_CLASSES = 30  # more classes: shading only, no counts written in the cells
@@ -240,15 +242,50 @@ def _save(figure: Figure, path: Path) -> Path:
 
 
 def _plot_stages(ax: Axes, stages: dict[str, tuple[list[int], list[float]]], name: str) -> None:
-    from matplotlib.ticker import MaxNLocator
-
-    for stage in sorted(stages, key=lambda s: (_STAGES + ("",)).index(s)):
+    """One metric's curves, coloured by stage."""
+    for stage in sorted(stages, key=_STAGE_ORDER.index):
         xs, ys = stages[stage]
         ax.plot(xs, ys, marker="o", markersize=3, label=stage or name, color=_STAGE_COLORS.get(stage))
+    _finish_axes(ax)
+
+
+def _plot_family(ax: Axes, family: dict[str, dict[str, tuple[list[int], list[float]]]]) -> None:
+    """Several related metrics (`map`, `map_50`, ...) on one axes: a colour per metric, a line style per stage."""
+    for i, (name, stages) in enumerate(family.items()):
+        for stage in sorted(stages, key=_STAGE_ORDER.index):
+            xs, ys = stages[stage]
+            label = f"{name} ({stage})" if stage and len(stages) > 1 else name
+            style = _STAGE_STYLES.get(stage, "-")
+            ax.plot(xs, ys, marker="o", markersize=3, label=label, color=f"C{i % 10}", linestyle=style)
+    _finish_axes(ax)
+
+
+def _finish_axes(ax: Axes) -> None:
+    from matplotlib.ticker import MaxNLocator
+
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    epochs = {x for line in ax.get_lines() for x in line.get_xdata()}
+    if len(epochs) == 1:  # a one-epoch run: an axis around that epoch, not a fraction of one
+        (epoch,) = epochs
+        ax.set_xlim(epoch - 1, epoch + 1)
     ax.set_xlabel("epoch")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
+
+
+def _families(series: Series) -> dict[str, dict[str, dict[str, tuple[list[int], list[float]]]]]:
+    """The metrics other than the loss, grouped by the part of their name before the first `_`.
+
+    Detection's `map`, `map_50`, ..., `map_large` share a panel, as do the `mar_*` recalls and the
+    `loss_*` terms; a metric whose value is -1 at every epoch (COCO's "no boxes of this size") is
+    left out.
+    """
+    families: dict[str, dict[str, dict[str, tuple[list[int], list[float]]]]] = {}
+    for name, stages in series.items():
+        if name == "loss" or all(v == -1 for _, ys in stages.values() for v in ys):
+            continue
+        families.setdefault(name.split("_", 1)[0], {})[name] = stages
+    return families
 
 
 def _draw_loss(series: Series, path: Path) -> Path | None:
@@ -265,20 +302,27 @@ def _draw_loss(series: Series, path: Path) -> Path | None:
 
 
 def _draw_metrics(series: Series, path: Path) -> Path | None:
-    names = [name for name in series if name != "loss"]
-    if not names:
+    families = _families(series)
+    if not families:
         rank_zero_info("autotimm: no metric other than the loss was logged per epoch; metrics.png not drawn.")
         return None
+    names = list(families)
     if len(names) > _MAX_PANELS:
-        rank_zero_info(f"autotimm: metrics.png shows the first {_MAX_PANELS} of {len(names)} metrics.")
+        rank_zero_info(f"autotimm: metrics.png shows the first {_MAX_PANELS} of {len(names)} metric panels.")
         names = names[:_MAX_PANELS]
     cols = min(3, len(names))
     rows = math.ceil(len(names) / cols)
     figure = _figure(4.2 * cols, 3.2 * rows)
-    for i, name in enumerate(names):
+    for i, prefix in enumerate(names):
         ax = figure.add_subplot(rows, cols, i + 1)
-        _plot_stages(ax, series[name], name)
-        ax.set_title(name)
+        family = families[prefix]
+        if len(family) == 1:
+            ((name, stages),) = family.items()
+            _plot_stages(ax, stages, name)
+            ax.set_title(name)
+        else:
+            _plot_family(ax, family)
+            ax.set_title(f"{prefix}_*")
     return _save(figure, path)
 
 
