@@ -182,7 +182,8 @@ def test_bad_trainer_arguments_are_named(kwargs, error, match, tmp_path):
         cpu_trainer(tmp_path, **kwargs)
 
 
-def test_gradient_clipping_is_applied(digits_data, backbone, tmp_path):
+@pytest.mark.parametrize("precision", ["32", "bf16-mixed"])
+def test_gradient_clipping_is_applied(digits_data, backbone, tmp_path, precision):
     model = ImageClassifier(backbone, num_classes=10, lr=1e-3)
     norms = []
 
@@ -197,6 +198,7 @@ def test_gradient_clipping_is_applied(digits_data, backbone, tmp_path):
         tmp_path,
         max_epochs=1,
         gradient_clip_val=0.01,
+        precision=precision,
         callbacks=[ClipCheck()],
         limit_train_batches=3,
         limit_val_batches=0,
@@ -204,6 +206,9 @@ def test_gradient_clipping_is_applied(digits_data, backbone, tmp_path):
     )
     trainer.fit(model, datamodule=digits_data)
     assert norms and max(norms) <= 0.01 + 1e-6
+    # Full precision clips the fused optimizer's gradients; mixed precision unscales inside a fused
+    # step, after clipping, so it gets the per-tensor implementation.
+    assert bool(trainer.optimizers[0].defaults["fused"]) is (precision == "32")
 
 
 def test_last_checkpoint_follows_every_epoch(digits_data, backbone, tmp_path):

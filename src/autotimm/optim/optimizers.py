@@ -220,7 +220,7 @@ def create_optimizer(
         lr: Learning rate, > 0.
         weight_decay: Weight decay for the weights, >= 0.
         allow_fused: Use the fused implementation where there is one. Lightning refuses to clip
-            the gradients of a fused optimizer, so runs with gradient clipping pass False.
+            the gradients of a fused optimizer in mixed precision, so such runs pass False.
         **kwargs: Further arguments of the optimizer class (for example `betas`);
             they override autotimm's defaults.
 

@@ -10,6 +10,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 import torch.nn as nn
+from pytorch_lightning.plugins.precision import MixedPrecision
 from pytorch_lightning.trainer.states import TrainerFn
 
 from autotimm._errors import check_mapping, check_number
@@ -158,8 +159,7 @@ class BaseTask(pl.LightningModule):
             self,
             lr=self._lr,
             weight_decay=self.weight_decay,
-            # Lightning cannot clip the gradients of a fused optimizer.
-            allow_fused=self._trainer is None or not self._trainer.gradient_clip_val,
+            allow_fused=self._trainer is None or _can_clip_fused(self._trainer),
             **self.optimizer_kwargs,
         )
         if self.scheduler_name is None:
@@ -320,6 +320,20 @@ def _batch_position(trainer: pl.Trainer) -> str:
     if trainer.state.fn == TrainerFn.FITTING:
         position += f" (epoch {trainer.current_epoch})"
     return position
+
+
+def _can_clip_fused(trainer: pl.Trainer) -> bool:
+    """Whether a fused optimizer is safe in this run: it does not clip gradients, or it clips them in
+    full precision.
+
+    A fused optimizer unscales mixed-precision gradients inside its step, after clipping would have
+    run: Lightning's mixed-precision plugin refuses to clip them, and a gradient scaler would clip
+    the scaled values.
+    """
+    if not trainer.gradient_clip_val:
+        return True
+    plugin = trainer.precision_plugin
+    return not isinstance(plugin, MixedPrecision) and getattr(plugin, "scaler", None) is None
 
 
 def _sync_hparams(task: BaseTask, hparams: Any) -> None:
