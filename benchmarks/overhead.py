@@ -128,10 +128,11 @@ def main() -> None:
         data.setup("fit")
         torch.manual_seed(0)
         state = timm.create_model(args.model, pretrained=False, num_classes=data.num_classes).state_dict()
-        # Warm-up of both sides: first-touch allocations, lazy imports, first-use set-up.
+        # Warm-up of both sides, one epoch: first-touch allocations, lazy imports, first-use set-up.
+        one_epoch = argparse.Namespace(**{**vars(args), "epochs": 1})
         for name, run in (("plain", plain_loop), ("autotimm", autotimm_fit)):
             (work / f"{name}-warm-up").mkdir()
-            run(data, state, args, work / f"{name}-warm-up")
+            run(data, state, one_epoch, work / f"{name}-warm-up")
 
         saves: dict[str, list[float]] = {"plain": [], "autotimm": []}
         cpu: dict[str, list[float]] = {"plain": [], "autotimm": []}

@@ -326,10 +326,13 @@ def detection(work: Path, args: argparse.Namespace) -> dict[str, Any]:
         torch.manual_seed(pair)
         return _detector(len(SHAPES), args).detector.state_dict()
 
-    # Warm-up of both sides, one epoch each, as for classification.
+    # Warm-up of both sides (lazy imports, first-use set-up): one epoch each on a few images.
+    small = make_coco_shapes(
+        work / "shapes-warm-up", image_size=args.image_size, num_train=32, num_val=8, classes=SHAPES
+    )
     one_epoch = argparse.Namespace(**{**vars(args), "det_max_epochs": 1})
-    detect_plain(root, state(0), one_epoch)
-    detect_autotimm(root, state(0), one_epoch, work / "det-warm-up")
+    detect_plain(small, state(0), one_epoch)
+    detect_autotimm(small, state(0), one_epoch, work / "det-warm-up")
     outcomes = interleave(
         {
             "plain": lambda pair: detect_plain(root, state(pair), args),
