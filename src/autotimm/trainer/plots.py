@@ -277,12 +277,13 @@ def _families(series: Series) -> dict[str, dict[str, dict[str, tuple[list[int], 
     """The metrics other than the loss, grouped by the part of their name before the first `_`.
 
     Detection's `map`, `map_50`, ..., `map_large` share a panel, as do the `mar_*` recalls and the
-    `loss_*` terms; a metric whose value is -1 at every epoch (COCO's "no boxes of this size") is
-    left out.
+    `loss_*` terms; a COCO precision or recall (`map*`, `mar*`) that is -1 at every epoch ("no
+    boxes of this size") is left out.
     """
     families: dict[str, dict[str, dict[str, tuple[list[int], list[float]]]]] = {}
     for name, stages in series.items():
-        if name == "loss" or all(v == -1 for _, ys in stages.values() for v in ys):
+        absent = name.startswith(("map", "mar")) and all(v == -1 for _, ys in stages.values() for v in ys)
+        if name == "loss" or absent:
             continue
         families.setdefault(name.split("_", 1)[0], {})[name] = stages
     return families
