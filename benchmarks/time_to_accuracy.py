@@ -46,7 +46,7 @@ val mAP@0.5 above 0.4, at most 8 epochs.
   `torchmetrics.detection.MeanAveragePrecision(box_format="xyxy")` (its default pycocotools
   backend). It computes no val loss.
 
-    python benchmarks/time_to_accuracy.py                          # both tasks, 3 pairs
+    python benchmarks/time_to_accuracy.py                          # both tasks, 2 pairs
     python benchmarks/time_to_accuracy.py --task classification --pairs 5
     python benchmarks/time_to_accuracy.py --pairs 1 --digits-per-class 10 --cls-max-epochs 1 \\
         --target-accuracy 0 --num-train 16 --num-val 4 --image-size 64 --det-max-epochs 1   # smoke run
@@ -359,7 +359,7 @@ def detection(work: Path, args: argparse.Namespace) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", choices=("classification", "detection", "both"), default="both")
-    parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument("--pairs", type=int, default=2, help="2 keeps run_all.py under 15 minutes here")
     parser.add_argument("--model", default="resnet18", help="classification: a timm model name")
     parser.add_argument("--lr", type=float, default=3e-3, help="classification learning rate (the quickstart's)")
     parser.add_argument("--target-accuracy", type=float, default=0.95)
