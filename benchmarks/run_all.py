@@ -1,4 +1,4 @@
-"""Run the speed benchmarks in turn and print one summary (13-15 minutes on a 2-core CPU).
+"""Run the speed benchmarks in turn and print one summary (11-12 minutes on a 2-core CPU).
 
 python benchmarks/run_all.py            # the recorded configurations, results in benchmarks/results/
 python benchmarks/run_all.py --quick    # a smoke run of each script (about 2 minutes), results in a temp folder
