@@ -7,6 +7,7 @@ import warnings
 
 import pytest
 import pytorch_lightning as pl
+import timm
 import torch
 
 from autotimm import (
@@ -410,3 +411,183 @@ def test_a_transformer_built_for_a_small_size_is_fed_images_of_that_size(make_im
     trainer.fit(model, datamodule=data)
     assert model.data_config["input_size"] == data.data_config["input_size"] == (3, 64, 64)
     assert trainer.global_step == 2
+
+
+# The smallest model (by parameter count, timm 1.0.31) of each timm module, the families that `list_backbones()`
+# offers. A module missing here is still tested, with its first model.
+_SMALLEST = {
+    "beit": "beit_base_patch16_224",
+    "byoanet": "halonet_h1",
+    "byobnet": "test_byobnet",
+    "cait": "cait_xxs24_224",
+    "coat": "coat_tiny",
+    "convit": "convit_tiny",
+    "convmixer": "convmixer_768_32",
+    "convnext": "test_convnext",
+    "cpubone": "cpubone_nano",
+    "crossvit": "crossvit_tiny_240",
+    "csatv2": "csatv2",
+    "cspnet": "cs3darknet_focus_s",
+    "cspnext": "cspnext_tiny",
+    "davit": "davit_tiny",
+    "deepseek_vit": "deepseek_vit_412m",
+    "deit": "deit_tiny_patch16_224",
+    "densenet": "densenet121",
+    "dla": "dla46x_c",
+    "dpn": "dpn48b",
+    "edgenext": "edgenext_xx_small",
+    "efficientformer": "efficientformer_l1",
+    "efficientformer_v2": "efficientformerv2_s0",
+    "efficientnet": "test_efficientnet",
+    "efficientvim": "efficientvim_m1",
+    "efficientvit_mit": "efficientvit_b0",
+    "efficientvit_msra": "efficientvit_m0",
+    "eva": "vit_tiny_patch16_dinov3_qkvb",
+    "fasternet": "fasternet_t0",
+    "fastvit": "fastvit_t8",
+    "focalnet": "focalnet_tiny_srf",
+    "gcvit": "gcvit_xxtiny",
+    "gemma4_vit": "gemma4_vit_167m",
+    "ghostnet": "ghostnet_050",
+    "hardcorenas": "hardcorenas_b",
+    "hgnet": "hgnetv2_b0",
+    "hiera": "hiera_tiny_224",
+    "hieradet_sam2": "sam2_hiera_tiny",
+    "hrnet": "hrnet_w18_small",
+    "iformer": "iformer_t",
+    "inception_next": "inception_next_atto",
+    "inception_resnet_v2": "inception_resnet_v2",
+    "inception_v3": "inception_v3",
+    "inception_v4": "inception_v4",
+    "lcnetv2": "lcnetv2_small",
+    "levit": "levit_128s",
+    "lowformer": "lowformer_b0",
+    "mambaout": "test_mambaout",
+    "maxxvit": "test_coatnet",
+    "metaformer": "poolformerv2_s12",
+    "mlp_mixer": "gmlp_ti16_224",
+    "mobilenetv3": "lcnet_035",
+    "mobilenetv5": "mobilenetv5_base",
+    "mobilevit": "mobilevit_xxs",
+    "mvitv2": "mvitv2_tiny",
+    "naflexvit": "naflexvit_base_patch16_parfac_gap",
+    "nasnet": "nasnetalarge",
+    "nest": "nest_tiny",
+    "nextvit": "nextvit_small",
+    "nfnet": "test_nfnet",
+    "pit": "pit_ti_224",
+    "pnasnet": "pnasnet5large",
+    "pvt_v2": "pvt_v2_b0",
+    "qwen3_vit": "qwen3_vit_88m",
+    "rdnet": "rdnet_tiny",
+    "regnet": "regnetx_002",
+    "repghost": "repghostnet_050",
+    "repvit": "repvit_m1",
+    "res2net": "res2next50",
+    "resnest": "resnest14d",
+    "resnet": "test_resnet",
+    "resnetv2": "resnetv2_18",
+    "rexnet": "rexnet_100",
+    "selecsls": "selecsls42",
+    "senet": "legacy_seresnet18",
+    "sequencer": "sequencer2d_s",
+    "shvit": "shvit_s1",
+    "sknet": "skresnet18",
+    "starnet": "starnet_s050",
+    "swiftformer": "swiftformer_xs",
+    "swin_transformer": "swin_tiny_patch4_window7_224",
+    "swin_transformer_v2": "swinv2_tiny_window8_256",
+    "swin_transformer_v2_cr": "swinv2_cr_tiny_224",
+    "tiny_vit": "tiny_vit_5m_224",
+    "tnt": "tnt_s_legacy_patch16_224",
+    "tresnet": "tresnet_m",
+    "twins": "twins_svt_small",
+    "vgg": "vgg11",
+    "visformer": "visformer_tiny",
+    "vision_transformer": "test_vit",
+    "vision_transformer_hybrid": "vit_tiny_r_s16_p8_224",
+    "vision_transformer_relpos": "test_vit_relpos",
+    "vision_transformer_sam": "samvit_base_patch16_224",
+    "vitamin": "vitamin_small_224",
+    "volo": "volo_d1_224",
+    "vovnet": "ese_vovnet19b_slim_dw",
+    "xception": "legacy_xception",
+    "xception_aligned": "xception41p",
+    "xcit": "xcit_nano_12_p8_224",
+}
+# CNNs whose stems need more than 64 px (and say nothing in their pretrained config).
+_MIN_SIZE = {"inception_resnet_v2": 96, "inception_v3": 96, "inception_v4": 96}
+# Families whose pooled features are wider than `num_features` (a pre-logits head), and plain ones; all small.
+_QUICK = [
+    "mobilenetv3_small_100",
+    "mobilenetv4_conv_small",
+    "ghostnet_050",
+    "lcnet_035",
+    "hgnetv2_b0",
+    "test_resnet",
+    "test_convnext",
+    "test_vit",
+    "test_efficientnet",
+    BackboneConfig(
+        "swin_tiny_patch4_window7_224",
+        pretrained=False,
+        kwargs={"img_size": 64, "window_size": 4, "embed_dim": 16, "depths": (1, 1, 1, 1), "num_heads": (1, 1, 1, 1)},
+    ),
+]
+
+
+def _one_step_on_two_images(backbone: str | BackboneConfig) -> None:
+    """Build a 3-class classifier, run a training forward and backward on 2 images of the smallest size it takes."""
+    if isinstance(backbone, str):
+        backbone = BackboneConfig(backbone, pretrained=False)
+    model = ImageClassifier(backbone, num_classes=3)
+    cfg = model.backbone.pretrained_cfg
+    if cfg.get("fixed_input_size") or backbone.kwargs.get("img_size"):
+        size = model.data_config["input_size"][1:]
+    else:
+        smallest = max(_MIN_SIZE.get(backbone.model_name, 64), *(cfg.get("min_input_size") or (0, 0, 0))[1:])
+        size = (smallest, smallest)
+    torch.manual_seed(0)
+    logits = model.train()(torch.randn(2, 3, *size))
+    assert logits.shape == (2, 3)
+    torch.nn.functional.cross_entropy(logits, torch.tensor([0, 2])).backward()
+    assert model.head[1].weight.grad.abs().sum() > 0
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.backbone.parameters())
+
+
+@pytest.mark.parametrize("backbone", _QUICK, ids=lambda b: b if isinstance(b, str) else b.model_name)
+def test_a_head_after_pooling_is_sized_from_what_the_backbone_returns(backbone):
+    # MobileNetV3 & co. widen the pooled features (576 -> 1024): a head sized from `num_features` failed at step one.
+    _one_step_on_two_images(backbone)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("module", timm.list_modules())
+def test_the_smallest_model_of_every_timm_family_trains_one_step(module):
+    _one_step_on_two_images(_SMALLEST.get(module) or timm.list_models(module=module)[0])
+
+
+def test_each_family_representative_belongs_to_its_family():
+    wrong = {module: name for module, name in _SMALLEST.items() if name not in timm.list_models(module=module)}
+    assert not wrong
+
+
+def test_mobilenetv3_classifier_fits(make_image_folder, tmp_path):
+    root = make_image_folder(classes={"a": 4, "b": 4, "c": 4}, splits=("train", "val"), size=48)
+    data = ImageDataModule(root, image_size=48, batch_size=6, num_workers=0)
+    model = ImageClassifier(BackboneConfig("mobilenetv3_small_100", pretrained=False), num_classes=3)
+    trainer = cpu_trainer(tmp_path, max_epochs=1)
+    trainer.fit(model, datamodule=data)
+    assert trainer.global_step == 2 and torch.isfinite(trainer.callback_metrics["val/loss"])
+
+
+def test_a_grayscale_backbone_is_measured_with_one_channel():
+    model = ImageClassifier(BackboneConfig("test_resnet", pretrained=False, kwargs={"in_chans": 1}), num_classes=3)
+    assert model.data_config["input_size"][0] == 1
+    assert model(torch.randn(2, 1, 32, 32)).shape == (2, 3)
+
+
+def test_an_unpooled_backbone_is_refused_at_construction():
+    unpooled = BackboneConfig("test_resnet", pretrained=False, kwargs={"global_pool": ""})
+    with pytest.raises(ValueError, match=r"'test_resnet' to return pooled features \[batch, width\].*global_pool"):
+        ImageClassifier(unpooled, num_classes=3)

@@ -137,6 +137,14 @@ def test_vit_backbone_exports_to_onnx(tmp_path):
     torch.testing.assert_close(_run_onnx(session, x), _logits(model, x), atol=1e-4, rtol=1e-3)
 
 
+def test_a_backbone_with_a_pre_logits_head_exports_to_onnx(tmp_path):
+    # MobileNetV3's pooled features go through its `conv_head` (576 -> 1024 wide) before autotimm's head.
+    model = ImageClassifier(BackboneConfig("mobilenetv3_small_100", pretrained=False), num_classes=3)
+    path = model.to_onnx(tmp_path / "mobilenet.onnx", input_sample=_images(1, size=64), class_names=CLASSES)
+    x = _images(2, size=64, seed=3)
+    torch.testing.assert_close(_run_onnx(_session(path), x), _logits(model, x), atol=1e-4, rtol=1e-3)
+
+
 def test_object_detector_refuses_export_and_names_the_supported_path(tmp_path):
     detector = ObjectDetector(TINY, num_classes=2, image_size=64, fpn_channels=64)
     for export, name in ((detector.to_onnx, "det.onnx"), (detector.to_torchscript, "det.pt")):

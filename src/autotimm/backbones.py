@@ -7,18 +7,19 @@ import contextvars
 import logging
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 import timm
+import torch
 import torch.nn as nn
 
 from autotimm._errors import check_keys, check_mapping, check_number, unknown_choice
 
-__all__ = ["BackboneConfig", "PretrainedWeightsError", "create_backbone", "list_backbones"]
+__all__ = ["BackboneConfig", "PretrainedWeightsError", "create_backbone", "list_backbones", "pooled_width"]
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +177,47 @@ def create_backbone(config: BackboneConfig, **overrides: Any) -> nn.Module:
         if not pretrained:
             raise
         raise PretrainedWeightsError(_no_weights_message(config.model_name, str(e))) from e
+
+
+def pooled_width(model: nn.Module, input_size: Sequence[int]) -> int:
+    """The width of the pooled features that `model`, built with `num_classes=0`, returns.
+
+    Measured with one forward pass of a blank image in eval mode without gradients (the
+    training mode is restored), not read from `num_features`: models with a pre-logits head
+    (MobileNetV3, MobileNetV4, GhostNet, LCNet, HGNetV2, ...) widen the pooled features
+    further (`mobilenetv3_small_100`: 576 channels, 1024 features).
+
+    Args:
+        model: A timm model built with `num_classes=0`.
+        input_size: The `(channels, height, width)` the model takes, e.g. its data config's `input_size`.
+
+    Raises:
+        ValueError: If the model does not return pooled features `[batch, width]` (for instance when
+            built with `global_pool=""`).
+
+    Examples:
+        >>> model = create_backbone(BackboneConfig("mobilenetv3_small_100", pretrained=False), num_classes=0)
+        >>> model.num_features, pooled_width(model, (3, 64, 64))
+        (576, 1024)
+    """
+    param = next(model.parameters(), torch.empty(0))
+    dtype = param.dtype if param.is_floating_point() else None
+    blank = torch.zeros(1, *input_size, device=param.device, dtype=dtype)
+    training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(blank)
+    finally:
+        model.train(training)
+    if not isinstance(out, torch.Tensor) or out.ndim != 2:
+        got = f"shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else type(out).__name__
+        name = getattr(model, "pretrained_cfg", {}).get("architecture", type(model).__name__)
+        raise ValueError(
+            f"Expected backbone {name!r} to return pooled features [batch, width], but got {got}. "
+            "Leave `global_pool` and `features_only` out of the BackboneConfig kwargs of a classifier."
+        )
+    return int(out.shape[1])
 
 
 def list_backbones(pattern: str | None = None, pretrained: bool = False) -> list[str]:

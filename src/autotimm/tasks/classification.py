@@ -14,7 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from autotimm._errors import check_bool, check_number
-from autotimm.backbones import BackboneConfig, create_backbone
+from autotimm.backbones import BackboneConfig, create_backbone, pooled_width
 from autotimm.export import TorchScriptMethod, export_onnx, export_torchscript
 from autotimm.loggers import LoggingConfig
 from autotimm.metrics import MetricConfig, build_metrics
@@ -27,16 +27,19 @@ def _default_metrics() -> list[MetricConfig]:
     return [MetricConfig("accuracy", metric_class="Accuracy", stages=["val", "test"], prog_bar=True)]
 
 
-def _data_config(backbone: nn.Module) -> dict[str, Any]:
+def _data_config(backbone: nn.Module, in_chans: int) -> dict[str, Any]:
     """timm's data config for `backbone`, with the input size the model was built for.
 
     timm reads the size from the pretrained config, so a ViT built with `img_size=64` would
-    otherwise report 224 (and a data module reading it would feed it 224 px images).
+    otherwise report 224 (and a data module reading it would feed it 224 px images), and a
+    model built with `in_chans=1` would report 3 channels.
     """
     config = timm.data.resolve_model_data_config(backbone)
+    size = config["input_size"][1:]
     built_for = getattr(getattr(backbone, "patch_embed", None), "img_size", None)
     if isinstance(built_for, (tuple, list)) and len(built_for) == 2:
-        config["input_size"] = (3, *(int(s) for s in built_for))
+        size = tuple(int(s) for s in built_for)
+    config["input_size"] = (in_chans, *size)
     return config
 
 
@@ -139,8 +142,10 @@ class ImageClassifier(BaseTask):
         self._prog_bar = {m.name: m.prog_bar for m in metric_cfgs}
 
         self.backbone = create_backbone(backbone_cfg, num_classes=0)
-        self.head = nn.Sequential(nn.Dropout(float(head_dropout)), nn.Linear(self.backbone.num_features, num_classes))
-        self.data_config: dict[str, Any] = _data_config(self.backbone)
+        self.data_config: dict[str, Any] = _data_config(self.backbone, backbone_cfg.kwargs.get("in_chans", 3))
+        # Sized from what the pooled backbone returns: a pre-logits head can make it wider than `num_features`.
+        width = pooled_width(self.backbone, self.data_config["input_size"])
+        self.head = nn.Sequential(nn.Dropout(float(head_dropout)), nn.Linear(width, num_classes))
         task = ("binary" if num_classes == 1 else "multilabel") if multi_label else "multiclass"
         self.train_metrics = build_metrics(metric_cfgs, "train", num_classes, task)
         self.val_metrics = build_metrics(metric_cfgs, "val", num_classes, task)
