@@ -24,6 +24,8 @@ __all__ = ["BackboneConfig", "PretrainedWeightsError", "create_backbone", "list_
 log = logging.getLogger(__name__)
 
 _PROBE_TIMEOUT_S = 3.0
+# The largest side `pooled_width` feeds a model that takes any input size.
+_PROBE_SIZE = 224
 # `timm.create_model` arguments that have their own `BackboneConfig` field.
 _OWN_FIELDS = ("model_name", "pretrained", "drop_rate", "drop_path_rate")
 # Set while a model is rebuilt from a checkpoint: its weights come from the checkpoint.
@@ -185,7 +187,9 @@ def pooled_width(model: nn.Module, input_size: Sequence[int]) -> int:
     Measured with one forward pass of a blank image in eval mode without gradients (the
     training mode is restored), not read from `num_features`: models with a pre-logits head
     (MobileNetV3, MobileNetV4, GhostNet, LCNet, HGNetV2, ...) widen the pooled features
-    further (`mobilenetv3_small_100`: 576 channels, 1024 features).
+    further (`mobilenetv3_small_100`: 576 channels, 1024 features). A model whose pretrained
+    config does not fix its input size is measured at no more than 224 px (nor less than its
+    `min_input_size`), which keeps the pass cheap for models made for large images.
 
     Args:
         model: A timm model built with `num_classes=0`.
@@ -200,9 +204,14 @@ def pooled_width(model: nn.Module, input_size: Sequence[int]) -> int:
         >>> model.num_features, pooled_width(model, (3, 64, 64))
         (576, 1024)
     """
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    channels, *size = input_size
+    if not cfg.get("fixed_input_size"):
+        smallest = (cfg.get("min_input_size") or (channels, 0, 0))[1:]
+        size = [max(min(s, _PROBE_SIZE), low) for s, low in zip(size, smallest, strict=True)]
     param = next(model.parameters(), torch.empty(0))
     dtype = param.dtype if param.is_floating_point() else None
-    blank = torch.zeros(1, *input_size, device=param.device, dtype=dtype)
+    blank = torch.zeros(1, channels, *size, device=param.device, dtype=dtype)
     training = model.training
     model.eval()
     try:
@@ -212,7 +221,7 @@ def pooled_width(model: nn.Module, input_size: Sequence[int]) -> int:
         model.train(training)
     if not isinstance(out, torch.Tensor) or out.ndim != 2:
         got = f"shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else type(out).__name__
-        name = getattr(model, "pretrained_cfg", {}).get("architecture", type(model).__name__)
+        name = cfg.get("architecture", type(model).__name__)
         raise ValueError(
             f"Expected backbone {name!r} to return pooled features [batch, width], but got {got}. "
             "Leave `global_pool` and `features_only` out of the BackboneConfig kwargs of a classifier."
