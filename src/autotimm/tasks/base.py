@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,14 +26,6 @@ from autotimm.optim import (
 )
 
 __all__ = ["BaseTask"]
-
-# Lightning warns whenever a LightningModule defines `on_before_batch_transfer` and a data
-# module is used. The tasks define it on purpose (label checks on the CPU) and a data module
-# that defines it too takes precedence, as Lightning documents: the warning says nothing new.
-warnings.filterwarnings(
-    "ignore", message="You have overridden `on_before_batch_transfer` in `LightningModule` but have passed in a"
-)
-
 
 _CHECKPOINT_KEY = "autotimm"  # what the model was trained on: class names and data config
 
