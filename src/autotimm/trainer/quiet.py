@@ -6,7 +6,7 @@ sets `example_input_array`), and every warning about the user's data, model or c
 to the `autotimm.trainer.quiet` logger at DEBUG instead: the device lines (`GPU available: ...`),
 Lightning's litlogger tip, `Loading train_dataloader to estimate number of stepping batches`,
 the messages of Lightning's finders and of the fits they run, the restore of their internal
-checkpoints (`.lr_find_<uuid>.ckpt`), and `weights_only was not set`. Ignored: three warnings
+checkpoints (`.lr_find_<uuid>.ckpt`), and `weights_only was not set`. Ignored: four warnings
 about Lightning's own internals or advice that does not apply to an autotimm task (see
 `_IGNORED_WARNINGS`).
 
