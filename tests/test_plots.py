@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -185,3 +187,30 @@ def test_related_metrics_share_a_panel_and_absent_size_buckets_are_left_out(tmp_
     assert sorted(p.name for p in plot_run(run)) == ["loss.png", "metrics.png"]
     # Three panels side by side, one row: 3 x 4.2 in wide, 3.2 in high at 100 dpi.
     assert imread(run / "plots" / "metrics.png").shape[:2] == (320, 1260)
+
+
+def test_learning_rate_is_recorded_every_epoch_on_small_data(make_image_folder, backbone, tmp_path: Path) -> None:
+    # 2 steps per epoch, far fewer than Lightning's log_every_n_steps=50: the run record, summarize
+    # (and so metrics.png) and the loggers still get each epoch's learning rate, not one repeated value.
+    from pytorch_lightning.loggers import CSVLogger
+
+    model = ImageClassifier(backbone, num_classes=3, lr=0.1, scheduler="cosine")
+    logger = CSVLogger(tmp_path / "logs")
+    trainer = cpu_trainer(
+        tmp_path, max_epochs=5, limit_train_batches=2, limit_val_batches=0, enable_checkpointing=False, logger=logger
+    )
+    trainer.fit(model, datamodule=_data(make_image_folder))
+    assert trainer.log_every_n_steps == 50 and trainer.global_step == 10
+    expected = [0.1 * (1 + math.cos(math.pi * epoch / 5)) / 2 for epoch in range(5)]  # CosineAnnealingLR per epoch
+
+    epochs = json.loads((trainer.run_dir / "metrics.json").read_text())
+    assert [e["train/lr"] for e in epochs] == pytest.approx(expected, rel=1e-6)
+    assert all(isinstance(e["train/loss"], float) for e in epochs)
+    assert len({e["train/loss"] for e in epochs}) == 5 and len({e["train/loss_epoch"] for e in epochs}) == 5
+    rows = autotimm.summarize(trainer.run_dir, print_table=False)
+    assert [row["train/lr"] for row in rows] == [e["train/lr"] for e in epochs]
+
+    with open(Path(logger.log_dir) / "metrics.csv", newline="") as file:
+        logged = [(int(row["epoch"]), float(row["train/lr"])) for row in csv.DictReader(file) if row["train/lr"]]
+    assert [lr for _, lr in logged] == pytest.approx(expected, rel=1e-6)
+    assert [epoch for epoch, _ in logged] == [0, 1, 2, 3, 4]

@@ -6,10 +6,12 @@ right number of steps, a run record with the right status, and a clear error.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import random
 import signal
+import stat
 import subprocess
 import sys
 import textwrap
@@ -314,3 +316,33 @@ def test_durable_checkpoints_are_flushed_and_load(tmp_path: Path) -> None:
     last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["epoch"] == 1 and last["global_step"] == 8
     assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["last.ckpt"]
+
+
+@pytest.mark.slow
+def test_written_files_get_the_mode_a_plain_open_would_give(digits_data, backbone, tmp_path: Path) -> None:
+    # Checkpoints, the run record, the confusion matrix's data and an ONNX file: readable by the
+    # group as the umask allows, as `open(path, "w")` makes them (not mkstemp's 0600).
+    from autotimm import ImageClassifier
+
+    umask = 0o027  # group may read, others nothing: 0o640
+    old = os.umask(umask)
+    try:
+        model = ImageClassifier(backbone, num_classes=10)
+        trainer = cpu_trainer(tmp_path, max_epochs=1, limit_train_batches=1, limit_val_batches=1, plots=True)
+        trainer.fit(model, datamodule=digits_data)
+        written = [
+            tmp_path / "checkpoints" / "last.ckpt",
+            trainer.run_dir / "run.json",
+            trainer.run_dir / "metrics.json",
+            trainer.run_dir / "plots" / "confusion_matrix.json",
+        ]
+        if importlib.util.find_spec("onnxruntime") is not None:
+            written.append(model.to_onnx(tmp_path / "model.onnx"))
+        plain = tmp_path / "plain.txt"
+        plain.write_text("")
+    finally:
+        os.umask(old)
+    expected = 0o666 & ~umask
+    assert stat.S_IMODE(plain.stat().st_mode) == expected
+    modes = {path.name: oct(stat.S_IMODE(path.stat().st_mode)) for path in written}
+    assert modes == {path.name: oct(expected) for path in written}

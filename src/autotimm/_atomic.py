@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +18,8 @@ def atomic_path(path: Path, *, durable: bool = False) -> Iterator[Path]:
     A process killed at any moment, even with SIGKILL, leaves `path` either as it was or
     complete. On an error the temporary file is removed and `path` is left as it was. After a
     success, temporary files that a killed writer of the same `path` left behind are removed.
+    The file gets the permissions a plain `open(path, "w")` would give it (`0o666` less the
+    umask), so that a teammate or a serving container can read it.
 
     Args:
         path: The destination; its folder is created if needed.
@@ -30,9 +32,7 @@ def atomic_path(path: Path, *, durable: bool = False) -> Iterator[Path]:
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     prefix = f".{path.name}."
-    fd, name = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
+    tmp = _create_beside(path.parent, prefix)
     try:
         yield tmp
         if durable:
@@ -45,6 +45,21 @@ def atomic_path(path: Path, *, durable: bool = False) -> Iterator[Path]:
             _fsync(path.parent, os.O_RDONLY)
     for stale in path.parent.glob(f"{prefix}*.tmp"):
         stale.unlink(missing_ok=True)
+
+
+def _create_beside(folder: Path, prefix: str) -> Path:
+    """Create a new, empty, uniquely named file in `folder`, as `open()` would (mode `0o666` less the umask).
+
+    `tempfile.mkstemp` would make it `0o600` whatever the umask, and the rename keeps that mode.
+    """
+    while True:
+        tmp = folder / f"{prefix}{secrets.token_hex(4)}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return tmp
 
 
 def _fsync(path: Path, flags: int) -> None:

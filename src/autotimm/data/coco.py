@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from autotimm._warnings import warn
 
 _SHOW = 5  # how many offending names an error or warning lists
 LAYOUT = (
@@ -122,10 +123,9 @@ def _parse_split(
             continue
         per_image[image_id].append((bbox, label_of[cid], int(bool(ann.get("iscrowd", 0)))))
     if degenerate:
-        warnings.warn(
+        warn(
             f"'{ann_path}': dropped {len(degenerate)} box(es) with non-positive width or height "
-            f"(annotation ids {_first(degenerate)}).",
-            stacklevel=3,
+            f"(annotation ids {_first(degenerate)})."
         )
 
     if not image_dir.is_dir():

@@ -7,8 +7,9 @@ from collections import Counter
 from pathlib import Path
 
 from PIL import Image
-from pytorch_lightning.utilities import rank_zero_warn
 from torchvision.datasets.folder import IMG_EXTENSIONS, ImageFolder, has_file_allowed_extension
+
+from autotimm._warnings import warn
 
 __all__ = ["CorruptImageError", "IMAGE_EXTENSIONS", "LAYOUT", "load_rgb_image"]
 
@@ -112,7 +113,7 @@ def _scan_split(directory: Path) -> ImageFolder:
     if is_image.skipped:
         listed = ", ".join(f"'{p}'" for p in is_image.skipped[:_MAX_LISTED])
         more = f" and {len(is_image.skipped) - _MAX_LISTED} more" if len(is_image.skipped) > _MAX_LISTED else ""
-        rank_zero_warn(
+        warn(
             f"Ignoring {len(is_image.skipped)} file(s) without an image extension in '{directory}': "
             f"{listed}{more}. Image extensions: {IMAGE_EXTENSIONS}."
         )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,14 +26,6 @@ from autotimm.optim import (
 )
 
 __all__ = ["BaseTask"]
-
-# Lightning warns whenever a LightningModule defines `on_before_batch_transfer` and a data
-# module is used. The tasks define it on purpose (label checks on the CPU) and a data module
-# that defines it too takes precedence, as Lightning documents: the warning says nothing new.
-warnings.filterwarnings(
-    "ignore", message="You have overridden `on_before_batch_transfer` in `LightningModule` but have passed in a"
-)
-
 
 _CHECKPOINT_KEY = "autotimm"  # what the model was trained on: class names and data config
 
@@ -85,6 +76,7 @@ class BaseTask(pl.LightningModule):
             check_scheduler_kwargs(self.scheduler_name, self.scheduler_kwargs)
         self.logging_config = LoggingConfig.coerce(logging_config)
         self._has_progress_bar = False
+        self._last_step_lr: float | None = None  # the LR of an epoch's last step, logged at its end
         # What the model was trained on, taken from the data module at `fit` and kept in its
         # checkpoints, so that a model loaded from one can name its classes and be exported
         # at its training size without the data module.
@@ -257,9 +249,23 @@ class BaseTask(pl.LightningModule):
         self.log("train/loss_epoch", loss, on_step=False, on_epoch=True, batch_size=batch_size, sync_dist=True)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        if self.logging_config.log_learning_rate and self.trainer.optimizers and self._step_is_written():
-            lr = self.trainer.optimizers[0].param_groups[0]["lr"]
+        if not self.logging_config.log_learning_rate or not self.trainer.optimizers:
+            return
+        lr = self.trainer.optimizers[0].param_groups[0]["lr"]  # what this batch's step uses
+        if self._step_is_written():
             self.log("train/lr", lr, on_step=True, on_epoch=False)
+        if self.trainer.is_last_batch:
+            self._last_step_lr = lr
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # Once per epoch, whatever `log_every_n_steps` is: the learning rate of the epoch's last
+        # step, as an epoch value, so that the loggers and the run record get a point for every
+        # epoch (with fewer than `log_every_n_steps` steps per epoch, the step values above are
+        # written once in several epochs, or never). Logged here, after the schedulers stepped,
+        # because `train/lr` cannot be logged as a step and an epoch value in the same hook.
+        if self._last_step_lr is not None:
+            self.log("train/lr", self._last_step_lr, on_step=False, on_epoch=True, batch_size=1, sync_dist=True)
+            self._last_step_lr = None
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         if not self.logging_config.log_gradient_norm or not self._step_is_written():

@@ -14,16 +14,24 @@ from lightning_fabric.plugins.io import CheckpointIO
 from lightning_fabric.utilities.cloud_io import get_filesystem
 from pytorch_lightning import seed_everything
 from pytorch_lightning.accelerators import Accelerator, CUDAAccelerator
-from pytorch_lightning.callbacks import Callback, DeviceStatsMonitor, LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.callbacks import (
+    Callback,
+    DeviceStatsMonitor,
+    LearningRateMonitor,
+    ModelCheckpoint,
+    ModelSummary,
+)
 from pytorch_lightning.loggers import Logger
-from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
+from pytorch_lightning.utilities import rank_zero_info
 
 from autotimm._errors import check_bool, check_choice, check_number, closest
+from autotimm._warnings import warn
 from autotimm.loggers import LoggerConfig, LoggerManager, resolve_loggers
 from autotimm.trainer.checkpoint_io import AtomicCheckpointIO
 from autotimm.trainer.fast_path import FastPath, check_compile_options
 from autotimm.trainer.guards import StopOnNonFiniteLoss
 from autotimm.trainer.plots import RunPlots
+from autotimm.trainer.quiet import CompactModelSummary, quiet
 from autotimm.trainer.run_record import RunRecord
 from autotimm.trainer.tuning import TunerConfig, run_tuning
 
@@ -96,6 +104,7 @@ class AutoTrainer(pl.Trainer):
         >>> trainer.test(model, datamodule=data)  # uses the best checkpoint  # doctest: +SKIP
     """
 
+    @quiet
     def __init__(
         self,
         max_epochs: int = 10,
@@ -188,7 +197,7 @@ class AutoTrainer(pl.Trainer):
                 )
 
         if checkpoint_monitor and checkpoint_mode == "max" and "loss" in checkpoint_monitor.lower():
-            rank_zero_warn(
+            warn(
                 f"checkpoint_monitor={checkpoint_monitor!r} with checkpoint_mode='max' keeps the checkpoint with the "
                 "highest loss; pass checkpoint_mode='min' to keep the lowest."
             )
@@ -205,6 +214,11 @@ class AutoTrainer(pl.Trainer):
             callbacks.append(RunPlots())
         if channels_last is not False or compile_options is not None:
             callbacks.append(FastPath(channels_last, compile_options))
+        # Lightning's summary without its FLOPs column of zeros, unless the user brought a summary.
+        enable_summary = trainer_kwargs.pop("enable_model_summary", True)
+        if enable_summary and not trainer_kwargs.get("barebones"):
+            if not any(isinstance(cb, ModelSummary) for cb in callbacks):
+                callbacks.append(CompactModelSummary())
         plugins = trainer_kwargs.pop("plugins", None)
         plugins = list(plugins) if isinstance(plugins, (list, tuple)) else [] if plugins is None else [plugins]
         if not any(isinstance(plugin, CheckpointIO) for plugin in plugins):
@@ -225,6 +239,7 @@ class AutoTrainer(pl.Trainer):
             enable_checkpointing=enable_checkpointing,
             fast_dev_run=fast_dev_run,
             plugins=plugins,
+            enable_model_summary=False,  # the summary callback, if any, is in `callbacks`
             **trainer_kwargs,
         )
         if tuner_config is not None and tuner_config.enabled and self.world_size > 1:
@@ -250,6 +265,7 @@ class AutoTrainer(pl.Trainer):
         record = next((cb for cb in self.callbacks if isinstance(cb, RunRecord)), None)
         return None if record is None else record.run_dir
 
+    @quiet
     def fit(
         self,
         model: pl.LightningModule,
@@ -293,13 +309,24 @@ class AutoTrainer(pl.Trainer):
             datamodule.hparams["batch_size"] = size // 2
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-        rank_zero_warn(
+        warn(
             f"autotimm: out of memory with batch_size={size} before the first optimizer step; retrying with "
             f"batch_size={size // 2}. Pass `oom_backoff=False` to AutoTrainer to fail instead."
         )
         self.fit_loop.epoch_loop.batch_progress.reset()
         return True
 
+    @quiet
+    def validate(self, *args: Any, **kwargs: Any) -> Any:
+        """Lightning's `validate`, with its routine messages held back (see `autotimm.trainer.quiet`)."""
+        return super().validate(*args, **kwargs)
+
+    @quiet
+    def predict(self, *args: Any, **kwargs: Any) -> Any:
+        """Lightning's `predict`, with its routine messages held back (see `autotimm.trainer.quiet`)."""
+        return super().predict(*args, **kwargs)
+
+    @quiet
     def test(
         self,
         model: pl.LightningModule | None = None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import shutil
@@ -14,8 +15,9 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.strategies import DDPStrategy, DeepSpeedStrategy
-from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
+from pytorch_lightning.utilities import rank_zero_info
 
+from autotimm._warnings import warn
 from autotimm.tasks.classification import ImageClassifier
 from autotimm.trainer.lr_curve import smooth
 from autotimm.trainer.run_record import RunRecord, _scalars, write_json_atomic
@@ -23,6 +25,8 @@ from autotimm.trainer.run_record import RunRecord, _scalars, write_json_atomic
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
+
+log = logging.getLogger(__name__)
 
 __all__ = ["RunPlots", "plot_run"]
 
@@ -148,8 +152,9 @@ class RunPlots(Callback):
         if not failed:
             _guarded(CONFUSION_DATA, lambda: _save_confusion(trainer, pl_module, out / CONFUSION_DATA))
         written = [path for name, draw in _jobs(epochs, out, data_dir=out) if (path := _guarded(name, draw))]
-        if written:
-            rank_zero_info(f"autotimm: plots written to {out} ({', '.join(p.name for p in written)})")
+        if written:  # the run's folder was named when it started; a folder without a run record was not
+            say = log.debug if record is not None else rank_zero_info
+            say(f"autotimm: plots written to {out} ({', '.join(p.name for p in written)})")
 
 
 def _run_record(trainer: pl.Trainer) -> RunRecord | None:
@@ -161,7 +166,7 @@ def _guarded(what: str, action: Callable[[], Any]) -> Any:
     try:
         return action()
     except Exception as e:  # any plotting error is reported, and the run goes on
-        rank_zero_warn(f"autotimm: could not write {what}: {type(e).__name__}: {e}")
+        warn(f"autotimm: could not write {what}: {type(e).__name__}: {e}")
         return None
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.utilities import rank_zero_info
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from autotimm._atomic import atomic_path
@@ -134,6 +135,7 @@ class RunRecord(Callback):
         if not trainer.is_global_zero:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        rank_zero_info(f"autotimm: run {self.run_id}: record and plots in {self.run_dir}{_checkpoints_text(trainer)}")
         self._start = time.monotonic()
         previous = self.run_dir / "run.json"
         resumed = trainer.ckpt_path is not None and previous.is_file()
@@ -250,6 +252,12 @@ def _new_run_id() -> str:
     """
     now = datetime.now(timezone.utc)
     return f"{now:%Y%m%d-%H%M%S}-{now.microsecond // 1000:03d}{uuid.uuid4().hex[:3]}"
+
+
+def _checkpoints_text(trainer: pl.Trainer) -> str:
+    """`"; checkpoints in <folder>"` for the run's checkpoint folder, or `""` without checkpoints."""
+    folders = {cb.dirpath for cb in trainer.checkpoint_callbacks if getattr(cb, "dirpath", None)}
+    return f"; checkpoints in {', '.join(sorted(folders))}" if folders else ""
 
 
 def _qualname(obj: Any) -> str:
