@@ -228,3 +228,27 @@ def test_both_finders_on_48_images_train_with_the_found_batch_size(make_image_fo
     assert model._lr == trainer.tuning_results["lr"] == curve["suggestion"]
     # ... and the real run then trained its own single epoch.
     assert trainer.max_epochs == 1 and trainer.current_epoch == 1 and trainer.global_step == 2
+
+
+def test_tuner_config_false_means_no_tuning(digits_data, backbone, tmp_path):
+    # Issue 12, defect 3: Lightning's "off" (`logger=False`) was refused with a TypeError.
+    model = ImageClassifier(backbone, num_classes=10, lr=2e-3)
+    trainer = cpu_trainer(tmp_path, max_epochs=1, limit_train_batches=2, limit_val_batches=1, tuner_config=False)
+    trainer.fit(model, datamodule=digits_data)
+    assert trainer.tuner_config is None and trainer.tuning_results == {}
+    assert model._lr == 2e-3 and trainer.global_step == 2
+    with pytest.raises(TypeError, match=r"None or False for no tuning, but got bool True\. Pass `TunerConfig\(\)`"):
+        cpu_trainer(tmp_path, tuner_config=True)
+
+
+def test_tuner_config_false_from_the_command_line(make_image_folder, tmp_path):
+    from autotimm.cli import AutoTimmCLI
+
+    config = Path(__file__).resolve().parents[1] / "examples" / "configs" / "classify_folder.yaml"
+    args = ["--config", str(config), "--trainer.accelerator", "cpu", "--trainer.default_root_dir", str(tmp_path)]
+    args += ["--data.init_args.data_dir", str(make_image_folder())]
+    args += ["--model.init_args.backbone.model_name", "test_resnet"]
+    cli = AutoTimmCLI([*args, "--trainer.tuner_config", "false"], run=False)
+    assert cli.trainer.tuner_config is None
+    cli = AutoTimmCLI([*args, "--trainer.tuner_config", "{auto_lr: true, auto_batch_size: true}"], run=False)
+    assert cli.trainer.tuner_config == TunerConfig(auto_lr=True, auto_batch_size=True)

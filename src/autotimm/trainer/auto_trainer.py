@@ -64,7 +64,7 @@ class AutoTrainer(pl.Trainer):
         logger: `False`, a `LoggerManager`, a list of `LoggerConfig`, or Lightning loggers.
             With `False`, callbacks that need a logger (`LearningRateMonitor`,
             `DeviceStatsMonitor`) get a CSV logger under `default_root_dir`.
-        tuner_config: A `TunerConfig` to tune before training.
+        tuner_config: A `TunerConfig` to tune before training; `None` or `False` (Lightning's "off") for none.
         checkpoint_monitor: Metric to keep the best checkpoint by, e.g. `"val/accuracy"`.
         checkpoint_mode: `"max"` or `"min"` for `checkpoint_monitor`.
         callbacks: Lightning callbacks.
@@ -103,7 +103,7 @@ class AutoTrainer(pl.Trainer):
         devices: int | str | list[int] = "auto",
         precision: int | str = 32,
         logger: bool | LoggerConfig | LoggerManager | Logger | list[LoggerConfig | Logger] | None = False,
-        tuner_config: TunerConfig | None = None,
+        tuner_config: TunerConfig | Literal[False] | None = None,
         checkpoint_monitor: str | None = None,
         checkpoint_mode: Literal["max", "min"] = "max",
         callbacks: list[Callback] | None = None,
@@ -169,8 +169,14 @@ class AutoTrainer(pl.Trainer):
                 "Expected `default_root_dir` to be a path, but got "
                 f"{type(default_root_dir).__name__} {default_root_dir!r}."
             )
+        if tuner_config is False:
+            tuner_config = None  # Lightning's "off", as in `logger=False`
         if tuner_config is not None and not isinstance(tuner_config, TunerConfig):
-            raise TypeError(f"Expected `tuner_config` to be a TunerConfig or None, but got {tuner_config!r}.")
+            hint = " Pass `TunerConfig()` to tune the learning rate." if tuner_config is True else ""
+            raise TypeError(
+                f"Expected `tuner_config` to be a TunerConfig, or None or False for no tuning, but got "
+                f"{type(tuner_config).__name__} {tuner_config!r}.{hint}"
+            )
         if checkpoint_monitor is not None and (not isinstance(checkpoint_monitor, str) or not checkpoint_monitor):
             error = TypeError if not isinstance(checkpoint_monitor, str) else ValueError
             raise error(
