@@ -20,7 +20,7 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
 from autotimm._errors import check_bool, check_choice, check_number, closest
 from autotimm.loggers import LoggerConfig, LoggerManager, resolve_loggers
-from autotimm.trainer.checkpoint_io import AtomicCheckpointIO
+from autotimm.trainer.checkpoint_io import AtomicCheckpointIO, find_checkpoint
 from autotimm.trainer.fast_path import FastPath, check_compile_options
 from autotimm.trainer.guards import StopOnNonFiniteLoss
 from autotimm.trainer.plots import RunPlots
@@ -265,8 +265,15 @@ class AutoTrainer(pl.Trainer):
         ckpt_path: str | Path | None = None,
         **kwargs: Any,
     ) -> None:
-        """Tune (if configured), then train; `ckpt_path` resumes a run and skips tuning."""
-        if ckpt_path is not None and str(ckpt_path) not in ("last", "best", "hpc", "registry"):
+        """Tune (if configured), then train; `ckpt_path` resumes a run and skips tuning.
+
+        `ckpt_path="last"` (or `"best"`) resumes from the newest such checkpoint of an earlier
+        run under `default_root_dir` (see `find_checkpoint`), and fails when there is none.
+        """
+        if ckpt_path in ("last", "best"):
+            ckpt_path = find_checkpoint(self, ckpt_path)
+            rank_zero_info(f"autotimm: resuming from {ckpt_path}")
+        if ckpt_path is not None and str(ckpt_path) not in ("hpc", "registry"):
             _check_checkpoint_file(ckpt_path)
         if self.seed is not None:
             seed_everything(self.seed, workers=True, verbose=False)
@@ -325,6 +332,8 @@ class AutoTrainer(pl.Trainer):
             # The path itself rather than "best": with autotimm's two checkpoint callbacks,
             # "best" makes Lightning warn that it picks the first one.
             ckpt_path = callback.best_model_path
+        elif ckpt_path in ("last", "best"):
+            ckpt_path = find_checkpoint(self, ckpt_path)
         return super().test(model, dataloaders, ckpt_path, *args, **kwargs)
 
 
