@@ -12,7 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from autotimm import ImageClassifier, ImageDataModule, TunerConfig, TuningError
-from helpers import cpu_trainer
+from helpers import colour_folder, cpu_trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -193,22 +193,10 @@ def test_training_after_a_multi_epoch_lr_sweep_with_a_progress_bar(digits_data, 
     assert trainer.global_step == 10 and "val/accuracy" in trainer.progress_bar_metrics
 
 
-# Three solid colours: a loss the learning-rate finder can see fall within a few steps.
-_COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (40, 40, 210)}
-
-
-def _colour_folder(make_image_folder, per_class: int = 16, size: int = 16) -> Path:
-    """3 classes x `per_class` training images (and 4 validation images each) of one colour per class."""
-    for name, colour in _COLOURS.items():
-        root = make_image_folder(classes={name: per_class}, splits=("train",), size=size, color=colour)
-        make_image_folder(classes={name: 4}, splits=("val",), size=size, color=colour)
-    return root
-
-
 def test_both_finders_on_48_images_train_with_the_found_batch_size(make_image_folder, backbone, tmp_path):
     # Issue 12, defect 1: the batch-size finder found 30, autotimm shrank it to 1 so that the LR
     # finder got 30 steps in one epoch, and BatchNorm failed on the batch of one.
-    data = ImageDataModule(_colour_folder(make_image_folder), image_size=16, batch_size=8, num_workers=0)
+    data = ImageDataModule(colour_folder(make_image_folder, size=16), image_size=16, batch_size=8, num_workers=0)
     config = TunerConfig(
         auto_lr=True,
         auto_batch_size=True,
