@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -73,3 +73,15 @@ def digits_data(digits_root: Path):
     from autotimm import ImageDataModule
 
     return ImageDataModule(digits_root, image_size=32, batch_size=32, num_workers=0, augmentation="none")
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """One intra-op torch thread for the test (restored afterwards): on a busy 2-core machine, two
+    threads per process spin against the other processes and make a tiny model's step ~10x slower."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,19 @@ def cpu_trainer(root: Path, **kwargs: Any) -> AutoTrainer:
         "plots": False,  # drawn and checked in test_plots.py; elsewhere they only cost time
     }
     return AutoTrainer(**{**defaults, **kwargs})
+
+
+# Three solid colours: a loss the learning-rate finder sees fall within a few steps.
+COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (40, 40, 210)}
+
+
+def colour_folder(make_image_folder: Callable[..., Path], per_class: int = 16, size: int = 32) -> Path:
+    """3 classes x `per_class` training images (48 by default) and 4 validation and test images each, one colour per
+    class, written with conftest's `make_image_folder` fixture; returns the folder."""
+    for name, colour in COLOURS.items():
+        root = make_image_folder(classes={name: per_class}, splits=("train",), size=size, color=colour)
+        make_image_folder(classes={name: 4}, splits=("val", "test"), size=size, color=colour)
+    return root
 
 
 def write_coco(

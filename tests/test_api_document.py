@@ -17,9 +17,11 @@ launched.
 from __future__ import annotations
 
 import ast
+import json
 import linecache
 import math
 import re
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -437,7 +439,7 @@ def check_tuner_config(run: Run) -> None:
     results = trainer.tuning_results
     assert {"lr", "batch_size"} <= set(results)
     assert model._lr == results["lr"] and 1e-6 <= results["lr"] <= 1.0
-    assert data.batch_size == results["batch_size"] >= 1
+    assert data.batch_size == results["batch_size"] > 1  # never shrunk to a batch of one (issue 12)
     assert trainer.current_epoch == 10  # training ran after tuning
 
 
@@ -719,3 +721,48 @@ def test_every_check_names_a_block_of_the_document() -> None:
 def test_every_substitution_applies_to_a_block() -> None:
     used = {s.old for b in BLOCKS for s in substitute(b.source)[1]}
     assert {s.old for s in SUBSTITUTIONS} <= used, "a substitution matches no block: remove it or fix its text"
+
+
+# --------------------------------------------------------------------------- tuning on small data (issue 12)
+
+# 3 classes x 16 training images: with the document's tuner, the batch-size finder grows past the
+# whole training set, and the LR finder's 100 steps span many epochs.
+SMALL_TRAIN_IMAGES = 48
+# On top of `SUBSTITUTIONS`, for the Full Training Example on that folder.
+SMALL_DATA_SUBSTITUTIONS: tuple[Substitution, ...] = (
+    Substitution("num_classes=10", "num_classes=3", "the small folder has 3 classes"),
+    Substitution("auto_batch_size=False", "auto_batch_size=True", "both finders on, as in the TunerConfig block"),
+    Substitution("max_epochs=50", "max_epochs=3", "CPU budget: the tuning is what is checked here"),
+    Substitution(
+        'precision="bf16-mixed"',
+        "precision=32",
+        "CPU budget: bf16 autocast makes a CPU step ~7x slower; test_document_block runs the block in bf16",
+    ),
+)
+
+
+@pytest.mark.parametrize("heading", ["TunerConfig", "Full Training Example"])
+def test_tuner_block_with_both_finders_on_48_images(
+    heading: str,
+    make_image_folder: Callable[..., Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from helpers import colour_folder
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys.modules[__name__], "SUBSTITUTIONS", SUBSTITUTIONS + SMALL_DATA_SUBSTITUTIONS)
+    small_dir = colour_folder(make_image_folder, per_class=SMALL_TRAIN_IMAGES // 3, size=32)
+    (block,) = (b for b in BLOCKS if b.heading == heading)
+    run = run_block(block, tmp_path, small_dir, capsys)  # `data_dir=digits_dir` now names the small folder
+    trainer, model, data = run.last("trainer"), run.last("model"), run.last("data")
+    assert data.data_dir == small_dir and data.num_classes == 3
+    results = trainer.tuning_results
+    # The power-mode finder grows the batch past the 48 images (no out-of-memory on a CPU): the run
+    # trains with all 48 in one batch, not with a batch shrunk to leave the LR finder more steps.
+    assert results["batch_size"] == data.batch_size == SMALL_TRAIN_IMAGES
+    # The LR finder's sweep ran its steps over as many epochs as they needed and chose a learning rate.
+    curve = json.loads(Path(results["lr_find_curve"]).read_text())
+    assert len(curve["lr"]) == 100 and model._lr == results["lr"] == curve["suggestion"]
+    assert trainer.current_epoch == trainer.max_epochs and trainer.global_step == trainer.max_epochs

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from pytorch_lightning.callbacks import EarlyStopping
+from pytorch_lightning.callbacks import Callback, EarlyStopping
 
 from autotimm import ImageClassifier, ImageDataModule, LoggerConfig, TunerConfig
 from helpers import cpu_trainer
@@ -255,3 +255,62 @@ def test_seed_makes_runs_repeat(digits_root, backbone, tmp_path):
     assert loss_a == loss_b
     assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
     assert not all(torch.equal(weights_a[k], weights_c[k]) for k in weights_a)
+
+
+class _BatchCounter(Callback):
+    """Counts the training batches one `fit` runs."""
+
+    def __init__(self) -> None:
+        self.batches = 0
+
+    def on_train_batch_end(self, *args: object) -> None:
+        self.batches += 1
+
+
+def test_resume_from_last_with_a_logger_continues_the_newest_run(digits_data, backbone, tmp_path):
+    # Issue 12, defect 9: each run logs to a new `version_N/checkpoints`, where Lightning looked for
+    # `last.ckpt`, found none, warned and trained from scratch.
+    last_paths = []
+    for epochs in (1, 2, 3):
+        counter = _BatchCounter()
+        trainer = cpu_trainer(
+            tmp_path,
+            max_epochs=epochs,
+            limit_train_batches=2,
+            limit_val_batches=1,
+            logger=[LoggerConfig("csv")],
+            callbacks=[counter],
+        )
+        trainer.fit(
+            ImageClassifier(backbone, num_classes=10), datamodule=digits_data, ckpt_path=None if epochs == 1 else "last"
+        )
+        if epochs > 1:
+            assert trainer.ckpt_path == last_paths[-1]  # the previous run's, the newest last.ckpt
+        assert counter.batches == 2 and trainer.global_step == 2 * epochs  # one more epoch, not all again
+        last_paths.append(trainer.checkpoint_callback.last_model_path)
+    assert [Path(p).parts[-3] for p in last_paths] == ["version_0", "version_1", "version_2"]
+
+
+def test_resume_from_best_finds_the_previous_runs_best_checkpoint(digits_data, backbone, tmp_path):
+    first = cpu_trainer(
+        tmp_path, max_epochs=1, limit_train_batches=2, limit_val_batches=1, checkpoint_monitor="val/accuracy"
+    )
+    first.fit(ImageClassifier(backbone, num_classes=10), datamodule=digits_data)
+    second = cpu_trainer(
+        tmp_path, max_epochs=2, limit_train_batches=2, limit_val_batches=1, logger=[LoggerConfig("csv")]
+    )
+    second.fit(ImageClassifier(backbone, num_classes=10), datamodule=digits_data, ckpt_path="best")
+    assert second.ckpt_path == first.checkpoint_callback.best_model_path and "val_accuracy=" in second.ckpt_path
+    assert second.global_step == 4
+
+
+@pytest.mark.parametrize("which", ["last", "best"])
+def test_resume_with_no_checkpoint_fails_instead_of_starting_from_scratch(digits_data, backbone, tmp_path, which):
+    trainer = cpu_trainer(tmp_path, max_epochs=1, logger=[LoggerConfig("csv")])
+    # It names where it looked: the run records and, for "last", the logger's version folders.
+    looked = re.escape(str(tmp_path / "runs" / "*" / "run.json"))
+    if which == "last":
+        looked += ".*" + re.escape(str(tmp_path / "lightning_logs" / "*" / "checkpoints"))
+    with pytest.raises(FileNotFoundError, match=rf"`ckpt_path='{which}'` found no checkpoint.*{looked}"):
+        trainer.fit(ImageClassifier(backbone, num_classes=10), datamodule=digits_data, ckpt_path=which)
+    assert trainer.global_step == 0

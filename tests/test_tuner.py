@@ -12,13 +12,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from autotimm import ImageClassifier, ImageDataModule, TunerConfig, TuningError
-from helpers import cpu_trainer
+from helpers import colour_folder, cpu_trainer
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_lr_finder_sets_a_sane_lr_and_saves_its_curve(digits_data, backbone, tmp_path):
     model = ImageClassifier(backbone, num_classes=10, lr=0.5)
     config = TunerConfig(
-        auto_lr=True, auto_batch_size=False, lr_find_kwargs={"min_lr": 1e-6, "max_lr": 1.0, "num_training": 1000}
+        auto_lr=True, auto_batch_size=False, lr_find_kwargs={"min_lr": 1e-6, "max_lr": 1.0, "num_training": 16}
     )
     trainer = cpu_trainer(tmp_path, max_epochs=2, max_steps=3, tuner_config=config, limit_val_batches=1)
     trainer.fit(model, datamodule=digits_data)
@@ -26,9 +28,8 @@ def test_lr_finder_sets_a_sane_lr_and_saves_its_curve(digits_data, backbone, tmp
     assert model._lr == lr != 0.5 and 1e-6 <= lr < 1.0
     assert model.hparams["lr"] == lr
     curve = json.loads(Path(trainer.tuning_results["lr_find_curve"]).read_text())
-    # Capped to the batches of max_epochs=2 epochs, not 1000, so the sweep reaches the high
-    # learning rates instead of stopping at the low end (it may stop sooner on divergence).
-    assert 8 <= len(curve["lr"]) <= 2 * len(digits_data.train_dataloader()) and curve["suggestion"] == lr
+    # One point per step, up to the high learning rates (it may stop sooner on divergence).
+    assert 8 <= len(curve["lr"]) <= 16 and curve["suggestion"] == lr
     assert curve["lr"][-1] > 1e-2
     assert trainer.global_step == 3  # the real run happened after tuning
 
@@ -62,11 +63,15 @@ def test_unknown_tuner_keys_fail_at_construction():
         TunerConfig(lr_find_kwargs=[("min_lr", 1e-5)])
 
 
+# Learning rates so high that the loss diverges at once: the LR finder has no curve to read.
+_DIVERGING = TunerConfig(auto_lr=True, lr_find_kwargs={"min_lr": 1e3, "max_lr": 1e5, "num_training": 10})
+
+
 def test_failed_lr_finder_says_how_to_turn_it_off(make_image_folder, backbone, tmp_path):
     root = make_image_folder(classes={"a": 4, "b": 4}, splits=("train", "val"), size=32)
-    data = ImageDataModule(root, image_size=32, batch_size=4, num_workers=0)  # 2 batches: too few points
-    trainer = cpu_trainer(tmp_path, max_epochs=1, tuner_config=TunerConfig(auto_lr=True))
-    with pytest.raises(TuningError, match=r"auto_lr=False"):
+    data = ImageDataModule(root, image_size=32, batch_size=4, num_workers=0)
+    trainer = cpu_trainer(tmp_path, max_epochs=1, tuner_config=_DIVERGING)
+    with pytest.raises(TuningError, match=r"diverged(.|\n)*Lower `min_lr` \(now 1000\)(.|\n)*auto_lr=False"):
         trainer.fit(ImageClassifier(backbone, num_classes=2), datamodule=data)
 
 
@@ -127,35 +132,30 @@ def test_module_without_lr_attribute_is_refused_before_tuning(digits_data, tmp_p
     assert trainer.global_step == 0
 
 
-def test_both_steps_leave_the_lr_finder_enough_steps(make_image_folder, backbone, tmp_path):
-    root = make_image_folder(classes={"a": 40, "b": 40}, splits=("train", "val"), size=32)
-    data = ImageDataModule(root, image_size=32, batch_size=2, num_workers=0)
-    config = TunerConfig(auto_lr=True, auto_batch_size=True, batch_size_kwargs={"steps_per_trial": 1})
-    trainer = cpu_trainer(tmp_path, max_epochs=2, max_steps=1, tuner_config=config)
-    try:
-        trainer.fit(ImageClassifier(backbone, num_classes=2), datamodule=data)
-    except TuningError as e:  # random pixels: the loss may not fall, but the curve must have enough points
-        assert "could not suggest" in str(e)
-    curve = json.loads(next(tmp_path.rglob("lr_find.json")).read_text())
-    train_images = 80
-    assert len(curve["lr"]) >= 30 and 2 <= data.batch_size <= train_images * 2 // 30
-
-
 def test_failed_finder_leaves_the_trainer_as_it_was(make_image_folder, backbone, tmp_path):
     root = make_image_folder(classes={"a": 4, "b": 4}, splits=("train", "val"), size=32)
     data = ImageDataModule(root, image_size=32, batch_size=4, num_workers=0)
-    trainer = cpu_trainer(tmp_path, max_epochs=3, tuner_config=TunerConfig(auto_lr=True))
+    trainer = cpu_trainer(tmp_path, max_epochs=3, tuner_config=_DIVERGING)
     with pytest.raises(TuningError):
         trainer.fit(ImageClassifier(backbone, num_classes=2), datamodule=data)
+    # The sweep ran over more epochs than max_epochs, without validation: both are back.
+    assert trainer.fit_loop.max_epochs == 3 and trainer.check_val_every_n_epoch == 1
     trainer.tuner_config = None  # the error's advice: turn the step off, then fit again
     trainer.fit(ImageClassifier(backbone, num_classes=2), datamodule=data)
     assert trainer.current_epoch == 3 and trainer.global_step == 3 * 2
 
 
 def test_lr_finder_with_accumulation_sweeps_the_whole_range(digits_data, backbone, tmp_path):
-    config = TunerConfig(auto_lr=True, lr_find_kwargs={"num_training": 1000})
+    # 12 steps of 4 batches: more than the one epoch of `max_epochs` holds.
+    config = TunerConfig(auto_lr=True, lr_find_kwargs={"num_training": 12})
     trainer = cpu_trainer(
-        tmp_path, max_epochs=1, max_steps=1, accumulate_grad_batches=4, tuner_config=config, limit_val_batches=0
+        tmp_path,
+        max_epochs=1,
+        max_steps=1,
+        accumulate_grad_batches=4,
+        tuner_config=config,
+        limit_train_batches=20,
+        limit_val_batches=0,
     )
     try:
         trainer.fit(ImageClassifier(backbone, num_classes=10), datamodule=digits_data)
@@ -191,3 +191,52 @@ def test_training_after_a_multi_epoch_lr_sweep_with_a_progress_bar(digits_data, 
     )
     trainer.fit(ImageClassifier(backbone, num_classes=10), datamodule=digits_data)
     assert trainer.global_step == 10 and "val/accuracy" in trainer.progress_bar_metrics
+
+
+def test_both_finders_on_48_images_train_with_the_found_batch_size(make_image_folder, backbone, tmp_path):
+    # Issue 12, defect 1: the batch-size finder found 30, autotimm shrank it to 1 so that the LR
+    # finder got 30 steps in one epoch, and BatchNorm failed on the batch of one.
+    data = ImageDataModule(colour_folder(make_image_folder, size=16), image_size=16, batch_size=8, num_workers=0)
+    config = TunerConfig(
+        auto_lr=True,
+        auto_batch_size=True,
+        lr_find_kwargs={"num_training": 20},
+        batch_size_kwargs={"mode": "binsearch", "init_val": 8, "steps_per_trial": 1, "max_trials": 3},
+    )
+    trainer = cpu_trainer(tmp_path, max_epochs=1, tuner_config=config)
+    model = ImageClassifier(backbone, num_classes=3)
+    trainer.fit(model, datamodule=data)
+    # Lightning's binsearch tries 8, 16, 32 and keeps 95% of 32: that is what the run trains with.
+    assert trainer.tuning_results["batch_size"] == data.batch_size == 30
+    assert len(data.train_dataloader()) == 2  # 48 images: batches of 30 and 18
+    # The 20-step sweep ran over 10 epochs of 2 batches, to the top of its range, and suggested
+    # a learning rate ...
+    curve = json.loads(Path(trainer.tuning_results["lr_find_curve"]).read_text())
+    assert len(curve["lr"]) == 20 and curve["lr"][-1] == 1.0
+    assert model._lr == trainer.tuning_results["lr"] == curve["suggestion"]
+    # ... and the real run then trained its own single epoch.
+    assert trainer.max_epochs == 1 and trainer.current_epoch == 1 and trainer.global_step == 2
+
+
+def test_tuner_config_false_means_no_tuning(digits_data, backbone, tmp_path):
+    # Issue 12, defect 3: Lightning's "off" (`logger=False`) was refused with a TypeError.
+    model = ImageClassifier(backbone, num_classes=10, lr=2e-3)
+    trainer = cpu_trainer(tmp_path, max_epochs=1, limit_train_batches=2, limit_val_batches=1, tuner_config=False)
+    trainer.fit(model, datamodule=digits_data)
+    assert trainer.tuner_config is None and trainer.tuning_results == {}
+    assert model._lr == 2e-3 and trainer.global_step == 2
+    with pytest.raises(TypeError, match=r"None or False for no tuning, but got bool True\. Pass `TunerConfig\(\)`"):
+        cpu_trainer(tmp_path, tuner_config=True)
+
+
+def test_tuner_config_false_from_the_command_line(make_image_folder, tmp_path):
+    from autotimm.cli import AutoTimmCLI
+
+    config = Path(__file__).resolve().parents[1] / "examples" / "configs" / "classify_folder.yaml"
+    args = ["--config", str(config), "--trainer.accelerator", "cpu", "--trainer.default_root_dir", str(tmp_path)]
+    args += ["--data.init_args.data_dir", str(make_image_folder())]
+    args += ["--model.init_args.backbone.model_name", "test_resnet"]
+    cli = AutoTimmCLI([*args, "--trainer.tuner_config", "false"], run=False)
+    assert cli.trainer.tuner_config is None
+    cli = AutoTimmCLI([*args, "--trainer.tuner_config", "{auto_lr: true, auto_batch_size: true}"], run=False)
+    assert cli.trainer.tuner_config == TunerConfig(auto_lr=True, auto_batch_size=True)

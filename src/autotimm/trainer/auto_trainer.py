@@ -27,7 +27,7 @@ from pytorch_lightning.utilities import rank_zero_info
 from autotimm._errors import check_bool, check_choice, check_number, closest
 from autotimm._warnings import warn
 from autotimm.loggers import LoggerConfig, LoggerManager, resolve_loggers
-from autotimm.trainer.checkpoint_io import AtomicCheckpointIO
+from autotimm.trainer.checkpoint_io import AtomicCheckpointIO, find_checkpoint
 from autotimm.trainer.fast_path import FastPath, check_compile_options
 from autotimm.trainer.guards import StopOnNonFiniteLoss
 from autotimm.trainer.plots import RunPlots
@@ -72,7 +72,7 @@ class AutoTrainer(pl.Trainer):
         logger: `False`, a `LoggerManager`, a list of `LoggerConfig`, or Lightning loggers.
             With `False`, callbacks that need a logger (`LearningRateMonitor`,
             `DeviceStatsMonitor`) get a CSV logger under `default_root_dir`.
-        tuner_config: A `TunerConfig` to tune before training.
+        tuner_config: A `TunerConfig` to tune before training; `None` or `False` (Lightning's "off") for none.
         checkpoint_monitor: Metric to keep the best checkpoint by, e.g. `"val/accuracy"`.
         checkpoint_mode: `"max"` or `"min"` for `checkpoint_monitor`.
         callbacks: Lightning callbacks.
@@ -112,7 +112,7 @@ class AutoTrainer(pl.Trainer):
         devices: int | str | list[int] = "auto",
         precision: int | str = 32,
         logger: bool | LoggerConfig | LoggerManager | Logger | list[LoggerConfig | Logger] | None = False,
-        tuner_config: TunerConfig | None = None,
+        tuner_config: TunerConfig | Literal[False] | None = None,
         checkpoint_monitor: str | None = None,
         checkpoint_mode: Literal["max", "min"] = "max",
         callbacks: list[Callback] | None = None,
@@ -178,8 +178,14 @@ class AutoTrainer(pl.Trainer):
                 "Expected `default_root_dir` to be a path, but got "
                 f"{type(default_root_dir).__name__} {default_root_dir!r}."
             )
+        if tuner_config is False:
+            tuner_config = None  # Lightning's "off", as in `logger=False`
         if tuner_config is not None and not isinstance(tuner_config, TunerConfig):
-            raise TypeError(f"Expected `tuner_config` to be a TunerConfig or None, but got {tuner_config!r}.")
+            hint = " Pass `TunerConfig()` to tune the learning rate." if tuner_config is True else ""
+            raise TypeError(
+                f"Expected `tuner_config` to be a TunerConfig, or None or False for no tuning, but got "
+                f"{type(tuner_config).__name__} {tuner_config!r}.{hint}"
+            )
         if checkpoint_monitor is not None and (not isinstance(checkpoint_monitor, str) or not checkpoint_monitor):
             error = TypeError if not isinstance(checkpoint_monitor, str) else ValueError
             raise error(
@@ -275,8 +281,15 @@ class AutoTrainer(pl.Trainer):
         ckpt_path: str | Path | None = None,
         **kwargs: Any,
     ) -> None:
-        """Tune (if configured), then train; `ckpt_path` resumes a run and skips tuning."""
-        if ckpt_path is not None and str(ckpt_path) not in ("last", "best", "hpc", "registry"):
+        """Tune (if configured), then train; `ckpt_path` resumes a run and skips tuning.
+
+        `ckpt_path="last"` (or `"best"`) resumes from the newest such checkpoint of an earlier
+        run under `default_root_dir` (see `find_checkpoint`), and fails when there is none.
+        """
+        if ckpt_path in ("last", "best"):
+            ckpt_path = find_checkpoint(self, ckpt_path)
+            rank_zero_info(f"autotimm: resuming from {ckpt_path}")
+        if ckpt_path is not None and str(ckpt_path) not in ("hpc", "registry"):
             _check_checkpoint_file(ckpt_path)
         if self.seed is not None:
             seed_everything(self.seed, workers=True, verbose=False)
@@ -346,6 +359,8 @@ class AutoTrainer(pl.Trainer):
             # The path itself rather than "best": with autotimm's two checkpoint callbacks,
             # "best" makes Lightning warn that it picks the first one.
             ckpt_path = callback.best_model_path
+        elif ckpt_path in ("last", "best"):
+            ckpt_path = find_checkpoint(self, ckpt_path)
         return super().test(model, dataloaders, ckpt_path, *args, **kwargs)
 
 

@@ -27,8 +27,6 @@ _MIN_LR_POINTS = 8
 _LR_RANGE = {"min_lr": 1e-6, "max_lr": 1.0}
 # The loss must fall by at least this fraction somewhere on the curve for a suggestion.
 _MIN_LOSS_DROP = 0.05
-# With both steps on, the batch-size finder leaves the LR finder at least this many steps.
-_LR_STEPS_WANTED = 30
 # Where a tuned learning rate is written, as Lightning's own LR finder looks for it.
 _LR_ATTRIBUTES = ("lr", "learning_rate")
 
@@ -49,8 +47,9 @@ class TunerConfig:
         auto_lr: Run Lightning's learning-rate finder and train with its suggestion.
         auto_batch_size: Run Lightning's batch-size finder on the data module's `batch_size`.
         lr_find_kwargs: `min_lr` (default 1e-6), `max_lr` (default 1.0), `num_training`
-            (default 100, capped to the batches in `max_epochs` epochs), `mode` (`"exponential"` or
-            `"linear"`), `early_stop_threshold`.
+            (optimizer steps, default 100; on a small data set the sweep runs over as many epochs
+            as they need, whatever `max_epochs`), `mode` (`"exponential"` or `"linear"`),
+            `early_stop_threshold`.
         batch_size_kwargs: `mode` (`"power"` or `"binsearch"`), `steps_per_trial`,
             `init_val`, `max_trials`, `margin`, `max_val`.
 
@@ -164,10 +163,6 @@ def _find_batch_size(
     size = _train_set_size(trainer)
     if size is not None:
         found = min(found, size)
-        if config.auto_lr:
-            # Leave the learning-rate finder enough steps to draw a curve.
-            epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else 1
-            found = max(1, min(found, size * epochs // (_LR_STEPS_WANTED * trainer.accumulate_grad_batches)))
     datamodule.batch_size = found
     if "batch_size" in getattr(datamodule, "hparams", {}):
         datamodule.hparams["batch_size"] = found
@@ -175,22 +170,28 @@ def _find_batch_size(
     return found
 
 
-class _CappedLRFinder(LearningRateFinder):
-    """Lightning's LR finder, its steps capped to the optimizer steps the run has.
+class _MultiEpochLRFinder(LearningRateFinder):
+    """Lightning's LR finder, allowed as many epochs as its `num_training_steps` need.
 
-    The finder spreads its learning rates over `num_training` steps, but stops with the
-    run's `max_epochs`: on a small data set it would end early, having tried only the
-    lowest learning rates. Capping the steps to what `max_epochs` epochs hold makes the
-    sweep cover the whole range.
+    The finder stops with the run's `max_epochs`: on a small data set (a few batches per
+    epoch) it would end having tried only the lowest learning rates. For the sweep, the fit
+    loop's `max_epochs` is raised to what the steps need and epoch-end validation is skipped
+    (the sweep reads training losses only); `_run_finder` puts both back afterwards.
     """
+
+    def __init__(self, num_training_steps: int, **kwargs: Any) -> None:
+        super().__init__(num_training_steps=num_training_steps, **kwargs)
+        self.sweep_steps = num_training_steps
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         trainer.fit_loop.setup_data()
         per_epoch = math.ceil(trainer.num_training_batches / trainer.accumulate_grad_batches)
-        epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else math.inf
-        available = per_epoch * epochs
-        if math.isfinite(available):
-            self._num_training_steps = max(2, min(self._num_training_steps, int(available)))
+        loop = trainer.fit_loop
+        if 0 < per_epoch < math.inf and loop.max_epochs is not None and loop.max_epochs >= 0:
+            epochs = loop.epoch_progress.current.processed + math.ceil(self.sweep_steps / per_epoch)
+            loop.max_epochs = max(loop.max_epochs, epochs)
+            if trainer.check_val_every_n_epoch is not None:  # None: validation every N steps, left as it is
+                trainer.check_val_every_n_epoch = loop.max_epochs + 1
         super().on_fit_start(trainer, pl_module)
 
 
@@ -206,7 +207,13 @@ def _run_finder(
     finder._early_exit = True  # stop the fit after the search, as Lightning's Tuner does
     callbacks = trainer.callbacks
     epoch_loop = trainer.fit_loop.epoch_loop
-    saved = (epoch_loop.max_steps, trainer.limit_val_batches, trainer.limit_train_batches)
+    saved = (
+        epoch_loop.max_steps,
+        trainer.fit_loop.max_epochs,
+        trainer.check_val_every_n_epoch,
+        trainer.limit_val_batches,
+        trainer.limit_train_batches,
+    )
     trainer.callbacks = [finder, *callbacks]
     try:
         pl.Trainer.fit(trainer, model, **loaders)
@@ -218,7 +225,13 @@ def _run_finder(
         raise TuningError(f"The {what} failed: {e}. {off}") from e
     finally:
         trainer.callbacks = callbacks
-        epoch_loop.max_steps, trainer.limit_val_batches, trainer.limit_train_batches = saved
+        (
+            epoch_loop.max_steps,
+            trainer.fit_loop.max_epochs,
+            trainer.check_val_every_n_epoch,
+            trainer.limit_val_batches,
+            trainer.limit_train_batches,
+        ) = saved
 
 
 def _find_lr(
@@ -227,7 +240,7 @@ def _find_lr(
     kwargs = {"num_training_steps": config.lr_find_kwargs.get("num_training", 100), **_LR_RANGE}
     kwargs.update({k: v for k, v in config.lr_find_kwargs.items() if k != "num_training"})
     off = "Turn this step off with `TunerConfig(auto_lr=False)` and set `lr` on the model yourself."
-    callback = _CappedLRFinder(update_attr=False, **kwargs)
+    callback = _MultiEpochLRFinder(update_attr=False, **kwargs)
     _run_finder(trainer, callback, model, loaders, "learning-rate finder", off)
     finder = callback.optimal_lr
     if finder is None:
@@ -236,9 +249,9 @@ def _find_lr(
     losses = raw_losses(finder.results["loss"])
     if len(lrs) < _MIN_LR_POINTS:
         raise TuningError(
-            f"The learning-rate finder recorded only {len(lrs)} points (one per optimizer step, over at most "
-            f"`max_epochs` epochs, within `limit_train_batches`; it needs at least {_MIN_LR_POINTS}). Use more data "
-            f"or a smaller batch size. {off}"
+            f"The learning-rate finder recorded only {len(lrs)} points (it needs at least {_MIN_LR_POINTS}): the "
+            f"loss diverged at lr={lrs[-1]:.1e} if not sooner. Lower `min_lr` (now {kwargs['min_lr']:g}) or raise "
+            f"`early_stop_threshold` in `lr_find_kwargs`. {off}"
         )
     lr = suggest_lr(lrs, losses, min_drop=_MIN_LOSS_DROP)
     if lr is not None:
@@ -248,8 +261,8 @@ def _find_lr(
         raise TuningError(
             f"The learning-rate finder could not suggest a learning rate: over {len(lrs)} steps from "
             f"{lrs[0]:.1e} to {lrs[-1]:.1e} the smoothed loss never fell {_MIN_LOSS_DROP:.0%} below its start. "
-            f"Give it more steps (more data, a smaller batch size, more `max_epochs`) or another range in "
-            f"`lr_find_kwargs`; the curve is in {curve}. {off}"
+            f"Give it more steps (`num_training`) or another range in `lr_find_kwargs`; the curve is in {curve}. "
+            f"{off}"
         )
     lightning_setattr(model, attribute, lr)
     rank_zero_info(f"autotimm: learning-rate finder chose {attribute}={lr:.3g} (curve saved to {curve})")
