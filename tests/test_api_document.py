@@ -137,8 +137,8 @@ SUBSTITUTIONS: tuple[Substitution, ...] = (
     Substitution("image_size=640", "image_size=64", "CPU-sized: the synthetic COCO images are 64x64 px"),
     Substitution(
         "num_classes=80",
-        "num_classes=3, image_size=64",
-        "the synthetic COCO set has 3 categories; the detector is built for the data's 64 px (it must match)",
+        "num_classes=3",
+        "the synthetic COCO set has 3 categories (the detector takes its image size from the data module)",
     ),
     Substitution(
         'backbone="swin_tiny_patch4_window7_224"',
@@ -272,6 +272,9 @@ DETECTION_BLOCKS = (
     "Two-Phase Detection Training (Recommended)",
     "Transformer-Based Detection",
 )
+# The detection data module's `image_size` (the document's 640 becomes 64); the document sets it on the data
+# module only, so the detector takes it from there.
+DETECTION_SIZE = 64
 
 
 def _detection_metrics() -> list[MetricConfig]:
@@ -311,7 +314,9 @@ def _resume_checkpoint(root: Path, digits_dir: Path) -> tuple[Path, int, int]:
     return checkpoint, trainer.current_epoch, trainer.global_step
 
 
-def _namespace(block: Block, source: str, tmp_path: Path, digits_dir: Path) -> dict[str, Any]:
+def _namespace(
+    block: Block, source: str, tmp_path: Path, digits_dir: Path, detection_size: int = DETECTION_SIZE
+) -> dict[str, Any]:
     """What the document assumes exists when a block starts.
 
     - every public name of `autotimm` and the module itself (the document imports them in
@@ -333,7 +338,7 @@ def _namespace(block: Block, source: str, tmp_path: Path, digits_dir: Path) -> d
     ns["ACCELERATOR"] = "gpu" if torch.cuda.is_available() and not distributed else "cpu"
     if block.heading in DETECTION_BLOCKS:
         coco_dir = _coco_dir(tmp_path)
-        data = DetectionDataModule(coco_dir, image_size=64, batch_size=16, augmentation_preset="default")
+        data = DetectionDataModule(coco_dir, image_size=detection_size, batch_size=16, augmentation_preset="default")
         ns.update(coco_dir=coco_dir, data=data, metrics=_detection_metrics())
     if "resume_checkpoint" in source:
         path, epoch, step = _resume_checkpoint(tmp_path / "earlier_run", digits_dir)
@@ -590,9 +595,15 @@ def check_parameter_reference(run: Run) -> None:
     assert any(isinstance(c, ModelCheckpoint) for c in trainer.callbacks)
 
 
+def _check_detector_size(model: Any, data: DetectionDataModule) -> None:
+    """The detector works at the data module's size (the document gives the model none) and saves it."""
+    assert model.image_size == model.hparams["image_size"] == model.detector.transform.image_size == data.image_size
+
+
 def check_standard_detection(run: Run) -> None:
     trainer, model, data = run.last("trainer"), run.last("model"), run.last("data")
     assert data.data_dir == run.ns["coco_dir"] and model.num_classes == data.num_classes == 3
+    _check_detector_size(model, data)
     assert trainer.current_epoch == 2
     metrics = trainer.callback_metrics
     # The document's "mAP" MeanAveragePrecision logs its results under the stage: val/map, val/map_50, ...
@@ -614,6 +625,7 @@ def check_two_phase_detection(run: Run) -> None:
     trained = {id(p) for group in phase2.optimizers[0].param_groups for p in group["params"]}
     assert all(id(p) in trained for p in model.backbone.parameters())
     assert phase2.optimizers[0].param_groups[0]["lr"] == 1e-4 and not model.backbone_frozen
+    _check_detector_size(model, run.ns["data"])
     assert "val/map" in phase2.callback_metrics
     assert "val_map=" in Path(phase2.checkpoint_callback.best_model_path).name
 
@@ -622,16 +634,22 @@ def check_transformer_detection(run: Run) -> None:
     trainer, model, data = run.last("trainer"), run.last("model"), run.last("data")
     assert trainer.precision == "bf16-mixed" and trainer.gradient_clip_val == 1.0 and data.batch_size == 8
     assert model.hparams["backbone"]["model_name"] == "swin_tiny_patch4_window7_224"
+    # The block builds no trainer of its own that runs: validating once attaches the data module, whose size
+    # the model takes (Swin, built for one input size, is rebuilt for it).
+    AutoTrainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False).validate(
+        model, datamodule=data
+    )
+    _check_detector_size(model, data)
     # Swin's channels-last maps become the pyramid's strides 8..128, and detection runs end to end.
     assert model.detector.backbone.strides == [8, 16, 32, 64, 128]
-    data.setup("validate")
     images, _ = next(iter(data.val_dataloader()))
     model.eval()
     with torch.no_grad():
         detections = model(images)
     assert len(detections) == len(images)
     for det in detections:
-        assert det["boxes"].shape[1:] == (4,) and (det["boxes"] >= 0).all() and (det["boxes"] <= 64).all()
+        boxes = det["boxes"]  # in the pixels of the letterboxed images given
+        assert boxes.shape[1:] == (4,) and (boxes >= 0).all() and (boxes <= data.image_size).all()
 
 
 CHECKS: dict[str, Check] = {
@@ -670,10 +688,18 @@ def _params() -> list[Any]:
     return params
 
 
-def run_block(block: Block, tmp_path: Path, digits_dir: Path, capsys: pytest.CaptureFixture[str]) -> Run:
+def run_block(
+    block: Block,
+    tmp_path: Path,
+    digits_dir: Path,
+    capsys: pytest.CaptureFixture[str],
+    detection_size: int = DETECTION_SIZE,
+) -> Run:
     source, _ = substitute(block.source)
+    if block.heading in DETECTION_BLOCKS:
+        source = source.replace(f"image_size={DETECTION_SIZE}", f"image_size={detection_size}")
     torch.manual_seed(0)  # the same initial weights and batch order in every run
-    run = Run(block, _namespace(block, source, tmp_path, digits_dir), tmp_path)
+    run = Run(block, _namespace(block, source, tmp_path, digits_dir, detection_size), tmp_path)
     capsys.readouterr()
     exec_block(block, source, run.ns, run.history)
     run.stdout = capsys.readouterr().out
@@ -692,6 +718,19 @@ def test_document_block(
     check = CHECKS.get(block.heading, Check()).check
     if check is not None:
         check(run)
+
+
+@pytest.mark.parametrize("heading", DETECTION_BLOCKS)
+def test_detection_block_with_the_data_at_another_size(
+    heading: str, tmp_path: Path, digits_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The detection blocks with the data module at 96 px: neither the detector's default (640) nor the 64 px
+    above, as a user following the document's tips (512, 800, 1024 px) sets it on the data module only."""
+    monkeypatch.chdir(tmp_path)
+    (block,) = (b for b in BLOCKS if b.heading == heading)
+    run = run_block(block, tmp_path, digits_dir, capsys, detection_size=96)
+    assert run.last("data").image_size == 96
+    CHECKS[heading].check(run)
 
 
 def test_callbacks_block_trains(

@@ -121,6 +121,23 @@ def test_class_count_mismatch_fails_before_training(digits_data, backbone, tmp_p
     assert trainer.global_step == 0
 
 
+def test_num_classes_left_out_is_taken_from_the_data_and_saved(digits_data, backbone, tmp_path):
+    model = ImageClassifier(backbone)
+    with pytest.raises(RuntimeError, match="without `num_classes`"):
+        model(torch.randn(1, 3, 32, 32))  # no head before a data module says how many classes
+    trainer = cpu_trainer(tmp_path, max_epochs=1, limit_train_batches=2, logger=[LoggerConfig("csv")])
+    trainer.fit(model, datamodule=digits_data)
+    assert model.num_classes == digits_data.num_classes == 10 and trainer.global_step == 2
+    assert "val/accuracy" in trainer.callback_metrics
+    restored = ImageClassifier.load_from_checkpoint(trainer.checkpoint_callback.last_model_path)
+    assert restored.hparams["num_classes"] == 10
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.allclose(restored.eval()(x), model.eval()(x))
+    # With no data module to ask, the error says what to give.
+    with pytest.raises(ValueError, match="without `num_classes`.*Give `num_classes=...`"):
+        cpu_trainer(tmp_path).predict(ImageClassifier(backbone), dataloaders=digits_data.val_dataloader())
+
+
 @pytest.mark.parametrize(
     "kwargs, error, match",
     [

@@ -111,8 +111,9 @@ def test_fit_detection_example_on_a_coco_folder(tmp_path: Path):
 
     coco = make_coco_shapes(tmp_path / "coco", image_size=64, num_train=4, num_val=2)
     data = ["--data.init_args.data_dir", str(coco), "--data.init_args.image_size", "64"]
+    # The size is given once, to the data module; the model takes it, and the 3 categories, from there.
     main(["fit", "--config", str(DETECT), "--trainer.default_root_dir", str(tmp_path / "out"), *data, *FAST,
-          "--model.init_args.image_size", "64", "--model.init_args.fpn_channels", "64"])  # fmt: skip
+          "--model.init_args.fpn_channels", "64"])  # fmt: skip
 
     (run_dir,) = _run_dirs(tmp_path / "out")
     record = read_run(run_dir)
@@ -120,7 +121,62 @@ def test_fit_detection_example_on_a_coco_folder(tmp_path: Path):
     assert "val_map=" in Path(record["checkpoints"]["best"]).name
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert config["model"]["class_path"] == "autotimm.ObjectDetector"
-    assert config["model"]["init_args"]["image_size"] == config["data"]["init_args"]["image_size"] == 64
+    assert config["data"]["init_args"]["image_size"] == 64
+    assert not {"image_size", "num_classes"} & set(config["model"]["init_args"])  # linked, not repeated
+    hparams = torch.load(record["checkpoints"]["last"], weights_only=True)["hyper_parameters"]
+    assert hparams["image_size"] == 64 and hparams["num_classes"] == 3
+
+
+@pytest.fixture(scope="module")
+def three_digits(digits: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The digits 0, 1 and 2 only: a 3-class folder."""
+    root = tmp_path_factory.mktemp("three") / "digits"
+    for split in ("train", "val", "test"):
+        for digit in ("0", "1", "2"):
+            shutil.copytree(digits / split / digit, root / split / digit)
+    return root
+
+
+def test_fit_takes_num_classes_from_the_data(three_digits: Path, tmp_path: Path):
+    data = ["--data.init_args.data_dir", str(three_digits), "--data.init_args.image_size", "32"]
+    main(["fit", "--config", str(CLASSIFY), "--trainer.default_root_dir", str(tmp_path), *data, *FAST])
+
+    (run_dir,) = _run_dirs(tmp_path)
+    record = read_run(run_dir)
+    assert record["status"] == "completed"
+    model = ImageClassifier.load_from_checkpoint(record["checkpoints"]["last"], map_location="cpu")
+    assert model.hparams["num_classes"] == 3 and model.eval()(torch.randn(1, 3, 32, 32)).shape == (1, 3)
+    assert "num_classes" not in yaml.safe_load((run_dir / "config.yaml").read_text())["model"]["init_args"]
+
+
+def test_a_num_classes_or_image_size_that_the_data_contradicts_is_named_as_a_flag(three_digits: Path, tmp_path: Path):
+    data = ["--data.init_args.data_dir", str(three_digits), "--data.init_args.image_size", "32"]
+    with pytest.raises(ValueError, match=r"`--model\.init_args\.num_classes 10`.* has num_classes=3\. Leave "):
+        AutoTimmCLI(["--config", str(CLASSIFY), *data, *FAST, "--model.init_args.num_classes", "10"], run=False)
+    # The same value as the data's is accepted.
+    cli = AutoTimmCLI(["--config", str(CLASSIFY), *data, *FAST, "--model.init_args.num_classes", "3"], run=False)
+    assert cli.model.num_classes == 3
+
+    from autotimm.data import make_coco_shapes
+
+    coco = make_coco_shapes(tmp_path / "coco", image_size=64, num_train=2, num_val=0)
+    args = ["--config", str(DETECT), "--data.init_args.data_dir", str(coco), "--data.init_args.image_size", "64", *FAST]
+    with pytest.raises(ValueError, match=r"image_size 320`.*image_size=64 \(`--data\.init_args\.image_size`\)"):
+        AutoTimmCLI([*args, "--model.init_args.image_size", "320"], run=False)
+
+
+def test_batch_limits_keep_ints_and_floats(digits: Path, tmp_path: Path):
+    cli = AutoTimmCLI(["--config", str(CLASSIFY), "--data.init_args.data_dir", str(digits), *FAST,
+                       "--data.init_args.image_size", "32", "--data.init_args.batch_size", "4",
+                       "--trainer.default_root_dir", str(tmp_path),
+                       "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "0.5",
+                       "--trainer.val_check_interval", "1"], run=False)  # fmt: skip
+    trainer = cli.trainer
+    assert trainer.limit_train_batches == 2 and isinstance(trainer.limit_train_batches, int)
+    assert trainer.limit_val_batches == 0.5 and trainer.val_check_interval == 1
+    trainer.fit(cli.model, datamodule=cli.datamodule)
+    # 2 training batches (not 2.0, refused as a fraction above 1); half of the 3 validation batches.
+    assert trainer.global_step == 2 and trainer.num_val_batches == [1]
 
 
 def test_print_config_applies_overrides(capsys: pytest.CaptureFixture[str]):

@@ -11,7 +11,7 @@ import torch
 import torchmetrics
 from torchvision.io import read_image
 
-from autotimm import BackboneConfig, DetectionDataModule, MetricConfig, ObjectDetector
+from autotimm import BackboneConfig, DetectionDataModule, LoggerConfig, MetricConfig, ObjectDetector
 from autotimm.data import coco_evaluate, make_coco_shapes, to_coco_results
 from helpers import ann, cpu_trainer, write_coco
 
@@ -146,6 +146,51 @@ def test_data_that_does_not_fit_the_model_is_refused_before_training(shapes: Pat
         cpu_trainer(tmp_path).fit(_detector(num_classes=5), datamodule=_data(shapes))
     with pytest.raises(ValueError, match=r"image_size=96.*64"):
         cpu_trainer(tmp_path).fit(_detector(image_size=96), datamodule=_data(shapes))
+
+
+def test_image_size_and_classes_left_out_come_from_the_data_and_reload(shapes: Path, tmp_path: Path) -> None:
+    # The API document sets `image_size` on the data module only; 96 is neither the model's default nor SIZE.
+    torch.manual_seed(0)
+    model = ObjectDetector(BackboneConfig("test_resnet", pretrained=False), fpn_channels=64)
+    with pytest.raises(RuntimeError, match="without `num_classes`"):
+        model(torch.rand(1, 3, 96, 96))
+    data = DetectionDataModule(shapes, image_size=96, batch_size=4, num_workers=0)
+    # A CSV logger: Lightning refuses to log model and data hyperparameters that disagree (`image_size`).
+    logger = [LoggerConfig("csv")]
+    trainer = cpu_trainer(tmp_path, max_epochs=1, limit_train_batches=2, limit_val_batches=1, logger=logger)
+    trainer.fit(model, datamodule=data)
+    assert model.num_classes == 3 and model.image_size == 96 and model.detector.transform.image_size == 96
+    assert trainer.global_step == 2 and "val/map" in trainer.callback_metrics
+    restored = ObjectDetector.load_from_checkpoint(trainer.checkpoint_callback.last_model_path).eval()
+    assert restored.hparams["image_size"] == 96 and restored.hparams["num_classes"] == 3
+    assert restored.detector.transform.image_size == 96
+    images = torch.rand(2, 3, 80, 120)
+    for got, expected in zip(restored(images), model.eval()(images), strict=True):
+        assert torch.allclose(got["boxes"], expected["boxes"], atol=1e-4)
+
+
+def test_fixed_size_backbone_is_rebuilt_for_the_data_size(shapes: Path, tmp_path: Path) -> None:
+    model = ObjectDetector(BackboneConfig("vit_tiny_patch16_224", pretrained=False), num_classes=3, fpn_channels=64)
+    assert model.image_size is None and model.detector.transform.image_size == 640  # predict-only: the default
+    cpu_trainer(tmp_path, logger=False, limit_val_batches=1).validate(model, datamodule=_data(shapes))  # 64 px
+    assert model.image_size == 64 and model.hparams["image_size"] == 64
+    maps = list(model.detector.backbone(torch.rand(1, 3, 64, 64)).values())  # a ViT built for 224 px fails here
+    assert [m.shape[-1] for m in maps] == [8, 4, 2, 1, 1]
+    _check_detections(model.eval()(torch.rand(2, 3, 64, 64)), [(64, 64)] * 2)
+
+
+def test_bad_box_warning_is_not_hidden_by_a_size_error(tmp_path: Path) -> None:
+    # A model built without `image_size` once refused a 64 px data module before the user saw the box warning.
+    root = write_coco(
+        tmp_path / "coco",
+        [{"id": 1, "file_name": "a.png", "size": (64, 64)}, {"id": 2, "file_name": "b.png", "size": (64, 64)}],
+        [ann(1, 1, 1, [8, 8, 20, 20]), ann(2, 2, 1, [40, 10, -6, 12])],
+        [{"id": 1, "name": "box"}],
+    )
+    trainer = cpu_trainer(tmp_path, max_epochs=1, logger=False)
+    with pytest.warns(UserWarning, match=r"non-positive width or height \(annotation ids 2\)"):
+        trainer.fit(_detector(num_classes=1, image_size=None), datamodule=_data(root))
+    assert trainer.global_step == 1
 
 
 # --------------------------------------------------------------------------- training

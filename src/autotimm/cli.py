@@ -56,6 +56,8 @@ _REGISTRIES: dict[str, Callable[[str | None, bool], list[str]]] = {
 _KEEP_NONE = (
     {"skip_unset": False} if "skip_unset" in inspect.signature(ArgumentParser.save).parameters else {"skip_none": False}
 )
+# What the data module knows and the model takes: `data.<name>` is linked to `model.init_args.<name>`.
+_FROM_DATA = ("num_classes", "image_size")
 _TRAINER_DEFAULTS = {
     name: p.default
     for name, p in inspect.signature(pl.Trainer.__init__).parameters.items()
@@ -108,6 +110,9 @@ class AutoTimmCLI(LightningCLI):
     - `model` and `data` are in subclass mode (`class_path:` plus `init_args:`) and `data`
       is required; the model configures its own optimizer and scheduler
       (`model.init_args.optimizer`, `model.init_args.scheduler`);
+    - the model takes `num_classes` and `image_size` from the data module (for models that
+      have these arguments): a config needs neither, and one that gives a different value
+      from the data's fails before training, naming both;
     - there is no `seed_everything` key: `trainer.seed` seeds before the model is built
       (so initial weights repeat) and again at the start of `fit` (AutoTrainer's own seeding);
     - `fit` saves the resolved config to the run folder, `<default_root_dir>/runs/<run_id>/config.yaml`,
@@ -159,6 +164,15 @@ class AutoTimmCLI(LightningCLI):
     def add_default_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         """No `seed_everything` argument: `trainer.seed` is the one seed."""
 
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        """Link what the data module knows (`num_classes`, `image_size`) into the model's arguments.
+
+        The links apply when the classes are built; a data module or model without the
+        attribute or argument is left as it is.
+        """
+        for name in _FROM_DATA:
+            parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
+
     def _parse_ckpt_path(self) -> None:
         """Keep the model config as given: `ckpt_path` only loads the weights into the model it describes.
 
@@ -173,7 +187,14 @@ class AutoTimmCLI(LightningCLI):
             seed_everything(seed, workers=True, verbose=False)
 
     def instantiate_classes(self) -> None:
-        """Build data, model and trainer; a bad value fails with the class's own error."""
+        """Build data, model and trainer; a bad value fails with the class's own error.
+
+        Raises:
+            ValueError: If the config gives the model a `num_classes` or `image_size` other than
+                the data module's (the message names both, as command-line flags).
+        """
+        model_args = self._get(self.config, "model").get("init_args") or {}
+        given = {name: model_args.get(name) for name in _FROM_DATA}  # before the links overwrite them
         try:
             super().instantiate_classes()
         except ValueError as error:
@@ -182,6 +203,17 @@ class AutoTimmCLI(LightningCLI):
             if isinstance(error.__cause__, Exception) and str(error).startswith("Does not validate"):
                 raise error.__cause__ from None
             raise
+        data_args = self._get(self.config, "data").get("init_args") or {}
+        for name, value in given.items():
+            data_value = getattr(self.datamodule, name, None)
+            if value is None or data_value is None or value == data_value:
+                continue
+            where = f" (`--data.init_args.{name}`)" if name in data_args else ""
+            raise ValueError(
+                f"`--model.init_args.{name} {value}` (or `{name}: {value}` under `model: init_args:` in the config) "
+                f"does not match the data module: {type(self.datamodule).__name__} has {name}={data_value!r}{where}. "
+                f"Leave `--model.init_args.{name}` out: the model takes it from the data module."
+            )
 
     def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
         """Build the `AutoTrainer` from the changed arguments only, and have `fit` save the config."""

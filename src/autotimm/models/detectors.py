@@ -18,7 +18,14 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from autotimm._errors import check_choice
 from autotimm.models.features import TimmFeaturePyramid
 
-__all__ = ["ARCHITECTURES", "Architecture", "LetterboxTransform", "build_detector", "losses_and_detections"]
+__all__ = [
+    "ARCHITECTURES",
+    "Architecture",
+    "LetterboxTransform",
+    "build_detector",
+    "letterbox_transform",
+    "losses_and_detections",
+]
 
 Architecture = Literal["fcos", "retinanet"]
 ARCHITECTURES: tuple[str, ...] = ("fcos", "retinanet")
@@ -168,9 +175,26 @@ def build_detector(
         anchors = _StrideAnchors(strides, sizes, (0.5, 1.0, 2.0))
         head = _RetinaNetHead(channels, anchors.num_anchors_per_location()[0], num_classes)
         model = RetinaNet(features, anchor_generator=anchors, head=head, **common)
-    canvas = math.ceil(image_size / features.size_divisor) * features.size_divisor
-    model.transform = LetterboxTransform(image_size, canvas, image_mean, image_std)
+    model.transform = letterbox_transform(features, image_size, image_mean, image_std)
     return model
+
+
+def letterbox_transform(
+    features: TimmFeaturePyramid, image_size: int, image_mean: Sequence[float], image_std: Sequence[float]
+) -> LetterboxTransform:
+    """The `LetterboxTransform` for `image_size` inputs to `features`: its canvas is a multiple of the
+    pyramid's `size_divisor`, so every level tiles it exactly.
+
+    Examples:
+        >>> from autotimm.backbones import BackboneConfig
+        >>> from autotimm.models.features import create_feature_pyramid
+        >>> backbone = BackboneConfig("resnet18", pretrained=False)
+        >>> features = create_feature_pyramid(backbone, image_size=96, out_channels=64)
+        >>> letterbox_transform(features, 100, (0.5,) * 3, (0.25,) * 3).canvas_size
+        128
+    """
+    canvas = math.ceil(image_size / features.size_divisor) * features.size_divisor
+    return LetterboxTransform(image_size, canvas, image_mean, image_std)
 
 
 def losses_and_detections(

@@ -311,6 +311,17 @@ def _labels_outside(labels: torch.Tensor, high: float, *, high_inclusive: bool =
     return torch.unique(labels[bad])[:10].tolist()
 
 
+def _data_value(trainer: pl.Trainer, name: str) -> int | None:
+    """The attached data module's `name` (`num_classes`, `image_size`) when it is an int, else `None`.
+
+    Examples:
+        >>> _data_value(trainer, "num_classes")  # doctest: +SKIP
+        3
+    """
+    value = getattr(getattr(trainer, "datamodule", None), name, None)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 def _batch_position(trainer: pl.Trainer) -> str:
     """Where the trainer is, for messages: `"training batch 3 (epoch 0)"`, `"test batch 0"`."""
     if trainer.training:

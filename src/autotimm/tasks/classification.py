@@ -18,7 +18,7 @@ from autotimm.backbones import BackboneConfig, create_backbone, pooled_width
 from autotimm.export import TorchScriptMethod, export_onnx, export_torchscript
 from autotimm.loggers import LoggingConfig
 from autotimm.metrics import MetricConfig, build_metrics
-from autotimm.tasks.base import BaseTask, _labels_outside
+from autotimm.tasks.base import BaseTask, _data_value, _labels_outside
 
 __all__ = ["ImageClassifier"]
 
@@ -56,7 +56,9 @@ class ImageClassifier(BaseTask):
 
     Args:
         backbone: A timm model name (`"resnet50"`, `"convnext_tiny.fb_in22k"`) or a `BackboneConfig`.
-        num_classes: Number of classes (outputs).
+        num_classes: Number of classes (outputs); `None` takes the data module's `num_classes` when
+            `fit` (or `validate`, `test`, `predict`) starts, builds the head then and saves the value
+            in the hyperparameters. Given, it must match the data's.
         metrics: Metrics to compute; `None` gives accuracy on val and test, `[]` none.
         logging_config: Learning-rate and gradient-norm logging.
         optimizer: A name from `list_optimizers()`.
@@ -73,7 +75,8 @@ class ImageClassifier(BaseTask):
     Raises:
         TypeError: If an argument has the wrong type (`freeze_backbone="no"`, `lr="1e-3"`).
         ValueError: If an argument is out of range or names an unknown optimizer, scheduler
-            or backbone; at `fit`, if the data's class count does not match `num_classes`;
+            or backbone; when a run starts, if the data's class count does not match a given
+            `num_classes`, or `num_classes` is neither given nor known to the data;
             at each train/val/test batch, if a label lies outside `[0, num_classes)` (checked on
             the CPU before the batch moves to the device; the message names the label and batch).
 
@@ -86,7 +89,7 @@ class ImageClassifier(BaseTask):
     def __init__(
         self,
         backbone: str | BackboneConfig | dict[str, Any],
-        num_classes: int,
+        num_classes: int | None = None,
         metrics: Sequence[MetricConfig | dict[str, Any]] | None = None,
         logging_config: LoggingConfig | dict[str, Any] | None = None,
         optimizer: str = "adamw",
@@ -109,7 +112,8 @@ class ImageClassifier(BaseTask):
             scheduler_kwargs=scheduler_kwargs,
             logging_config=logging_config,
         )
-        check_number("num_classes", num_classes, low=1, integer=True)
+        if num_classes is not None:
+            check_number("num_classes", num_classes, low=1, integer=True)
         check_bool("multi_label", multi_label)
         check_bool("freeze_backbone", freeze_backbone)
         if num_classes == 1 and not multi_label:
@@ -121,7 +125,7 @@ class ImageClassifier(BaseTask):
         check_number("head_dropout", head_dropout, low=0, high=1)
         backbone_cfg = BackboneConfig.coerce(backbone)
         metric_cfgs = _default_metrics() if metrics is None else MetricConfig.coerce_list(metrics)
-        num_classes = int(num_classes)
+        num_classes = None if num_classes is None else int(num_classes)
         self.save_hyperparameters(
             {
                 # No weights path (nor the user name it may hold): the checkpoint holds the weights.
@@ -142,19 +146,33 @@ class ImageClassifier(BaseTask):
         self._prog_bar = {m.name: m.prog_bar for m in metric_cfgs}
 
         self.backbone = create_backbone(backbone_cfg, num_classes=0)
+        self.head: nn.Module | None = None  # built with `num_classes`, given or the data's
         self.data_config: dict[str, Any] = _data_config(self.backbone, backbone_cfg.kwargs.get("in_chans", 3))
-        # Sized from what the pooled backbone returns: a pre-logits head can make it wider than `num_features`.
-        width = pooled_width(self.backbone, self.data_config["input_size"])
-        self.head = nn.Sequential(nn.Dropout(float(head_dropout)), nn.Linear(width, num_classes))
-        task = ("binary" if num_classes == 1 else "multilabel") if multi_label else "multiclass"
-        self.train_metrics = build_metrics(metric_cfgs, "train", num_classes, task)
-        self.val_metrics = build_metrics(metric_cfgs, "val", num_classes, task)
-        self.test_metrics = build_metrics(metric_cfgs, "test", num_classes, task)
+        if num_classes is not None:
+            self._build_head(num_classes)
         if freeze_backbone:
             self.freeze_backbone()
 
+    def _build_head(self, num_classes: int) -> None:
+        """The linear head and the metrics, for `num_classes` outputs."""
+        self.num_classes = num_classes
+        head_dropout = self.hparams["head_dropout"]
+        # Sized from what the pooled backbone returns: a pre-logits head can make it wider than `num_features`.
+        width = pooled_width(self.backbone, self.data_config["input_size"])
+        self.head = nn.Sequential(nn.Dropout(float(head_dropout)), nn.Linear(width, num_classes))
+        metric_cfgs = self.metric_configs
+        task = ("binary" if num_classes == 1 else "multilabel") if self.multi_label else "multiclass"
+        self.train_metrics = build_metrics(metric_cfgs, "train", num_classes, task)
+        self.val_metrics = build_metrics(metric_cfgs, "val", num_classes, task)
+        self.test_metrics = build_metrics(metric_cfgs, "test", num_classes, task)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Return the logits `[B, num_classes]` of a normalised image batch `[B, 3, H, W]`."""
+        if self.head is None:
+            raise RuntimeError(
+                "The classifier has no head yet: it was created without `num_classes`, which it takes from the data "
+                "module when a run starts. Give `num_classes=...` to use it before `fit` (or `predict`)."
+            )
         return self.head(self.backbone(x))
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
@@ -164,7 +182,15 @@ class ImageClassifier(BaseTask):
     def setup(self, stage: str) -> None:
         super().setup(stage)
         datamodule = getattr(self.trainer, "datamodule", None)
-        data_classes = getattr(datamodule, "num_classes", None)
+        data_classes = _data_value(self.trainer, "num_classes")
+        if self.num_classes is None:
+            if data_classes is None:
+                raise ValueError(
+                    "ImageClassifier was created without `num_classes`, and the run has no data module that knows "
+                    "it (an `ImageDataModule` does). Give `num_classes=...`."
+                )
+            self._build_head(data_classes)
+            self.save_hyperparameters({**self.hparams, "num_classes": data_classes})  # logged, and in checkpoints
         binary = self.multi_label and self.num_classes == 1
         expected = 2 if binary else self.num_classes
         if isinstance(data_classes, int) and data_classes != expected:
@@ -172,12 +198,13 @@ class ImageClassifier(BaseTask):
             if binary:
                 raise ValueError(
                     f"The model is a binary classifier (`num_classes=1, multi_label=True`), which needs data with "
-                    f"2 classes, but the data has {data_classes} classes ({names}). Build the model with "
-                    "`num_classes=data.num_classes` (and `multi_label=False` for one label per image)."
+                    f"2 classes, but the data has {data_classes} classes ({names}). Leave `num_classes` out (the model "
+                    "then takes the data's), with `multi_label=False` for one label per image."
                 )
             raise ValueError(
                 f"The model has `num_classes={self.num_classes}` but the data has {data_classes} classes "
-                f"({names}). Build the model with `num_classes=data.num_classes`."
+                f"({names}). Leave `num_classes` out (the model then takes the data's), or give "
+                f"`num_classes={data_classes}`."
             )
 
     def _label_problem(self, batch: Any) -> str | None:

@@ -19,15 +19,24 @@ from autotimm.backbones import BackboneConfig
 from autotimm.data.detection import boxes_to_original
 from autotimm.loggers import LoggingConfig
 from autotimm.metrics import MetricConfig, build_metrics
-from autotimm.models.detectors import ARCHITECTURES, Architecture, build_detector, losses_and_detections
-from autotimm.models.features import TimmFeaturePyramid, create_feature_pyramid
-from autotimm.tasks.base import BaseTask, _labels_outside
+from autotimm.models.detectors import (
+    ARCHITECTURES,
+    Architecture,
+    build_detector,
+    letterbox_transform,
+    losses_and_detections,
+)
+from autotimm.models.features import TimmFeaturePyramid, create_feature_pyramid, needs_fixed_input_size
+from autotimm.tasks.base import BaseTask, _data_value, _labels_outside
 
 __all__ = ["ObjectDetector"]
 
 log = logging.getLogger(__name__)
 
 _EVAL_STAGES = ("val", "test")
+# The input size of a detector given no `image_size` and used without a data module (predict-only);
+# `DetectionDataModule`'s default too.
+DEFAULT_IMAGE_SIZE = 640
 
 
 def _default_metrics() -> list[MetricConfig]:
@@ -101,13 +110,22 @@ class ObjectDetector(BaseTask):
     ground truth in original-image coordinates, ignores crowd boxes as COCO does, and keeps
     images without boxes.
 
+    `num_classes` and `image_size` default to the data's: left out, they are taken from the
+    data module when `fit` (or `validate`, `test`, `predict`) starts, and saved in the
+    hyperparameters, so `load_from_checkpoint` rebuilds the model as trained. Given, they
+    must match the data module's. Without `num_classes` the detector is built at that point;
+    without `image_size` it works at 640 px until a data module gives its size (fixed-size
+    backbones such as ViT and Swin are then rebuilt for that size).
+
     Args:
         backbone: A timm model name or a `BackboneConfig`.
-        num_classes: Number of object classes (no background class).
+        num_classes: Number of object classes (no background class); `None` takes the data
+            module's `num_classes`.
         metrics: Detection metrics for val/test; `None` gives COCO mAP named `map`, `[]` none.
         logging_config: Learning-rate and gradient-norm logging.
         architecture: `"fcos"` (anchor-free, the default) or `"retinanet"`.
-        image_size: Side of the square letterboxed input; must match the data's `image_size`.
+        image_size: Side of the square letterboxed input; `None` takes the data module's
+            `image_size` (640 without a data module). Given, it must match the data's.
         fpn_channels: Channels of the feature pyramid and head (a multiple of 32).
         optimizer: A name from `list_optimizers()`.
         lr: Learning rate (also settable as `model._lr` before `fit`).
@@ -124,8 +142,9 @@ class ObjectDetector(BaseTask):
         TypeError: If an argument has the wrong type.
         ValueError: If an argument is out of range, names an unknown architecture, optimizer
             or scheduler, a metric cannot score boxes, or the backbone has no multi-scale
-            features; at `fit`, if the data's class count or image size does not match; at
-            each train/val/test batch, if a box label lies outside `[0, num_classes)`.
+            features; when a run starts, if a given `num_classes` or `image_size` differs from
+            the data module's, or `num_classes` is neither given nor known to the data; at each
+            train/val/test batch, if a box label lies outside `[0, num_classes)`.
 
     Examples:
         >>> model = ObjectDetector(BackboneConfig("resnet18", pretrained=False), num_classes=3, image_size=64)
@@ -138,11 +157,11 @@ class ObjectDetector(BaseTask):
     def __init__(
         self,
         backbone: str | BackboneConfig | dict[str, Any],
-        num_classes: int,
+        num_classes: int | None = None,
         metrics: Sequence[MetricConfig | dict[str, Any]] | None = None,
         logging_config: LoggingConfig | dict[str, Any] | None = None,
         architecture: Architecture = "fcos",
-        image_size: int = 640,
+        image_size: int | None = None,
         fpn_channels: int = 256,
         optimizer: str = "adamw",
         lr: float = 1e-4,
@@ -164,9 +183,11 @@ class ObjectDetector(BaseTask):
             scheduler_kwargs=scheduler_kwargs,
             logging_config=logging_config,
         )
-        num_classes = check_number("num_classes", num_classes, low=1, integer=True)
+        if num_classes is not None:
+            num_classes = check_number("num_classes", num_classes, low=1, integer=True)
         check_choice("architecture", architecture, ARCHITECTURES)
-        image_size = check_number("image_size", image_size, low=32, integer=True)
+        if image_size is not None:
+            image_size = check_number("image_size", image_size, low=32, integer=True)
         fpn_channels = check_number("fpn_channels", fpn_channels, low=64, integer=True)
         if fpn_channels % 32:
             # The head's GroupNorm has 32 groups; with 64+ channels each has 2+ values even on a 1x1 level.
@@ -196,35 +217,67 @@ class ObjectDetector(BaseTask):
                 "detections_per_img": detections_per_img,
             }
         )
-        self.num_classes = num_classes
-        self.image_size = image_size
+        self.num_classes = num_classes  # None until a data module gives it
+        self.image_size = image_size  # None: the data module's, DEFAULT_IMAGE_SIZE until one gives it
         self.metric_configs = metric_cfgs
         self._prog_bar = {m.name: m.prog_bar for m in metric_cfgs}
+        self._backbone_config = backbone_cfg  # with its weights path, which the hyperparameters leave out
 
-        features = create_feature_pyramid(backbone_cfg, image_size=image_size, out_channels=fpn_channels)
+        # The mAP backend is chosen here, not saved: a checkpoint loads where faster_coco_eval is missing.
+        built = _with_map_backend(metric_cfgs)
+        self.val_metrics = build_metrics(built, "val")
+        self.test_metrics = build_metrics(built, "test")
+        self.detector: nn.Module | None = None
+        if num_classes is not None:
+            self._build_detector(num_classes)
+
+    def _build_detector(self, num_classes: int) -> None:
+        """Build the backbone, pyramid and head, at `image_size` (or the default size)."""
+        hparams = self.hparams
+        image_size = self.image_size or DEFAULT_IMAGE_SIZE
+        features = create_feature_pyramid(
+            self._backbone_config, image_size=image_size, out_channels=hparams["fpn_channels"]
+        )
         data_config = timm.data.resolve_model_data_config(features.body)
         self.detector = build_detector(
-            architecture,
+            hparams["architecture"],
             features,
             num_classes=num_classes,
             image_size=image_size,
             image_mean=data_config["mean"],
             image_std=data_config["std"],
-            score_thresh=score_thresh,
-            nms_thresh=nms_thresh,
-            detections_per_img=detections_per_img,
+            score_thresh=hparams["score_thresh"],
+            nms_thresh=hparams["nms_thresh"],
+            detections_per_img=hparams["detections_per_img"],
         )
-        # The mAP backend is chosen here, not saved: a checkpoint loads where faster_coco_eval is missing.
-        built = _with_map_backend(metric_cfgs)
-        self.val_metrics = build_metrics(built, "val")
-        self.test_metrics = build_metrics(built, "test")
-        if freeze_backbone:
+        if hparams["freeze_backbone"]:
             self.freeze_backbone()
+
+    def _resize(self, image_size: int) -> None:
+        """Take `image_size` px inputs: a new letterbox, and a fixed-size backbone (ViT, Swin) rebuilt for them."""
+        detector = self._built()
+        if needs_fixed_input_size(self._backbone_config.model_name):
+            frozen = self.backbone_frozen
+            detector.backbone = create_feature_pyramid(
+                self._backbone_config, image_size=image_size, out_channels=self.hparams["fpn_channels"]
+            )
+            if frozen:
+                self.freeze_backbone()
+        old = detector.transform
+        detector.transform = letterbox_transform(detector.backbone, image_size, old.image_mean, old.image_std)
+
+    def _built(self) -> nn.Module:
+        if self.detector is None:
+            raise RuntimeError(
+                "The detector is not built yet: it was created without `num_classes`, which it takes from the data "
+                "module when a run starts. Give `num_classes=...` to use it before `fit` (or `predict`)."
+            )
+        return self.detector
 
     @property
     def backbone(self) -> nn.Module:  # type: ignore[override]
         """The timm feature extractor (`features_only`); freezing and unfreezing act on it."""
-        features: TimmFeaturePyramid = self.detector.backbone
+        features: TimmFeaturePyramid = self._built().backbone
         return features.body
 
     def forward(self, images: torch.Tensor | list[torch.Tensor], targets: list[dict[str, Any]] | None = None) -> Any:
@@ -233,23 +286,41 @@ class ObjectDetector(BaseTask):
         See the class docstring for the input and output formats.
         """
         _check_images(images)
-        return self.detector(images, targets)
+        return self._built()(images, targets)
 
     def setup(self, stage: str) -> None:
-        super().setup(stage)
-        datamodule = getattr(self.trainer, "datamodule", None)
-        data_classes = getattr(datamodule, "num_classes", None)
-        if isinstance(data_classes, int) and data_classes != self.num_classes:
+        """Take `num_classes` and `image_size` from the data module where the model has none; check them."""
+        data_classes = _data_value(self.trainer, "num_classes")
+        data_size = _data_value(self.trainer, "image_size")
+        if data_classes is not None and self.num_classes not in (None, data_classes):
+            names = getattr(self.trainer.datamodule, "class_names", "")
             raise ValueError(
                 f"The model has `num_classes={self.num_classes}` but the data has {data_classes} categories "
-                f"({getattr(datamodule, 'class_names', '')}). Build the model with `num_classes=data.num_classes`."
+                f"({names}). Leave `num_classes` out (the model then takes the data's), or give `num_classes="
+                f"{data_classes}`."
             )
-        data_size = getattr(datamodule, "image_size", None)
-        if isinstance(data_size, int) and data_size != self.image_size:
+        if data_size is not None and self.image_size not in (None, data_size):
             raise ValueError(
                 f"The model is built for `image_size={self.image_size}` but the data module letterboxes images to "
-                f"{data_size} pixels. Give both the same `image_size`."
+                f"{data_size} pixels. Leave the model's `image_size` out (it then takes the data's), or give both "
+                "the same `image_size`."
             )
+        if self.num_classes is None and data_classes is None:
+            raise ValueError(
+                "ObjectDetector was created without `num_classes`, and the run has no data module that knows it "
+                "(a `DetectionDataModule` does). Give `num_classes=...`."
+            )
+        learnt = {}
+        if self.image_size is None and data_size is not None:
+            self.image_size = learnt["image_size"] = data_size
+            if self.detector is not None:
+                self._resize(data_size)
+        if self.num_classes is None:
+            self.num_classes = learnt["num_classes"] = data_classes
+            self._build_detector(data_classes)
+        if learnt:  # logged with the run and saved in its checkpoints
+            self.save_hyperparameters({**self.hparams, **learnt})
+        super().setup(stage)
 
     def _label_problem(self, batch: Any) -> str | None:
         """Box labels must lie in `[0, num_classes)`; the message names the image."""

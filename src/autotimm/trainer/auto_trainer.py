@@ -80,6 +80,10 @@ class AutoTrainer(pl.Trainer):
         gradient_clip_val: Clip gradients to this norm.
         accumulate_grad_batches: Accumulate gradients over this many batches.
         val_check_interval: Validation frequency (fraction of an epoch, or steps).
+        limit_train_batches: Batches per training epoch: an int is a number of batches, a float
+            a fraction of the data (`None`: all). `limit_val_batches`, `limit_test_batches`,
+            `limit_predict_batches` and `overfit_batches` (`None`: off) take the same values;
+            on the command line `2` stays an int and `0.5` a float.
         enable_checkpointing: Save checkpoints.
         fast_dev_run: Run 1 (or N) batches of train, val and test to check the code.
         seed: Seed Python, NumPy and torch (data loader workers too) at the start of each
@@ -120,6 +124,11 @@ class AutoTrainer(pl.Trainer):
         gradient_clip_val: float | None = None,
         accumulate_grad_batches: int = 1,
         val_check_interval: int | float = 1.0,
+        limit_train_batches: int | float | None = None,
+        limit_val_batches: int | float | None = None,
+        limit_test_batches: int | float | None = None,
+        limit_predict_batches: int | float | None = None,
+        overfit_batches: int | float | None = None,
         enable_checkpointing: bool = True,
         fast_dev_run: bool | int = False,
         seed: int | None = None,
@@ -133,6 +142,16 @@ class AutoTrainer(pl.Trainer):
     ) -> None:
         config = {k: v for k, v in locals().items() if k not in ("self", "trainer_kwargs", "__class__")}
         config.update(trainer_kwargs)
+        # Typed here, int first, rather than passed through: Lightning's `Optional[Union[int, float]]` comes
+        # out of Python's typing cache as `Union[float, int, None]` (equal Unions are cached by value), and
+        # the command line, trying float first, read `--trainer.limit_train_batches 2` as the fraction 2.0.
+        batch_limits = {
+            "limit_train_batches": limit_train_batches,
+            "limit_val_batches": limit_val_batches,
+            "limit_test_batches": limit_test_batches,
+            "limit_predict_batches": limit_predict_batches,
+            "overfit_batches": overfit_batches,
+        }
         for key in trainer_kwargs:
             if key not in _TRAINER_ARGS:
                 matches = closest(key, _TRAINER_ARGS)
@@ -141,6 +160,7 @@ class AutoTrainer(pl.Trainer):
                     f"AutoTrainer got an unknown argument {key!r}.{hint} "
                     "It takes any pytorch_lightning.Trainer argument."
                 )
+        trainer_kwargs.update({name: value for name, value in batch_limits.items() if value is not None})
         _check_passthrough(trainer_kwargs)
         check_choice("checkpoint_mode", checkpoint_mode, ("max", "min"))
         if not isinstance(accelerator, (str, Accelerator)):
