@@ -15,10 +15,18 @@ from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.retinanet import RetinaNetHead
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
+from autotimm._deprecation import deprecated_alias
 from autotimm._errors import check_choice
 from autotimm.models.features import TimmFeaturePyramid
 
-__all__ = ["ARCHITECTURES", "Architecture", "LetterboxTransform", "build_detector", "losses_and_detections"]
+__all__ = [
+    "ARCHITECTURES",
+    "Architecture",
+    "LetterboxTransform",
+    "build_detector",
+    "create_detector",
+    "losses_and_detections",
+]
 
 Architecture = Literal["fcos", "retinanet"]
 ARCHITECTURES: tuple[str, ...] = ("fcos", "retinanet")
@@ -117,7 +125,7 @@ class _RetinaNetHead(_Float32Outputs, RetinaNetHead):
     pass
 
 
-def build_detector(
+def create_detector(
     architecture: str,
     features: TimmFeaturePyramid,
     *,
@@ -140,7 +148,7 @@ def build_detector(
         >>> from autotimm.models.features import create_feature_pyramid
         >>> backbone = BackboneConfig("resnet18", pretrained=False)
         >>> features = create_feature_pyramid(backbone, image_size=64, out_channels=64)
-        >>> model = build_detector("fcos", features, num_classes=3, image_size=64,
+        >>> model = create_detector("fcos", features, num_classes=3, image_size=64,
         ...     image_mean=(0.5,) * 3, image_std=(0.25,) * 3, score_thresh=0.05, nms_thresh=0.6, detections_per_img=100)
         >>> type(model).__name__
         'FCOS'
@@ -171,6 +179,9 @@ def build_detector(
     canvas = math.ceil(image_size / features.size_divisor) * features.size_divisor
     model.transform = LetterboxTransform(image_size, canvas, image_mean, image_std)
     return model
+
+
+build_detector = deprecated_alias(create_detector, "build_detector")
 
 
 def losses_and_detections(

@@ -17,7 +17,7 @@ from autotimm._errors import check_bool, check_number
 from autotimm.backbones import BackboneConfig, create_backbone
 from autotimm.export import TorchScriptMethod, export_onnx, export_torchscript
 from autotimm.loggers import LoggingConfig
-from autotimm.metrics import MetricConfig, build_metrics
+from autotimm.metrics import MetricConfig, create_metrics
 from autotimm.tasks.base import BaseTask, _labels_outside
 
 __all__ = ["ImageClassifier"]
@@ -142,9 +142,9 @@ class ImageClassifier(BaseTask):
         self.head = nn.Sequential(nn.Dropout(float(head_dropout)), nn.Linear(self.backbone.num_features, num_classes))
         self.data_config: dict[str, Any] = _data_config(self.backbone)
         task = ("binary" if num_classes == 1 else "multilabel") if multi_label else "multiclass"
-        self.train_metrics = build_metrics(metric_cfgs, "train", num_classes, task)
-        self.val_metrics = build_metrics(metric_cfgs, "val", num_classes, task)
-        self.test_metrics = build_metrics(metric_cfgs, "test", num_classes, task)
+        self.train_metrics = create_metrics(metric_cfgs, "train", num_classes, task)
+        self.val_metrics = create_metrics(metric_cfgs, "val", num_classes, task)
+        self.test_metrics = create_metrics(metric_cfgs, "test", num_classes, task)
         if freeze_backbone:
             self.freeze_backbone()
 

@@ -14,12 +14,12 @@ import torch.nn as nn
 from pytorch_lightning.utilities import rank_zero_info
 from torchmetrics.detection import MeanAveragePrecision
 
-from autotimm._errors import check_bool, check_choice, check_number
+from autotimm._errors import check_bool, check_choice, check_image_size, check_number
 from autotimm.backbones import BackboneConfig
 from autotimm.data.detection import boxes_to_original
 from autotimm.loggers import LoggingConfig
-from autotimm.metrics import MetricConfig, build_metrics
-from autotimm.models.detectors import ARCHITECTURES, Architecture, build_detector, losses_and_detections
+from autotimm.metrics import MetricConfig, create_metrics
+from autotimm.models.detectors import ARCHITECTURES, Architecture, create_detector, losses_and_detections
 from autotimm.models.features import TimmFeaturePyramid, create_feature_pyramid
 from autotimm.tasks.base import BaseTask, _labels_outside
 
@@ -166,7 +166,7 @@ class ObjectDetector(BaseTask):
         )
         num_classes = check_number("num_classes", num_classes, low=1, integer=True)
         check_choice("architecture", architecture, ARCHITECTURES)
-        image_size = check_number("image_size", image_size, low=32, integer=True)
+        image_size = check_image_size(image_size, pair=False)
         fpn_channels = check_number("fpn_channels", fpn_channels, low=64, integer=True)
         if fpn_channels % 32:
             # The head's GroupNorm has 32 groups; with 64+ channels each has 2+ values even on a 1x1 level.
@@ -203,7 +203,7 @@ class ObjectDetector(BaseTask):
 
         features = create_feature_pyramid(backbone_cfg, image_size=image_size, out_channels=fpn_channels)
         data_config = timm.data.resolve_model_data_config(features.body)
-        self.detector = build_detector(
+        self.detector = create_detector(
             architecture,
             features,
             num_classes=num_classes,
@@ -216,8 +216,8 @@ class ObjectDetector(BaseTask):
         )
         # The mAP backend is chosen here, not saved: a checkpoint loads where faster_coco_eval is missing.
         built = _with_map_backend(metric_cfgs)
-        self.val_metrics = build_metrics(built, "val")
-        self.test_metrics = build_metrics(built, "test")
+        self.val_metrics = create_metrics(built, "val")
+        self.test_metrics = create_metrics(built, "test")
         if freeze_backbone:
             self.freeze_backbone()
 

@@ -18,7 +18,7 @@ from pytorch_lightning.callbacks import Callback, DeviceStatsMonitor, LearningRa
 from pytorch_lightning.loggers import Logger
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
-from autotimm._errors import check_bool, check_choice, check_number, closest
+from autotimm._errors import check_bool, check_choice, check_number, check_seed, closest
 from autotimm.loggers import LoggerConfig, LoggerManager, resolve_loggers
 from autotimm.trainer.checkpoint_io import AtomicCheckpointIO
 from autotimm.trainer.fast_path import FastPath, check_compile_options
@@ -152,7 +152,7 @@ class AutoTrainer(pl.Trainer):
         if oom_backoff is not None:
             check_bool("oom_backoff", oom_backoff)
         if seed is not None:
-            check_number("seed", seed, low=0, high=2**32, integer=True)
+            check_seed(seed)
         if not isinstance(fast_dev_run, bool):
             check_number("fast_dev_run", fast_dev_run, low=0, integer=True)
         check_number("accumulate_grad_batches", accumulate_grad_batches, low=1, integer=True)
