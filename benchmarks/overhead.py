@@ -124,7 +124,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         root = make_digits_folder(work / "digits", image_size=32)
-        data = ImageDataModule(root, image_size=32, batch_size=args.batch_size, num_workers=0, augmentation="none")
+        data = ImageDataModule(
+            root, image_size=32, batch_size=args.batch_size, num_workers=0, augmentation_preset="none"
+        )
         data.setup("fit")
         torch.manual_seed(0)
         state = timm.create_model(args.model, pretrained=False, num_classes=data.num_classes).state_dict()

@@ -10,7 +10,7 @@ schedule over the cap stepped once per epoch, no augmentation), so the time is s
 each side does per epoch and by how many epochs it needs.
 
 Classification is the quickstart (`examples/quickstart.py`): scikit-learn's digits as 32 px PNGs
-(`make_digits_folder`), timm `resnet18` from scratch, batch 32, `augmentation="none"`, lr 3e-3,
+(`make_digits_folder`), timm `resnet18` from scratch, batch 32, `augmentation_preset="none"`, lr 3e-3,
 a cosine schedule over at most 5 epochs. The target is val accuracy above 0.95.
 
 - autotimm: `ImageDataModule` + `ImageClassifier` + `AutoTrainer`, with the library's defaults
@@ -146,7 +146,7 @@ def classify_plain(root: Path, transform: Callable, state: dict, args: argparse.
 def classify_autotimm(root: Path, state: dict, args: argparse.Namespace, out: Path) -> Outcome:
     """`ImageDataModule` + `ImageClassifier` + `AutoTrainer` with the defaults, stopped by `EarlyStopping`."""
     start = time.perf_counter()
-    data = ImageDataModule(root, image_size=DIGITS_SIZE, augmentation="none")
+    data = ImageDataModule(root, image_size=DIGITS_SIZE, augmentation_preset="none")
     model = ImageClassifier(
         BackboneConfig(args.model, pretrained=False), num_classes=data.num_classes, lr=args.lr, scheduler="cosine"
     )
@@ -281,7 +281,7 @@ def summarize(task: str, target: str, plain: list[Outcome], auto: list[Outcome])
 def classification(work: Path, args: argparse.Namespace) -> dict[str, Any]:
     root = make_digits_folder(work / "digits", image_size=DIGITS_SIZE, max_per_class=args.digits_per_class)
     # The data module's own transform for the plain side (augmentation "none": train = eval).
-    reference = ImageDataModule(root, image_size=DIGITS_SIZE, augmentation="none")
+    reference = ImageDataModule(root, image_size=DIGITS_SIZE, augmentation_preset="none")
     reference.set_data_config(timm.data.resolve_model_data_config(timm.create_model(args.model, pretrained=False)))
     reference.setup("fit")
     transform = reference.val_dataset.transform

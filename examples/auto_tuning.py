@@ -36,7 +36,9 @@ def main() -> None:
     root = make_digits_folder("data/digits_small", max_per_class=30) if SMOKE else make_digits_folder("data/digits")
     seed_everything(0, workers=True)
 
-    data = ImageDataModule(root, image_size=32, batch_size=16, num_workers=0 if SMOKE else 2, augmentation="none")
+    data = ImageDataModule(
+        root, image_size=32, batch_size=16, num_workers=0 if SMOKE else 2, augmentation_preset="none"
+    )
     model = ImageClassifier(
         backbone=BackboneConfig(BACKBONE, pretrained=False),
         num_classes=data.num_classes,

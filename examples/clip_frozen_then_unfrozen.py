@@ -83,7 +83,7 @@ def main() -> None:
     seed_everything(0, workers=True)
 
     data = ImageDataModule(
-        root, image_size=args.image_size, batch_size=32, num_workers=0 if SMOKE else 2, augmentation="none"
+        root, image_size=args.image_size, batch_size=32, num_workers=0 if SMOKE else 2, augmentation_preset="none"
     )
     model = ImageClassifier(
         # The tower is built for the input size: timm's ViTs take `img_size`.

@@ -15,7 +15,7 @@ images, point it at your folders:
 
     python examples/custom_folder.py
     python examples/custom_folder.py --data-dir path/to/my_images --predict-dir path/to/new_images \\
-        --image-size 224 --augmentation light
+        --image-size 224 --augmentation-preset light
 
 Set `AUTOTIMM_SMOKE=1` for a few-second check that everything is wired up.
 """
@@ -33,7 +33,7 @@ from PIL import Image
 from pytorch_lightning import seed_everything
 
 from autotimm import AutoTrainer, BackboneConfig, ImageClassifier, ImageDataModule, LoggerConfig
-from autotimm.data import build_eval_transform, list_augmentations
+from autotimm.data import create_eval_transform, list_augmentations
 
 SMOKE = os.environ.get("AUTOTIMM_SMOKE") == "1"
 # The smoke run (a wiring check) uses timm's tiny test network; results need a real backbone.
@@ -48,7 +48,7 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=32)
     # For your own photos, "light" or "default" (random crops, flips) usually generalise better;
     # in a short run on the small generated shapes, "none" gets further.
-    parser.add_argument("--augmentation", choices=list_augmentations(), default="none")
+    parser.add_argument("--augmentation-preset", choices=list_augmentations(), default="none")
     parser.add_argument("--max-epochs", type=int, default=1 if SMOKE else 8)
     args = parser.parse_args()
     start = time.perf_counter()
@@ -65,7 +65,7 @@ def main() -> None:
         batch_size=32,
         num_workers=0 if SMOKE else 2,
         val_split=0.2,  # used only when there is no val/ folder
-        augmentation=args.augmentation,
+        augmentation_preset=args.augmentation_preset,
     )
     print(f"classes (label order): {data.class_names}")
     model = ImageClassifier(
@@ -89,7 +89,7 @@ def main() -> None:
 
     # Predict with the best checkpoint, through the same eval transform (resize, crop, normalise) as validation.
     best = ImageClassifier.load_from_checkpoint(trainer.checkpoint_callback.best_model_path).eval()
-    transform = build_eval_transform(data.data_config)
+    transform = create_eval_transform(data.data_config)
     files = sorted(p for p in predict_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     batch = torch.stack([transform(Image.open(f).convert("RGB")) for f in files])
     with torch.no_grad():

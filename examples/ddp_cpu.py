@@ -52,7 +52,9 @@ def main() -> None:
     root = make_digits_folder("data/digits", image_size=32)  # the second process finds it made
     seed_everything(0, workers=True)
 
-    data = ImageDataModule(root, image_size=32, batch_size=32, num_workers=0 if SMOKE else 1, augmentation="none")
+    data = ImageDataModule(
+        root, image_size=32, batch_size=32, num_workers=0 if SMOKE else 1, augmentation_preset="none"
+    )
     model = ImageClassifier(
         backbone=BackboneConfig(BACKBONE, pretrained=False),
         num_classes=data.num_classes,

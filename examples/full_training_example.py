@@ -51,7 +51,7 @@ def main() -> None:
         batch_size=64,
         num_workers=2 if SMOKE else 8,
         # Flips and small crops turn digits into other digits: the demo folder trains without them.
-        augmentation="default" if args.data_dir else "none",
+        augmentation_preset="default" if args.data_dir else "none",
     )
 
     # Metrics

@@ -48,7 +48,7 @@ def main() -> None:
     root = make_digits_folder("data/digits", image_size=IMAGE_SIZE)
     seed_everything(0, workers=True)
     data = ImageDataModule(
-        root, image_size=IMAGE_SIZE, batch_size=32, num_workers=0 if SMOKE else 2, augmentation="none"
+        root, image_size=IMAGE_SIZE, batch_size=32, num_workers=0 if SMOKE else 2, augmentation_preset="none"
     )
     model = ImageClassifier(
         BackboneConfig(BACKBONE, pretrained=False), num_classes=data.num_classes, lr=3e-3, scheduler="cosine"

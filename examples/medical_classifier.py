@@ -56,7 +56,7 @@ def main() -> None:
     seed_everything(0, workers=True)
 
     data = ImageDataModule(
-        root, image_size=IMAGE_SIZE, batch_size=32, num_workers=0 if SMOKE else 2, augmentation="light"
+        root, image_size=IMAGE_SIZE, batch_size=32, num_workers=0 if SMOKE else 2, augmentation_preset="light"
     )
     model = ImageClassifier(
         backbone=BackboneConfig(BACKBONE, pretrained=False),

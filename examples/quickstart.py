@@ -27,7 +27,7 @@ def main() -> None:
     root = make_digits_folder("data/digits", image_size=32)
     seed_everything(0, workers=True)
 
-    data = ImageDataModule(root, image_size=32, batch_size=32, num_workers=2, augmentation="none")
+    data = ImageDataModule(root, image_size=32, batch_size=32, num_workers=2, augmentation_preset="none")
     model = ImageClassifier(
         # pretrained=False: trains from scratch, so no download is needed.
         backbone=BackboneConfig("resnet18", pretrained=False),

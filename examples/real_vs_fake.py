@@ -56,7 +56,7 @@ def main() -> None:
     root = make_real_vs_fake_folder("data", per_class=40 if SMOKE else 800, image_size=32)
     seed_everything(0, workers=True)
 
-    data = ImageDataModule(root, image_size=32, batch_size=32, num_workers=args.num_workers, augmentation="none")
+    data = ImageDataModule(root, image_size=32, batch_size=32, num_workers=args.num_workers, augmentation_preset="none")
     model = ImageClassifier(
         backbone=BackboneConfig(BACKBONE, pretrained=False),
         num_classes=1,  # one logit: P(synthetic) = sigmoid(logit)

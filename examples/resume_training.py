@@ -61,7 +61,9 @@ def main() -> None:
     start = time.perf_counter()
     root = make_digits_folder("data/digits", image_size=32)
     seed_everything(0, workers=True)
-    data = ImageDataModule(root, image_size=32, batch_size=32, num_workers=0 if SMOKE else 2, augmentation="none")
+    data = ImageDataModule(
+        root, image_size=32, batch_size=32, num_workers=0 if SMOKE else 2, augmentation_preset="none"
+    )
     model = ImageClassifier(BackboneConfig(BACKBONE, pretrained=False), num_classes=data.num_classes, lr=3e-3)
 
     first = make_trainer([StopAfter(epochs=2)])

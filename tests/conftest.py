@@ -72,7 +72,7 @@ def digits_data(digits_root: Path):
     """An `ImageDataModule` over the digits folder at 32 px, loaded in the main process."""
     from autotimm import ImageDataModule
 
-    return ImageDataModule(digits_root, image_size=32, batch_size=32, num_workers=0, augmentation="none")
+    return ImageDataModule(digits_root, image_size=32, batch_size=32, num_workers=0, augmentation_preset="none")
 
 
 @pytest.fixture

@@ -262,7 +262,7 @@ def _model(metrics: list[MetricConfig], num_classes: int) -> ImageClassifier:
 def _data(digits_dir: Path) -> ImageDataModule:
     # No augmentation: random crops and flips of 32 px digits hide the loss descent that the
     # learning-rate finder looks for in its few steps (it then fails on about 1 run in 5).
-    return ImageDataModule(digits_dir, image_size=32, batch_size=BATCH_SIZE, num_workers=0, augmentation="none")
+    return ImageDataModule(digits_dir, image_size=32, batch_size=BATCH_SIZE, num_workers=0, augmentation_preset="none")
 
 
 # The blocks of the document's "Object Detection Training" section, which read `data` and

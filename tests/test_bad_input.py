@@ -120,7 +120,7 @@ CASES = [
         ValueError,
         "'betaz'",
         "'betas'",
-        named="`optimizer_kwargs` key of the `adamw` optimizer",
+        named="each key of `optimizer_kwargs` for the `adamw` optimizer",
     ),
     bad("ImageClassifier", {"optimizer_kwargs": "fused"}, TypeError),
     bad("ImageClassifier", {"scheduler": "cosinee"}, ValueError, "'cosine'"),
@@ -169,8 +169,10 @@ CASES = [
     bad("ImageDataModule", {"val_split": "0.1"}, TypeError),
     bad("ImageDataModule", {"seed": 2**64}, ValueError),
     bad("ImageDataModule", {"seed": "42"}, TypeError),
-    bad("ImageDataModule", {"augmentation": "heavy"}, ValueError, "'default'", "'strong'"),
-    bad("ImageDataModule", {"augmentation": 3}, TypeError, "int 3", "'default'"),
+    bad("ImageDataModule", {"augmentation_preset": "heavy"}, ValueError, "'default'", "'strong'"),
+    bad("ImageDataModule", {"augmentation_preset": 3}, TypeError, "int 3", "'default'"),
+    bad("ImageDataModule", {"image_size": 31}, ValueError, ">= 32"),
+    bad("ImageDataModule", {"seed": -1}, ValueError, "[0, 4294967296)"),
     bad("ImageDataModule", {"train_transforms": "flip"}, TypeError),
     bad("ImageDataModule", {"eval_transforms": 5}, TypeError),
     bad("ImageDataModule", {"pin_memory": "yes"}, TypeError),
@@ -178,7 +180,7 @@ CASES = [
     bad("ImageDataModule", {"persistent_workers": True, "num_workers": 0}, ValueError, "num_workers"),
     # DetectionDataModule
     bad("DetectionDataModule", {"data_dir": None}, TypeError),
-    bad("DetectionDataModule", {"image_size": 4}, ValueError, ">= 8"),
+    bad("DetectionDataModule", {"image_size": 31}, ValueError, ">= 32"),
     bad("DetectionDataModule", {"image_size": "640"}, TypeError),
     bad("DetectionDataModule", {"batch_size": 0}, ValueError),
     bad("DetectionDataModule", {"batch_size": "16"}, TypeError),
@@ -245,7 +247,7 @@ CASES = [
     bad("LoggingConfig", {"log_learning_rate": "no"}, TypeError),
     bad("LoggingConfig", {"log_gradient_norm": 1}, TypeError),
     # BackboneConfig
-    bad("BackboneConfig", {"model_name": "resnet181"}, ValueError, "'resnet18'", named="Unknown backbone"),
+    bad("BackboneConfig", {"model_name": "resnet181"}, ValueError, "'resnet18'", named="`backbone`"),
     bad("BackboneConfig", {"model_name": None}, TypeError),
     bad("BackboneConfig", {"pretrained": 3}, TypeError),
     bad("BackboneConfig", {"drop_rate": 1.5}, ValueError, "[0, 1)"),
@@ -311,6 +313,37 @@ def test_bad_constructor_argument_is_named(
 def test_the_sweep_baseline_arguments_construct(roots: dict[str, Path], target: str) -> None:
     """Each case above fails because of its bad argument, not because the others are wrong."""
     assert isinstance(CONSTRUCTORS[target](**_valid_kwargs(target, roots)), CONSTRUCTORS[target])
+
+
+# --------------------------------------------------------------------------- one wording for unknown choices
+
+UNKNOWN_CHOICES = [
+    ("ImageClassifier", {"optimizer": "adamx"}),
+    ("ImageClassifier", {"scheduler": "cosinee"}),
+    ("ImageClassifier", {"optimizer_kwargs": {"betaz": (0.9, 0.99)}}),
+    ("ImageClassifier", {"logging_config": {"log_lr": True}}),
+    ("ObjectDetector", {"architecture": "yolo"}),
+    ("ImageDataModule", {"augmentation_preset": "heavy"}),
+    ("ImageDataModule", {"dataset_name": "cifar11"}),
+    ("DetectionDataModule", {"augmentation_preset": "heavy"}),
+    ("MetricConfig", {"metric_class": "Acuracy"}),
+    ("MetricConfig", {"stages": ["training"]}),
+    ("LoggerConfig", {"backend": "tensorbord"}),
+    ("BackboneConfig", {"model_name": "resnet181"}),
+    ("TunerConfig", {"batch_size_kwargs": {"mode": "linear"}}),
+    ("AutoTrainer", {"compile": {"mdoe": "default"}}),
+    ("AutoTrainer", {"checkpoint_mode": "maximum"}),
+]
+
+
+@pytest.mark.parametrize("target, kwargs", UNKNOWN_CHOICES, ids=lambda v: str(v))
+def test_unknown_choices_share_one_wording(roots: dict[str, Path], target: str, kwargs: dict[str, Any]) -> None:
+    """ "Expected `argument` to be one of [...], but got 'x'.", plus the closest match when one is close."""
+    with pytest.raises(ValueError) as info:
+        CONSTRUCTORS[target](**{**_valid_kwargs(target, roots), **kwargs})
+    message = str(info.value)
+    assert re.match(r"Expected (each key of )?`[\w\[\]']+`.* to be one of .+, but got '\w+'\.", message), message
+    assert "Unknown" not in message
 
 
 # --------------------------------------------------------------------------- labels outside num_classes

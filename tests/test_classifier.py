@@ -182,7 +182,7 @@ def test_num_classes_left_out_is_taken_from_the_data_and_saved(digits_data, back
         ({"metrics": [5]}, TypeError, "`metrics`.*MetricConfig.*5"),
         ({"metrics": [{"nme": "acc"}]}, ValueError, "'nme'.*'name'"),
         ({"logging_config": {"log_learning_rate": "no"}}, TypeError, "`log_learning_rate`.*'no'"),
-        ({"logging_config": {"log_lr": True}}, ValueError, "'log_lr'.*'log_learning_rate'"),
+        ({"logging_config": {"log_lr": True}}, ValueError, "'log_learning_rate'.*but got 'log_lr'"),
         (
             {"backbone": {"model_name": "test_resnet", "pretrained": False, "dropout": 0.1}},
             ValueError,

@@ -20,8 +20,8 @@ from timm.data import resolve_model_data_config
 from autotimm.data import (
     CorruptImageError,
     ImageDataModule,
-    build_eval_transform,
-    build_train_transform,
+    create_eval_transform,
+    create_train_transform,
     list_augmentations,
     make_digits_folder,
 )
@@ -180,13 +180,13 @@ def test_split_val_subset_uses_eval_transform(make_image_folder) -> None:
     assert any(not torch.equal(draws[0], d) for d in draws[1:])
 
 
-@pytest.mark.parametrize("augmentation", list_augmentations())
-def test_augmentation_presets_build(augmentation: str) -> None:
+@pytest.mark.parametrize("preset", list_augmentations())
+def test_augmentation_presets_build(preset: str) -> None:
     image = Image.new("RGB", (40, 30), (200, 10, 50))
-    out = build_train_transform({"input_size": (3, 24, 24)}, augmentation)(image)
+    out = create_train_transform({"input_size": (3, 24, 24)}, preset)(image)
     assert out.shape == (3, 24, 24)
-    if augmentation == "none":
-        assert torch.equal(out, build_eval_transform({"input_size": (3, 24, 24)})(image))
+    if preset == "none":
+        assert torch.equal(out, create_eval_transform({"input_size": (3, 24, 24)})(image))
 
 
 @pytest.fixture(scope="module")
@@ -206,11 +206,11 @@ def test_normalisation_follows_data_config(make_image_folder, backbone_data_conf
     color = (200, 100, 30)  # a solid colour survives any resize and crop unchanged
     root = make_image_folder(color=color, splits=("train", "val"))
     config = backbone_data_configs[backbone]
-    data = _module(root, image_size=24, batch_size=4)
+    data = _module(root, image_size=32, batch_size=4)
     data.set_data_config(config)
     data.setup("fit")
     images, _ = _first_batch(data.val_dataloader())
-    assert images.shape == (4, 3, 24, 24)
+    assert images.shape == (4, 3, 32, 32)
     expected = (torch.tensor(color) / 255 - torch.tensor(config["mean"])) / torch.tensor(config["std"])
     torch.testing.assert_close(images.mean(dim=(0, 2, 3)), expected, atol=1e-4, rtol=0)
     torch.testing.assert_close(images.std(dim=(0, 2, 3)), torch.zeros(3), atol=1e-4, rtol=0)
@@ -225,11 +225,11 @@ def test_defaults_and_image_size_override(make_image_folder) -> None:
     assert data.data_config["mean"] == pytest.approx((0.485, 0.456, 0.406))
     assert _first_batch(data.val_dataloader())[0].shape == (2, 3, 224, 224)
 
-    data = ImageDataModule(root, num_workers=0, batch_size=2, image_size=(20, 28))
+    data = ImageDataModule(root, num_workers=0, batch_size=2, image_size=(32, 40))
     data.set_data_config({"input_size": (3, 64, 64), "mean": (0.5,) * 3, "std": (0.5,) * 3})
     data.setup("fit")
-    assert data.data_config["input_size"] == (3, 20, 28)
-    assert _first_batch(data.train_dataloader())[0].shape == (2, 3, 20, 28)
+    assert data.data_config["input_size"] == (3, 32, 40)
+    assert _first_batch(data.train_dataloader())[0].shape == (2, 3, 32, 40)
 
 
 def test_custom_transforms_override_presets(make_image_folder) -> None:
@@ -263,7 +263,7 @@ class _ConfigModel(pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
-@pytest.mark.parametrize("image_size", [None, 24])
+@pytest.mark.parametrize("image_size", [None, 32])
 def test_trainer_model_data_config_is_used(make_image_folder, tmp_path: Path, image_size: int | None) -> None:
     root = make_image_folder(splits=("train", "val"))
     data = ImageDataModule(root, image_size=image_size, num_workers=0, batch_size=4)
@@ -442,7 +442,7 @@ def test_builtin_download_failure_is_explained(tmp_path: Path) -> None:
         ({"num_workers": -1}, ValueError),
         ({"image_size": 0}, ValueError),
         ({"image_size": "big"}, TypeError),
-        ({"augmentation": "heavy"}, ValueError),
+        ({"augmentation_preset": "heavy"}, ValueError),
         ({"train_transforms": "flip"}, TypeError),
         ({"pin_memory": "yes"}, TypeError),
         ({"num_workers": 0, "persistent_workers": True}, ValueError),
@@ -457,8 +457,97 @@ def test_bad_arguments_name_the_value(make_image_folder, kwargs: dict, error: ty
 
 
 def test_bad_augmentation_lists_presets(make_image_folder) -> None:
-    with pytest.raises(ValueError, match=r"'heavy'.*\['default', 'light', 'none', 'strong'\]"):
-        ImageDataModule(make_image_folder(), augmentation="heavy")
+    with pytest.raises(ValueError, match=r"`augmentation_preset`.*\['default', 'light', 'none', 'strong'\].*'heavy'"):
+        ImageDataModule(make_image_folder(), augmentation_preset="heavy")
+
+
+# --------------------------------------------------------------------------- one vocabulary
+
+
+def test_augmentation_preset_is_the_name_of_both_data_modules() -> None:
+    """The argument is `augmentation_preset` for classification as for detection (the API document's name)."""
+    import inspect
+
+    from autotimm import DetectionDataModule
+
+    for cls in (ImageDataModule, DetectionDataModule):
+        assert "augmentation_preset" in inspect.signature(cls).parameters
+
+
+def test_augmentation_is_a_deprecated_alias(make_image_folder) -> None:
+    root = make_image_folder(splits=("train", "val"))
+    with pytest.warns(FutureWarning, match=r"augmentation_preset='none'"):
+        data = _module(root, augmentation="none")
+    assert data.augmentation_preset == "none" and data.hparams["augmentation_preset"] == "none"
+    data.setup("fit")
+    image = data.train_dataset[0][0]
+    assert torch.equal(image, data.train_dataset[0][0])  # "none": training is deterministic
+    with pytest.raises(TypeError, match="both `augmentation_preset` and its deprecated name `augmentation`"):
+        _module(root, augmentation="none", augmentation_preset="light")
+
+
+def test_val_split_is_the_name_everywhere(tmp_path: Path) -> None:
+    """`val_split` (the original AutoTimm's name) splits the demo folder too; `val_fraction` still works, warning."""
+    from autotimm.data import stratified_split
+
+    new = make_digits_folder(tmp_path / "new", val_split=0.2, test_split=0, max_per_class=5)
+    with pytest.warns(FutureWarning, match="val_split"):
+        old = make_digits_folder(tmp_path / "old", val_fraction=0.2, test_split=0, max_per_class=5)
+    assert _tree_digest(new) == _tree_digest(old)
+    assert sorted(p.name for p in new.iterdir()) == ["autotimm_demo.json", "train", "val"]
+    with pytest.warns(FutureWarning, match="val_split"):
+        assert stratified_split([0, 0, 1, 1], val_fraction=0.5, seed=0) == stratified_split([0, 0, 1, 1], 0.5, 0)
+
+
+@pytest.mark.parametrize("name", ["build_train_transform", "build_eval_transform"])
+def test_old_transform_factories_warn_and_work(name: str) -> None:
+    import autotimm.data
+
+    image = Image.new("RGB", (40, 30), (200, 10, 50))
+    with pytest.warns(FutureWarning, match=f"`{name}` is deprecated.*`{name.replace('build', 'create')}`"):
+        transform = getattr(autotimm.data, name)({"input_size": (3, 32, 32)})
+    assert transform(image).shape == (3, 32, 32)
+
+
+def test_one_smallest_image_size(make_image_folder, tmp_path: Path) -> None:
+    """Every data module, the detector and the demos take `MIN_IMAGE_SIZE` and refuse one pixel less."""
+    from autotimm import BackboneConfig, DetectionDataModule, ObjectDetector
+    from autotimm._errors import MIN_IMAGE_SIZE
+    from autotimm.data import make_coco_shapes
+
+    coco = make_coco_shapes(tmp_path / "coco", image_size=MIN_IMAGE_SIZE, num_train=2, num_val=0)
+    builders = {
+        "ImageDataModule": lambda size: _module(make_image_folder(), image_size=size),
+        "DetectionDataModule": lambda size: DetectionDataModule(coco, image_size=size, num_workers=0),
+        "ObjectDetector": lambda size: ObjectDetector(
+            BackboneConfig("test_resnet", pretrained=False), num_classes=2, image_size=size
+        ),
+        "make_digits_folder": lambda size: make_digits_folder(tmp_path / f"digits{size}", image_size=size),
+        "make_coco_shapes": lambda size: make_coco_shapes(tmp_path / f"coco{size}", image_size=size, num_train=1),
+    }
+    for name, build in builders.items():
+        if not name.startswith("make_"):  # the demos at that size: `coco` above, `test_digits_folder_layout`
+            build(MIN_IMAGE_SIZE)
+        with pytest.raises(ValueError, match=f"`image_size`.*>= {MIN_IMAGE_SIZE}.*{MIN_IMAGE_SIZE - 1}"):
+            build(MIN_IMAGE_SIZE - 1)
+
+
+def test_one_seed_range(make_image_folder, tmp_path: Path) -> None:
+    """Seeds are ints in [0, 2**32) for the data modules, the demos and the trainer alike."""
+    from autotimm import AutoTrainer
+    from autotimm.data import make_coco_shapes
+
+    builders = {
+        "ImageDataModule": lambda seed: _module(make_image_folder(), seed=seed),
+        "make_digits_folder": lambda seed: make_digits_folder(tmp_path / "d", seed=seed),
+        "make_coco_shapes": lambda seed: make_coco_shapes(tmp_path / "c", seed=seed),
+        "AutoTrainer": lambda seed: AutoTrainer(seed=seed, accelerator="cpu", default_root_dir=tmp_path / "run"),
+    }
+    for build in builders.values():
+        for seed in (-1, 2**32):
+            with pytest.raises(ValueError, match=rf"`seed` to be an int in \[0, 4294967296\), but got {seed}"):
+                build(seed)
+    _module(make_image_folder(), seed=2**32 - 1)
 
 
 # --------------------------------------------------------------------------- digits demo
@@ -477,21 +566,21 @@ def test_digits_folder_layout(digits_root: Path) -> None:
 
 
 def test_digits_folder_deterministic(tmp_path: Path) -> None:
-    first = make_digits_folder(tmp_path / "a", image_size=16, max_per_class=6)
-    second = make_digits_folder(tmp_path / "b", image_size=16, max_per_class=6)
-    other = make_digits_folder(tmp_path / "c", image_size=16, max_per_class=6, seed=1)
+    first = make_digits_folder(tmp_path / "a", image_size=32, max_per_class=6)
+    second = make_digits_folder(tmp_path / "b", image_size=32, max_per_class=6)
+    other = make_digits_folder(tmp_path / "c", image_size=32, max_per_class=6, seed=1)
     assert _tree_digest(first) == _tree_digest(second)
     assert len(_tree_digest(first)) == 60
     assert _tree_digest(first) != _tree_digest(other)
 
 
 def test_digits_folder_idempotent(tmp_path: Path) -> None:
-    root = make_digits_folder(tmp_path / "d", image_size=16, max_per_class=4)
+    root = make_digits_folder(tmp_path / "d", image_size=32, max_per_class=4)
     stamps = {p: p.stat().st_mtime_ns for p in root.rglob("*")}
-    assert make_digits_folder(tmp_path / "d", image_size=16, max_per_class=4) == root
+    assert make_digits_folder(tmp_path / "d", image_size=32, max_per_class=4) == root
     assert {p: p.stat().st_mtime_ns for p in root.rglob("*")} == stamps
     with pytest.raises(ValueError, match="made with"):
-        make_digits_folder(root, image_size=24, max_per_class=4)
+        make_digits_folder(root, image_size=40, max_per_class=4)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]  # no staging folder left behind
 
 
@@ -505,8 +594,8 @@ def test_digits_folder_refuses_user_folder(tmp_path: Path) -> None:
 
 
 def test_digits_folder_without_val_works_with_split(tmp_path: Path) -> None:
-    root = make_digits_folder(tmp_path / "e", image_size=16, val_fraction=0, test_fraction=0, max_per_class=10)
+    root = make_digits_folder(tmp_path / "e", val_split=0, test_split=0, max_per_class=10)
     assert sorted(p.name for p in root.iterdir()) == ["autotimm_demo.json", "train"]
-    data = ImageDataModule(root, image_size=16, num_workers=0, val_split=0.2)
+    data = ImageDataModule(root, image_size=32, num_workers=0, val_split=0.2)
     data.setup("fit")
     assert (len(data.train_dataset), len(data.val_dataset)) == (80, 20)

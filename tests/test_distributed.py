@@ -25,7 +25,7 @@ SCRIPT = textwrap.dedent(
 
     root, digits = Path(sys.argv[1]), sys.argv[2]
     torch.manual_seed(0)
-    data = ImageDataModule(digits, image_size=32, batch_size=16, num_workers=0, augmentation="none")
+    data = ImageDataModule(digits, image_size=32, batch_size=16, num_workers=0, augmentation_preset="none")
     model = ImageClassifier(BackboneConfig("test_resnet", pretrained=False), num_classes=10)
     trainer = AutoTrainer(
         max_epochs=2, accelerator="cpu", devices=2, strategy="ddp", default_root_dir=root,

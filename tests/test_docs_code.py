@@ -104,7 +104,7 @@ def digits_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _data(digits_dir: Path) -> autotimm.ImageDataModule:
-    return autotimm.ImageDataModule(digits_dir, image_size=32, batch_size=32, num_workers=0, augmentation="none")
+    return autotimm.ImageDataModule(digits_dir, image_size=32, batch_size=32, num_workers=0, augmentation_preset="none")
 
 
 def _tiny_model(num_classes: int = 10) -> autotimm.ImageClassifier:

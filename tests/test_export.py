@@ -13,7 +13,7 @@ import torch.nn as nn
 from PIL import Image
 
 from autotimm import BackboneConfig, ImageClassifier, ImageDataModule, ObjectDetector
-from autotimm.data import build_eval_transform
+from autotimm.data import create_eval_transform
 from autotimm.export import METADATA_FILE, ExportCheckError, export_onnx, export_torchscript
 from helpers import cpu_trainer
 
@@ -42,7 +42,7 @@ def images_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _data(root: Path) -> ImageDataModule:
-    return ImageDataModule(root, image_size=32, batch_size=8, num_workers=0, augmentation="none")
+    return ImageDataModule(root, image_size=32, batch_size=8, num_workers=0, augmentation_preset="none")
 
 
 @pytest.fixture(scope="module")
@@ -192,7 +192,7 @@ def test_failed_check_keeps_the_existing_file(tmp_path, suffix):
     path.write_bytes(b"the previous export")
     export = export_onnx if suffix == ".onnx" else export_torchscript
     with pytest.raises(ExportCheckError, match=r"max abs[\s\S]*was not written"):
-        export(_Noisy(), path, image_size=8)
+        export(_Noisy(), path, image_size=32)
     assert path.read_bytes() == b"the previous export"
     assert list(tmp_path.iterdir()) == [path]  # no temporary file left behind
 
@@ -205,7 +205,7 @@ def test_missing_onnx_extra_says_what_to_install(tmp_path, monkeypatch):
 
 
 def test_model_loaded_from_a_checkpoint_exports_at_its_training_size_with_its_class_names(images_root, tmp_path):
-    data = ImageDataModule(images_root, image_size=40, batch_size=8, num_workers=0, augmentation="none")
+    data = ImageDataModule(images_root, image_size=40, batch_size=8, num_workers=0, augmentation_preset="none")
     model = ImageClassifier(TINY, num_classes=len(CLASSES), lr=3e-3)
     cpu_trainer(tmp_path, max_epochs=1).fit(model, datamodule=data)
     assert model.data_config["input_size"] != (3, 40, 40)  # so the size below can only come from the checkpoint
@@ -213,7 +213,7 @@ def test_model_loaded_from_a_checkpoint_exports_at_its_training_size_with_its_cl
     loaded = ImageClassifier.load_from_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
     assert loaded.class_names == CLASSES and loaded.trained_data_config["input_size"] == (3, 40, 40)
     image = Image.open(next((images_root / "val" / "dog").iterdir()))
-    assert build_eval_transform(loaded.trained_data_config)(image).shape == (3, 40, 40)
+    assert create_eval_transform(loaded.trained_data_config)(image).shape == (3, 40, 40)
     session = _session(loaded.to_onnx(tmp_path / "model.onnx"))  # no image_size, no class_names
     assert session.get_inputs()[0].shape == ["batch", 3, 40, 40]
     meta = {key: json.loads(value) for key, value in session.get_modelmeta().custom_metadata_map.items()}

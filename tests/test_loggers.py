@@ -56,7 +56,7 @@ def test_logging_config_coerce():
             "Expected `log_learning_rate` to be True or False, but got str 'no'",
         ),
         (lambda: LoggingConfig(log_gradient_norm=1), TypeError, "`log_gradient_norm`.*1"),
-        (lambda: LoggingConfig.coerce({"log_lr": True}), ValueError, "'log_lr'.*'log_learning_rate'"),
+        (lambda: LoggingConfig.coerce({"log_lr": True}), ValueError, "'log_learning_rate'.*but got 'log_lr'"),
         (
             lambda: LoggerManager("csv"),
             TypeError,

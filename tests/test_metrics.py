@@ -7,7 +7,7 @@ import torch
 import torchmetrics
 
 from autotimm import MetricConfig
-from autotimm.metrics import build_metrics
+from autotimm.metrics import create_metrics
 
 
 def test_num_classes_is_filled_in_and_metric_computes():
@@ -78,7 +78,7 @@ def test_a_string_is_not_a_list_of_metrics():
         "f1",
     ]
     with pytest.raises(TypeError, match="`configs`"):
-        build_metrics("accuracy", "val", 3, "multiclass")
+        create_metrics("accuracy", "val", 3, "multiclass")
 
 
 def test_bad_params_fail_when_built_with_the_metric_named():
@@ -96,12 +96,12 @@ def test_custom_backend_accepts_a_metric_class():
     assert MetricConfig.coerce(cfg.to_dict()).metric_cls is torchmetrics.MeanMetric
 
 
-def test_build_metrics_per_stage_and_unique_names():
+def test_create_metrics_per_stage_and_unique_names():
     configs = [
         MetricConfig("accuracy", metric_class="Accuracy", stages=["train", "val"]),
         MetricConfig("f1", metric_class="F1Score", stages=["val"]),
     ]
-    assert list(build_metrics(configs, "train", 3, "multiclass")) == ["accuracy"]
-    assert list(build_metrics(configs, "val", 3, "multiclass")) == ["accuracy", "f1"]
+    assert list(create_metrics(configs, "train", 3, "multiclass")) == ["accuracy"]
+    assert list(create_metrics(configs, "val", 3, "multiclass")) == ["accuracy", "f1"]
     with pytest.raises(ValueError, match="accuracy"):
-        build_metrics(configs + configs[:1], "val", 3, "multiclass")
+        create_metrics(configs + configs[:1], "val", 3, "multiclass")

@@ -25,7 +25,7 @@ QUICK = {"max_epochs": 1, "limit_train_batches": 1, "num_sanity_val_steps": 0}
 
 def _data(make_image_folder) -> ImageDataModule:
     root = make_image_folder(classes=CLASSES, splits=("train", "val"), size=32)
-    return ImageDataModule(root, image_size=32, batch_size=4, num_workers=0, augmentation="none")
+    return ImageDataModule(root, image_size=32, batch_size=4, num_workers=0, augmentation_preset="none")
 
 
 @pytest.fixture
@@ -105,7 +105,7 @@ def test_tuner_run_draws_the_lr_finder_curve(make_image_folder, backbone, tmp_pa
     # One solid colour per class: the loss falls quickly, so the finder has a suggestion.
     for name, color in {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255)}.items():
         root = make_image_folder(classes={name: 8}, splits=("train", "val"), size=32, color=color)
-    data = ImageDataModule(root, image_size=32, batch_size=2, num_workers=0, augmentation="none")
+    data = ImageDataModule(root, image_size=32, batch_size=2, num_workers=0, augmentation_preset="none")
     with torch.random.fork_rng():  # the same initial weights, and so the same curve, every time
         torch.manual_seed(0)
         model = ImageClassifier(backbone, num_classes=3, lr=0.5)

@@ -51,7 +51,7 @@ def _data(make_image_folder) -> ImageDataModule:
         make_image_folder(classes={name: 20}, splits=("train",), size=32, color=color)
         root = make_image_folder(classes={name: 4}, splits=("val", "test"), size=32, color=color)
     (root / "train" / "red" / "notes.txt").write_text("not an image")  # a real problem with the user's data
-    return ImageDataModule(root, image_size=32, batch_size=4, num_workers=0, augmentation="none")
+    return ImageDataModule(root, image_size=32, batch_size=4, num_workers=0, augmentation_preset="none")
 
 
 @pytest.mark.slow

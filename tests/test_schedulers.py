@@ -234,7 +234,7 @@ def test_plateau_without_metric_raises(name: str) -> None:
 
 
 def test_unknown_name_lists_closest() -> None:
-    with pytest.raises(ValueError, match="Unknown scheduler 'cosin'.*'cosine'"):
+    with pytest.raises(ValueError, match="Expected `scheduler` to be one of .*, but got 'cosin'.*'cosine'"):
         resolve_scheduler("cosin")
     with pytest.raises(ValueError, match="timm_cosine"):
         create_scheduler("timm_cosin", _optimizer(), max_epochs=2, steps_per_epoch=2)

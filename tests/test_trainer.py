@@ -242,7 +242,7 @@ def _seeded_run(root, backbone, digits_root, seed, noise):
     random.seed(noise)
     np.random.seed(noise)
     # Random augmentation in two worker processes: their seeds must repeat too.
-    data = ImageDataModule(digits_root, image_size=32, batch_size=32, num_workers=2, augmentation="default")
+    data = ImageDataModule(digits_root, image_size=32, batch_size=32, num_workers=2, augmentation_preset="default")
     trainer = cpu_trainer(root, max_epochs=1, seed=seed, limit_train_batches=4, limit_val_batches=1)
     trainer.fit(model, datamodule=data)
     return model.state_dict(), trainer.callback_metrics["val/loss"].item()

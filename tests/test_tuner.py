@@ -196,7 +196,7 @@ def test_training_after_a_multi_epoch_lr_sweep_with_a_progress_bar(digits_data, 
 def test_both_finders_on_48_images_train_with_the_found_batch_size(make_image_folder, backbone, tmp_path):
     # Issue 12, defect 1: the batch-size finder found 30, autotimm shrank it to 1 so that the LR
     # finder got 30 steps in one epoch, and BatchNorm failed on the batch of one.
-    data = ImageDataModule(colour_folder(make_image_folder, size=16), image_size=16, batch_size=8, num_workers=0)
+    data = ImageDataModule(colour_folder(make_image_folder, size=32), image_size=32, batch_size=8, num_workers=0)
     config = TunerConfig(
         auto_lr=True,
         auto_batch_size=True,

@@ -10,6 +10,7 @@ Examples:
 from autotimm.backbones import BackboneConfig, PretrainedWeightsError, list_backbones
 from autotimm.data import DetectionDataModule, ImageDataModule
 from autotimm.loggers import LoggerConfig, LoggerManager, LoggingConfig
+from autotimm.losses import create_loss, list_losses
 from autotimm.metrics import MetricConfig
 from autotimm.optim import list_optimizers, list_schedulers
 from autotimm.tasks import ImageClassifier, ObjectDetector
@@ -32,7 +33,9 @@ __all__ = [
     "PretrainedWeightsError",
     "TunerConfig",
     "TuningError",
+    "create_loss",
     "list_backbones",
+    "list_losses",
     "list_optimizers",
     "list_schedulers",
     "read_run",

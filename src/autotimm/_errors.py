@@ -14,6 +14,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 __all__ = [
+    "MIN_IMAGE_SIZE",
+    "SEED_RANGE",
     "closest",
     "unknown_choice",
     "check_choice",
@@ -22,7 +24,16 @@ __all__ = [
     "check_mapping",
     "check_list",
     "check_keys",
+    "check_image_size",
+    "check_seed",
 ]
+
+MIN_IMAGE_SIZE = 32
+"""The smallest image side (pixels) that every data module, model and export takes: at 32 pixels
+the coarsest feature map of a timm backbone (stride 32) still has one cell."""
+
+SEED_RANGE = (0, 2**32)
+"""Seeds are ints in `[0, 2**32)`: what `lightning.seed_everything` and NumPy accept."""
 
 
 def closest(value: str, choices: Iterable[str], n: int = 3) -> list[str]:
@@ -35,34 +46,62 @@ def closest(value: str, choices: Iterable[str], n: int = 3) -> list[str]:
     return difflib.get_close_matches(str(value).lower(), [str(c) for c in choices], n=n, cutoff=0.6)
 
 
-def unknown_choice(argument: str, value: object, choices: Iterable[str], *, show_all: int = 40) -> ValueError:
-    """Build the `ValueError` raised for a name that is not in a registry.
+def _argument(argument: str) -> str:
+    """`argument` as messages show it: a bare name in backticks; a phrase that has its own backticks as is."""
+    return argument if "`" in argument else f"`{argument}`"
 
-    Lists every valid name when there are few, otherwise the closest matches.
+
+def unknown_choice(
+    argument: str, value: object, choices: Iterable[object], *, show_all: int = 40, sort: bool = True
+) -> ValueError:
+    """Build the `ValueError` raised for a value that is not one of `choices`.
+
+    The one wording of the library: "Expected `argument` to be one of [...], but got 'x'.
+    Did you mean 'y'?". With more than `show_all` choices, their count and the closest
+    matches are shown instead of the list.
+
+    Args:
+        argument: The argument's name (shown in backticks), or a phrase that names it in
+            backticks (``"each key of `optimizer_kwargs`"``).
+        value: The value given.
+        choices: The valid values.
+        show_all: List every valid value up to this many.
+        sort: Show the choices sorted; `False` keeps their order.
+
+    Examples:
+        >>> print(unknown_choice("optimizer", "adamx", ["adam", "adamw", "sgd"]))
+        Expected `optimizer` to be one of ['adam', 'adamw', 'sgd'], but got 'adamx'. Did you mean 'adam'?
     """
-    choices = sorted(set(choices))
-    matches = closest(str(value), choices)
+    choices = list(dict.fromkeys(choices))
+    if sort:
+        choices.sort(key=str)
+    matches = closest(str(value), [str(c) for c in choices])
     if len(choices) <= show_all:
-        hint = f"Valid values: {choices}."
-        if matches:
-            hint = f"Did you mean {matches[0]!r}? " + hint
-    elif matches:
-        hint = f"Closest matches: {matches}."
+        hint = f" Did you mean {matches[0]!r}?" if matches else ""
+        allowed = f"one of {choices}"
     else:
-        hint = f"{len(choices)} values are valid; none is close to {value!r}."
-    return ValueError(f"Unknown {argument} {value!r}. {hint}")
+        hint = f" Closest matches: {matches}." if matches else " None of them is close."
+        allowed = f"one of {len(choices)} valid names"
+    return ValueError(f"Expected {_argument(argument)} to be {allowed}, but got {value!r}.{hint}")
 
 
 def check_choice(argument: str, value: object, choices: Iterable[object]) -> None:
     """Raise naming `argument` unless `value` is one of `choices`: a `TypeError` when `value`
-    has none of the choices' types (`1` for a name), else a `ValueError`."""
+    has none of the choices' types (`1` for a name), else the `ValueError` of `unknown_choice`.
+
+    Examples:
+        >>> check_choice("method", "trace", ["trace", "script"])  # passes silently
+        >>> check_choice("method", "scrpt", ["trace", "script"])
+        Traceback (most recent call last):
+        ...
+        ValueError: Expected `method` to be one of ['trace', 'script'], but got 'scrpt'. Did you mean 'script'?
+    """
     choices = list(choices)
     if value in choices:
         return
-    expected = f"Expected `{argument}` to be one of {choices}, but got"
     if not any(type(value) is type(choice) for choice in choices):
-        raise TypeError(f"{expected} {_got(value)}.")
-    raise ValueError(f"{expected} {value!r}.")
+        raise TypeError(f"Expected {_argument(argument)} to be one of {choices}, but got {_got(value)}.")
+    raise unknown_choice(argument, value, choices, sort=False)
 
 
 def _got(value: object) -> str:
@@ -185,12 +224,60 @@ def check_keys(argument: str, value: Mapping[str, Any], allowed: Iterable[str]) 
     """Raise a `ValueError` naming the first key of `value` that is not in `allowed`.
 
     Examples:
-        >>> check_keys("logging_config", {"log_lr": True}, ["log_learning_rate", "log_gradient_norm"])
+        >>> check_keys("backbone", {"pretraind": True}, ["model_name", "pretrained"])  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        ValueError: Unknown `logging_config` key 'log_lr'. Valid values: ['log_gradient_norm', 'log_learning_rate'].
+        ValueError: Expected each key of `backbone` to be one of [...], but got 'pretraind'. Did you mean 'pretrained'?
     """
     allowed = list(allowed)
     for key in value:
         if key not in allowed:
-            raise unknown_choice(f"`{argument}` key", key, allowed)
+            raise unknown_choice(f"each key of `{argument}`", key, allowed)
+
+
+def check_seed(value: object, argument: str = "seed") -> int:
+    """Return `value` if it is an int in `SEED_RANGE`, else raise naming `argument`.
+
+    Examples:
+        >>> check_seed(42)
+        42
+        >>> check_seed(-1)
+        Traceback (most recent call last):
+        ...
+        ValueError: Expected `seed` to be an int in [0, 4294967296), but got -1.
+    """
+    return check_number(argument, value, low=SEED_RANGE[0], high=SEED_RANGE[1], integer=True)
+
+
+def check_image_size(value: object, argument: str = "image_size", *, pair: bool = True) -> Any:
+    """Return an image size whose sides are ints >= `MIN_IMAGE_SIZE`, else raise naming `argument`.
+
+    With `pair=True`, `value` is an int (a square) or a `(height, width)` pair and comes
+    back as `(height, width)`; with `pair=False` only an int is taken, and returned as is.
+
+    Examples:
+        >>> check_image_size(64)
+        (64, 64)
+        >>> check_image_size((48, 64))
+        (48, 64)
+        >>> check_image_size(16, pair=False)
+        Traceback (most recent call last):
+        ...
+        ValueError: Expected `image_size` to be an int >= 32, but got 16.
+    """
+    if not pair:
+        return check_number(argument, value, low=MIN_IMAGE_SIZE, integer=True)
+    expected = f"Expected `{argument}` to be an int or a (height, width) pair of ints, each >= {MIN_IMAGE_SIZE}"
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        size = (int(value), int(value))
+    elif (
+        isinstance(value, (tuple, list))
+        and len(value) == 2
+        and all(isinstance(s, numbers.Integral) and not isinstance(s, bool) for s in value)
+    ):
+        size = (int(value[0]), int(value[1]))
+    else:
+        raise TypeError(f"{expected}, but got {_got(value)}.")
+    if min(size) < MIN_IMAGE_SIZE:
+        raise ValueError(f"{expected}, but got {value!r}.")
+    return size

@@ -26,8 +26,8 @@ import torch
 import torch.nn as nn
 
 from autotimm._atomic import atomic_path
-from autotimm._errors import check_bool, check_choice, check_number
-from autotimm.data.transforms import _check_image_size, resolve_data_config
+from autotimm._errors import check_bool, check_choice, check_image_size, check_number
+from autotimm.data.transforms import resolve_data_config
 
 __all__ = ["METADATA_FILE", "ExportCheckError", "TorchScriptMethod", "export_onnx", "export_torchscript"]
 
@@ -265,7 +265,7 @@ def _data_config(model: nn.Module, image_size: int | tuple[int, int] | None) -> 
     the one the model was trained with (`trained_data_config`, kept in its checkpoints), then
     `model.data_config`, then timm's ImageNet defaults.
     """
-    size = _check_image_size(image_size)
+    size = None if image_size is None else check_image_size(image_size)
     datamodule = getattr(getattr(model, "_trainer", None), "datamodule", None)
     sources = (getattr(datamodule, "data_config", None), *(getattr(model, a, None) for a in _DATA_CONFIGS))
     source = next((s for s in sources if isinstance(s, Mapping)), None)

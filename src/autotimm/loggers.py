@@ -69,7 +69,7 @@ class LoggerConfig:
             )
         self.backend = self.backend.lower()
         if self.backend not in _LOGGERS:
-            raise unknown_choice("logger `backend`", self.backend, _LOGGERS)
+            raise unknown_choice("backend", self.backend, _LOGGERS)
         self.params = check_mapping("params", self.params)
         entry = _LOGGERS[self.backend]
         if entry.requires and not any(importlib.util.find_spec(p) for p in entry.requires):
@@ -82,7 +82,8 @@ class LoggerConfig:
         if not takes_any:
             for key in self.params:
                 if key not in signature.parameters:
-                    raise unknown_choice(f"`params` key of the {self.backend} logger", key, signature.parameters)
+                    argument = f"each key of `params` for the {self.backend} logger"
+                    raise unknown_choice(argument, key, signature.parameters)
 
     @property
     def _logger_cls(self) -> type[Logger]:

@@ -11,9 +11,10 @@ from typing import Any, Literal
 import torch.nn as nn
 import torchmetrics
 
+from autotimm._deprecation import deprecated_alias
 from autotimm._errors import check_bool, check_choice, check_keys, check_list, check_mapping, unknown_choice
 
-__all__ = ["MetricConfig", "build_metrics", "STAGES"]
+__all__ = ["MetricConfig", "build_metrics", "create_metrics", "STAGES"]
 
 STAGES = ("train", "val", "test")
 _BACKENDS = ("torchmetrics", "custom")
@@ -137,14 +138,14 @@ class MetricConfig:
         return [cls.coerce(m) for m in entries]
 
 
-def build_metrics(
+def create_metrics(
     configs: Sequence[MetricConfig], stage: str, num_classes: int | None = None, task: str | None = None
 ) -> nn.ModuleDict:
     """Build the metrics of one stage as a `ModuleDict` keyed by metric name.
 
     Examples:
         >>> metrics = [MetricConfig("accuracy", metric_class="Accuracy", stages=["val"])]
-        >>> list(build_metrics(metrics, "val", num_classes=3, task="multiclass"))
+        >>> list(create_metrics(metrics, "val", num_classes=3, task="multiclass"))
         ['accuracy']
     """
     check_choice("stage", stage, STAGES)
@@ -157,6 +158,9 @@ def build_metrics(
     if duplicates:
         raise ValueError(f"Metric names must be unique, but {duplicates} appear more than once.")
     return nn.ModuleDict({c.name: c.create(num_classes, task) for c in configs if stage in c.stages})
+
+
+build_metrics = deprecated_alias(create_metrics, "build_metrics")
 
 
 def _import_custom(metric_class: str | type) -> type:

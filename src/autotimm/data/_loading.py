@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from autotimm._errors import check_number
 
-__all__ = ["check_optional_bool", "default_num_workers", "make_loader"]
+__all__ = ["check_optional_bool", "default_num_workers", "create_loader"]
 
 
 def default_num_workers() -> int:
@@ -28,7 +28,7 @@ def check_optional_bool(name: str, value: object) -> bool | None:
     return value
 
 
-def make_loader(
+def create_loader(
     dataset: Dataset,
     datamodule: pl.LightningDataModule,
     *,

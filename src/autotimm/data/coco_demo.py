@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from autotimm._errors import check_number
+from autotimm._errors import check_image_size, check_number, check_seed
 from autotimm.data._demo_folder import DemoKind, build_demo_folder
 
 __all__ = ["make_coco_shapes"]
@@ -23,7 +23,6 @@ log = logging.getLogger(__name__)
 _VERSION = 1
 _SPLITS = ("train", "val", "test")
 _NEGATIVE_FRACTION = 0.05
-_MIN_IMAGE_SIZE = 32
 _MIN_VISIBLE_PIXELS = 4  # an instance occluded down to fewer pixels is dropped
 
 
@@ -72,7 +71,7 @@ def _check_params(
     seed: int,
 ) -> dict[str, Any]:
     params: dict[str, Any] = {
-        "image_size": check_number("image_size", image_size, low=_MIN_IMAGE_SIZE, integer=True),
+        "image_size": check_image_size(image_size, pair=False),
         "num_train": check_number("num_train", num_train, low=1, integer=True),
         "num_val": check_number("num_val", num_val, low=0, integer=True),
         "num_test": check_number("num_test", num_test, low=0, integer=True),
@@ -88,7 +87,7 @@ def _check_params(
         raise ValueError(f"Expected `classes` to hold distinct names, but got {list(classes)!r}.")
     params["classes"] = list(classes)
     params["max_objects"] = check_number("max_objects", max_objects, low=0, integer=True)
-    params["seed"] = check_number("seed", seed, low=0, integer=True)
+    params["seed"] = check_seed(seed)
     return params
 
 
@@ -263,7 +262,7 @@ def make_coco_shapes(
         classes: Names of the shapes to draw, in category order; any of `"circle"`,
             `"square"`, `"triangle"`, `"diamond"`, `"ring"`.
         max_objects: Most shapes in one image (0 makes every image a negative).
-        seed: Seed of the images, >= 0.
+        seed: Seed of the images, an int in `[0, 2**32)`.
 
     Returns:
         `root` as a `pathlib.Path`.

@@ -11,6 +11,7 @@ import torch
 import torchvision.datasets
 from torch.utils.data import Dataset
 
+from autotimm._deprecation import renamed_argument
 from autotimm._errors import unknown_choice
 from autotimm.data.transforms import ToRGB
 
@@ -28,7 +29,7 @@ class TransformedSubset(Dataset):
         transform: Applied to each image.
 
     Examples:
-        >>> train = TransformedSubset(folder, [0, 2, 5], build_train_transform())  # doctest: +SKIP
+        >>> train = TransformedSubset(folder, [0, 2, 5], create_train_transform())  # doctest: +SKIP
     """
 
     def __init__(
@@ -54,12 +55,15 @@ class TransformedSubset(Dataset):
         return [int(targets[i]) for i in self.indices]
 
 
-def stratified_split(targets: Sequence[int], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+def stratified_split(
+    targets: Sequence[int], val_split: float | None = None, seed: int = 0, *, val_fraction: float | None = None
+) -> tuple[list[int], list[int]]:
     """Split sample positions into train and validation parts, class by class.
 
-    Each class sends `round(val_fraction * n)` of its `n` samples to validation, at least
-    one when `n >= 2` and `val_fraction > 0`, and always keeps at least one for training.
+    Each class sends `round(val_split * n)` of its `n` samples to validation, at least
+    one when `n >= 2` and `val_split > 0`, and always keeps at least one for training.
     The shuffle uses its own generator seeded with `seed` (the global RNG is untouched).
+    `val_fraction` is the deprecated name of `val_split`.
 
     Returns:
         `(train_indices, val_indices)`, each sorted.
@@ -69,6 +73,9 @@ def stratified_split(targets: Sequence[int], val_fraction: float, seed: int) -> 
         >>> len(train), len(val)
         (6, 2)
     """
+    val_split = renamed_argument("val_fraction", val_fraction, "val_split", val_split, None, owner="stratified_split")
+    if val_split is None:
+        raise TypeError("stratified_split() needs `val_split`, the fraction of each class held out for validation.")
     by_class: dict[int, list[int]] = {}
     for i, t in enumerate(targets):
         by_class.setdefault(int(t), []).append(i)
@@ -78,8 +85,8 @@ def stratified_split(targets: Sequence[int], val_fraction: float, seed: int) -> 
         members = by_class[label]
         n = len(members)
         n_val = 0
-        if val_fraction > 0 and n >= 2:
-            n_val = min(max(1, round(val_fraction * n)), n - 1)
+        if val_split > 0 and n >= 2:
+            n_val = min(max(1, round(val_split * n)), n - 1)
         order = torch.randperm(n, generator=generator).tolist()
         val += [members[j] for j in order[:n_val]]
         train += [members[j] for j in order[n_val:]]

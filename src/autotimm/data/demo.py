@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from autotimm._deprecation import renamed_argument
+from autotimm._errors import check_image_size, check_number, check_seed
 from autotimm.data._demo_folder import DemoKind, build_demo_folder
 
 __all__ = ["make_digits_folder"]
@@ -19,32 +21,20 @@ log = logging.getLogger(__name__)
 _SPLITS = ("train", "val", "test")
 
 
-def _check_fraction(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"Expected `{name}` to be a float, but got {value!r}.")
-    if not 0 <= value < 1:
-        raise ValueError(f"Expected `{name}` to be in [0, 1), but got {value!r}.")
-    return float(value)
-
-
 def _check_params(
-    image_size: int, val_fraction: float, test_fraction: float, seed: int, max_per_class: int | None
+    image_size: int, val_split: float, test_split: float, seed: int, max_per_class: int | None
 ) -> dict[str, Any]:
-    for name, value in (("image_size", image_size), ("seed", seed), ("max_per_class", max_per_class)):
-        if value is None and name == "max_per_class":
-            continue
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"Expected `{name}` to be an int, but got {value!r}.")
-    if image_size < 8:
-        raise ValueError(f"Expected `image_size` to be >= 8 (the digits are 8x8), but got {image_size!r}.")
-    val_fraction = _check_fraction("val_fraction", val_fraction)
-    test_fraction = _check_fraction("test_fraction", test_fraction)
-    if val_fraction + test_fraction >= 1:
+    check_image_size(image_size, pair=False)
+    check_seed(seed)
+    if max_per_class is not None:
+        check_number("max_per_class", max_per_class, low=1, integer=True)
+    val_split = float(check_number("val_split", val_split, low=0, high=1))
+    test_split = float(check_number("test_split", test_split, low=0, high=1))
+    if val_split + test_split >= 1:
         raise ValueError(
-            f"Expected `val_fraction + test_fraction` < 1 to leave images for training, but got "
-            f"{val_fraction} + {test_fraction}."
+            f"Expected `val_split + test_split` < 1 to leave images for training, but got {val_split} + {test_split}."
         )
-    needed = 1 + (val_fraction > 0) + (test_fraction > 0)
+    needed = 1 + (val_split > 0) + (test_split > 0)
     if max_per_class is not None and max_per_class < needed:
         raise ValueError(
             f"Expected `max_per_class` >= {needed} (one image per class in each non-empty split), "
@@ -52,8 +42,9 @@ def _check_params(
         )
     return {
         "image_size": image_size,
-        "val_fraction": val_fraction,
-        "test_fraction": test_fraction,
+        # The manifest's keys (a file format): folders written before the rename stay reusable.
+        "val_fraction": val_split,
+        "test_fraction": test_split,
         "seed": seed,
         "max_per_class": max_per_class,
     }
@@ -70,9 +61,9 @@ def _load_digits() -> tuple[np.ndarray, np.ndarray]:
     return digits.images, digits.target
 
 
-def _split_counts(n: int, val_fraction: float, test_fraction: float) -> dict[str, int]:
-    n_val = max(1, round(val_fraction * n)) if val_fraction > 0 else 0
-    n_test = max(1, round(test_fraction * n)) if test_fraction > 0 else 0
+def _split_counts(n: int, val_split: float, test_split: float) -> dict[str, int]:
+    n_val = max(1, round(val_split * n)) if val_split > 0 else 0
+    n_test = max(1, round(test_split * n)) if test_split > 0 else 0
     return {"train": n - n_val - n_test, "val": n_val, "test": n_test}
 
 
@@ -120,10 +111,13 @@ _DIGITS = DemoKind(kind="digits", version=1, title="digits demo", maker="make_di
 def make_digits_folder(
     root: str | os.PathLike[str],
     image_size: int = 32,
-    val_fraction: float = 0.15,
-    test_fraction: float = 0.15,
+    val_split: float = 0.15,
+    test_split: float = 0.15,
     seed: int = 0,
     max_per_class: int | None = None,
+    *,
+    val_fraction: float | None = None,
+    test_fraction: float | None = None,
 ) -> Path:
     """Write scikit-learn's handwritten digits (1797 real 8x8 scans, 10 classes) as an image folder.
 
@@ -136,11 +130,13 @@ def make_digits_folder(
 
     Args:
         root: The folder to create (it may exist if empty).
-        image_size: Side of the square images, >= 8.
-        val_fraction: Fraction of each class written to `val/`.
-        test_fraction: Fraction of each class written to `test/`.
-        seed: Seed of the split and of the `max_per_class` subsample.
+        image_size: Side of the square images, >= 32 (`autotimm._errors.MIN_IMAGE_SIZE`).
+        val_split: Fraction of each class written to `val/`, in [0, 1).
+        test_split: Fraction of each class written to `test/`, in [0, 1).
+        seed: Seed of the split and of the `max_per_class` subsample, an int in `[0, 2**32)`.
         max_per_class: Keep at most this many images per class (for quick tests).
+        val_fraction: Deprecated name of `val_split`.
+        test_fraction: Deprecated name of `test_split`.
 
     Returns:
         `root` as a `pathlib.Path`.
@@ -156,7 +152,11 @@ def make_digits_folder(
         >>> ImageDataModule(root, image_size=32).num_classes  # doctest: +SKIP
         10
     """
-    params = _check_params(image_size, val_fraction, test_fraction, seed, max_per_class)
+    val_split = renamed_argument("val_fraction", val_fraction, "val_split", val_split, 0.15, owner="make_digits_folder")
+    test_split = renamed_argument(
+        "test_fraction", test_fraction, "test_split", test_split, 0.15, owner="make_digits_folder"
+    )
+    params = _check_params(image_size, val_split, test_split, seed, max_per_class)
     root = Path(root).expanduser()
     root, counts = build_demo_folder(root, params, _DIGITS, lambda folder: _write(folder, params))
     if counts is not None:

@@ -33,8 +33,8 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as F
 
-from autotimm._errors import check_choice, check_number
-from autotimm.data._loading import check_optional_bool, default_num_workers, make_loader
+from autotimm._errors import check_choice, check_image_size, check_number
+from autotimm.data._loading import check_optional_bool, create_loader, default_num_workers
 from autotimm.data.coco import LAYOUT, _parse_split, _read_categories, _Record
 from autotimm.data.detection_transforms import DetectionAugmentation, _DetectionTransform
 from autotimm.data.folders import load_rgb_image
@@ -122,7 +122,8 @@ class DetectionDataModule(pl.LightningDataModule):
 
     Args:
         data_dir: Root of the COCO folder (see the module docstring for the layout).
-        image_size: Side `S` of the square letterboxed images.
+        image_size: Side `S` of the square letterboxed images, >= 32 (`autotimm._errors.MIN_IMAGE_SIZE`,
+            the same for every data module and model).
         batch_size: Samples per batch; read each time a dataloader is built.
         num_workers: DataLoader worker processes; `None` means `min(8, usable CPUs)`.
         augmentation_preset: Training augmentation: `"default"` (photometric distortion,
@@ -187,7 +188,7 @@ class DetectionDataModule(pl.LightningDataModule):
         super().__init__()
         if not isinstance(data_dir, (str, os.PathLike)):
             raise TypeError(f"Expected `data_dir` to be a path, but got {data_dir!r}.")
-        self.image_size = check_number("image_size", image_size, low=8, integer=True)
+        self.image_size = check_image_size(image_size, pair=False)
         self.batch_size = check_number("batch_size", batch_size, low=1, integer=True)
         self.num_workers = (
             default_num_workers()
@@ -312,7 +313,7 @@ class DetectionDataModule(pl.LightningDataModule):
             raise RuntimeError(
                 f"The {split} set is not built yet: call `setup({stage!r})` first (the Trainer does this for you)."
             )
-        return make_loader(dataset, self, train=train, collate_fn=detection_collate)
+        return create_loader(dataset, self, train=train, collate_fn=detection_collate)
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled training batches of `(images [B, 3, S, S], targets)`."""

@@ -22,16 +22,16 @@ from typing import Any
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader, Dataset
 
-from autotimm._errors import check_number
-from autotimm.data._loading import check_optional_bool, default_num_workers, make_loader
+from autotimm._deprecation import renamed_argument
+from autotimm._errors import check_image_size, check_number, check_seed
+from autotimm.data._loading import check_optional_bool, create_loader, default_num_workers
 from autotimm.data.datasets import TransformedSubset, _resolve_builtin, stratified_split
 from autotimm.data.folders import LAYOUT, _check_folder_layout, _scan_split
 from autotimm.data.transforms import (
     AugmentationName,
-    _check_augmentation,
-    _check_image_size,
-    build_eval_transform,
-    build_train_transform,
+    _check_augmentation_preset,
+    create_eval_transform,
+    create_train_transform,
     resolve_data_config,
 )
 
@@ -49,19 +49,21 @@ class ImageDataModule(pl.LightningDataModule):
         dataset_name: `"CIFAR10"`, `"CIFAR100"`, `"MNIST"` or `"FashionMNIST"` (case-insensitive)
             to use a torchvision built-in (downloaded by `prepare_data()`); `None` for an image folder.
             Grayscale sets are converted to 3-channel RGB.
-        image_size: Overrides the backbone's input height and width (an int, or `(height, width)`).
+        image_size: Overrides the backbone's input height and width (an int, or `(height, width)`),
+            each side >= 32 (`autotimm._errors.MIN_IMAGE_SIZE`, the same for every data module and model).
         batch_size: Samples per batch; read each time a dataloader is built, so the batch-size
             finder can change it.
         num_workers: DataLoader worker processes; `None` means `min(8, usable CPUs)`.
         val_split: Fraction of each class of `train` held out for validation when there is no
             `val/` folder (built-ins always split). `0` means no validation set.
-        seed: Seed of that split (its own generator; global RNGs are untouched).
-        augmentation: Training augmentation preset: `"default"`, `"light"`, `"strong"` or `"none"`
-            (see `autotimm.data.build_train_transform`).
+        seed: Seed of that split, an int in `[0, 2**32)` (its own generator; global RNGs are untouched).
+        augmentation_preset: Training augmentation preset: `"default"`, `"light"`, `"strong"` or `"none"`
+            (see `autotimm.data.create_train_transform`).
         train_transforms: A callable (PIL image -> tensor) used instead of the preset.
         eval_transforms: A callable used instead of the eval transform built from the data config.
         pin_memory: `None` pins memory only when the trainer runs on CUDA.
         persistent_workers: `None` keeps workers alive between epochs when `num_workers > 0`.
+        augmentation: Deprecated name of `augmentation_preset` (warns with a `FutureWarning`).
 
     Attributes:
         train_dataset: The training `TransformedSubset`, set by `setup()`.
@@ -104,16 +106,19 @@ class ImageDataModule(pl.LightningDataModule):
         num_workers: int | None = None,
         val_split: float = 0.1,
         seed: int = 42,
-        augmentation: AugmentationName = "default",
+        augmentation_preset: AugmentationName = "default",
         train_transforms: Callable | None = None,
         eval_transforms: Callable | None = None,
         pin_memory: bool | None = None,
         persistent_workers: bool | None = None,
+        *,
+        augmentation: AugmentationName | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(data_dir, (str, os.PathLike)):
             raise TypeError(f"Expected `data_dir` to be a path, but got {type(data_dir).__name__} {data_dir!r}.")
-        _check_image_size(image_size)
+        if image_size is not None:
+            check_image_size(image_size)
         self.batch_size = check_number("batch_size", batch_size, low=1, integer=True)
         self.num_workers = (
             default_num_workers()
@@ -121,9 +126,11 @@ class ImageDataModule(pl.LightningDataModule):
             else check_number("num_workers", num_workers, low=0, integer=True)
         )
         check_number("val_split", val_split, low=0, high=1)
-        # The range of `torch.Generator.manual_seed`, which seeds the split.
-        check_number("seed", seed, low=-(2**63), high=2**64, integer=True)
-        _check_augmentation(augmentation)
+        check_seed(seed)
+        augmentation_preset = renamed_argument(
+            "augmentation", augmentation, "augmentation_preset", augmentation_preset, "default", owner="ImageDataModule"
+        )
+        _check_augmentation_preset(augmentation_preset)
         for name, tf in (("train_transforms", train_transforms), ("eval_transforms", eval_transforms)):
             if tf is not None and not callable(tf):
                 raise TypeError(
@@ -139,7 +146,7 @@ class ImageDataModule(pl.LightningDataModule):
         self.image_size = image_size
         self.val_split = float(val_split)
         self.seed = seed
-        self.augmentation = augmentation
+        self.augmentation_preset = augmentation_preset
         self._train_transforms = train_transforms
         self._eval_transforms = eval_transforms
         self._builtin = _resolve_builtin(dataset_name) if dataset_name is not None else None
@@ -156,7 +163,7 @@ class ImageDataModule(pl.LightningDataModule):
                 "num_workers": num_workers,
                 "val_split": self.val_split,
                 "seed": seed,
-                "augmentation": augmentation,
+                "augmentation_preset": augmentation_preset,
                 "pin_memory": pin_memory,
                 "persistent_workers": persistent_workers,
             }
@@ -266,10 +273,10 @@ class ImageDataModule(pl.LightningDataModule):
         self._data_config = self._resolve_data_config()
         train_tf = self._train_transforms
         if train_tf is None:
-            train_tf = build_train_transform(self._data_config, self.augmentation)
+            train_tf = create_train_transform(self._data_config, self.augmentation_preset)
         eval_tf = self._eval_transforms
         if eval_tf is None:
-            eval_tf = build_eval_transform(self._data_config)
+            eval_tf = create_eval_transform(self._data_config)
         log.debug("ImageDataModule data config: %s", self._data_config)
 
         needs_test = stage in (None, "test") or (stage == "predict" and self._has_split("test"))
@@ -299,7 +306,7 @@ class ImageDataModule(pl.LightningDataModule):
                 f"'{self.data_dir / split}/<class_name>/...' with the same class folders as 'train'"
                 + (", or set `val_split` > 0." if split == "val" else ".")
             )
-        return make_loader(dataset, self, train=train)
+        return create_loader(dataset, self, train=train)
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled training batches of `(images [B, 3, H, W], labels [B])`."""

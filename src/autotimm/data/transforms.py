@@ -13,13 +13,16 @@ from typing import Any, Literal
 from PIL import Image
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform
 
-from autotimm._errors import unknown_choice
+from autotimm._deprecation import deprecated_alias, renamed_argument
+from autotimm._errors import check_choice, check_image_size
 
 __all__ = [
     "AugmentationName",
     "ToRGB",
     "build_eval_transform",
     "build_train_transform",
+    "create_eval_transform",
+    "create_train_transform",
     "default_data_config",
     "list_augmentations",
     "resolve_data_config",
@@ -69,28 +72,6 @@ def default_data_config() -> dict[str, Any]:
     }
 
 
-def _check_image_size(image_size: int | tuple[int, int] | None) -> tuple[int, int] | None:
-    """Return `image_size` as `(height, width)`, or raise naming the bad value."""
-    if image_size is None:
-        return None
-    expected = "Expected `image_size` to be an int or a (height, width) tuple"
-    if isinstance(image_size, bool):
-        raise TypeError(f"{expected}, but got {type(image_size).__name__} {image_size!r}.")
-    if isinstance(image_size, int):
-        size = (image_size, image_size)
-    elif (
-        isinstance(image_size, (tuple, list))
-        and len(image_size) == 2
-        and all(isinstance(s, int) and not isinstance(s, bool) for s in image_size)
-    ):
-        size = (int(image_size[0]), int(image_size[1]))
-    else:
-        raise TypeError(f"{expected}, but got {type(image_size).__name__} {image_size!r}.")
-    if min(size) < 1:
-        raise ValueError(f"Expected `image_size` to be >= 1 (each side), but got {image_size!r}.")
-    return size
-
-
 def resolve_data_config(
     data_config: Mapping[str, Any] | None = None,
     image_size: int | tuple[int, int] | None = None,
@@ -102,7 +83,7 @@ def resolve_data_config(
             (keys `input_size`, `mean`, `std`, `interpolation`, `crop_pct`, `crop_mode`).
             Missing keys take timm's ImageNet defaults; unknown keys are ignored.
         image_size: Overrides the height and width of `input_size` (an int for square
-            images, or `(height, width)`).
+            images, or `(height, width)`), each side >= `autotimm._errors.MIN_IMAGE_SIZE` (32).
 
     Returns:
         A new dict with the six keys above; `input_size` is `(channels, height, width)`.
@@ -131,27 +112,15 @@ def resolve_data_config(
         raise ValueError(
             f"Expected `input_size` in the data config to be (channels, height, width), but got {input_size!r}."
         )
-    size = _check_image_size(image_size)
-    if size is not None:
-        input_size = (input_size[0], *size)
+    if image_size is not None:
+        input_size = (input_size[0], *check_image_size(image_size))
     config["input_size"] = tuple(int(s) for s in input_size)
     config["mean"] = tuple(float(m) for m in config["mean"])
     config["std"] = tuple(float(s) for s in config["std"])
     return config
 
 
-def _check_augmentation(augmentation: str) -> str:
-    if not isinstance(augmentation, str):
-        raise TypeError(
-            f"Expected `augmentation` to be one of {list_augmentations()}, but got "
-            f"{type(augmentation).__name__} {augmentation!r}."
-        )
-    if augmentation not in _AUGMENTATIONS:
-        raise unknown_choice("augmentation", augmentation, _AUGMENTATIONS)
-    return augmentation
-
-
-def build_eval_transform(data_config: Mapping[str, Any] | None = None) -> Callable[[Image.Image], Any]:
+def create_eval_transform(data_config: Mapping[str, Any] | None = None) -> Callable[[Image.Image], Any]:
     """Build the deterministic eval transform: resize, centre crop (per `crop_pct`), tensor, normalise.
 
     Args:
@@ -162,7 +131,7 @@ def build_eval_transform(data_config: Mapping[str, Any] | None = None) -> Callab
 
     Examples:
         >>> from PIL import Image
-        >>> tf = build_eval_transform({"input_size": (3, 32, 32)})
+        >>> tf = create_eval_transform({"input_size": (3, 32, 32)})
         >>> tuple(tf(Image.new("RGB", (50, 40))).shape)
         (3, 32, 32)
     """
@@ -178,9 +147,11 @@ def build_eval_transform(data_config: Mapping[str, Any] | None = None) -> Callab
     )
 
 
-def build_train_transform(
+def create_train_transform(
     data_config: Mapping[str, Any] | None = None,
-    augmentation: AugmentationName = "default",
+    augmentation_preset: AugmentationName = "default",
+    *,
+    augmentation: AugmentationName | None = None,
 ) -> Callable[[Image.Image], Any]:
     """Build the training transform of an augmentation preset.
 
@@ -196,23 +167,32 @@ def build_train_transform(
 
     Args:
         data_config: A backbone's data config; see `resolve_data_config`.
-        augmentation: The preset name.
+        augmentation_preset: The preset name.
+        augmentation: Deprecated name of `augmentation_preset`.
 
     Returns:
         A callable mapping an RGB PIL image to a normalised `[C, H, W]` float tensor.
 
     Raises:
-        ValueError: If `augmentation` is not a preset; the message lists the presets.
+        ValueError: If `augmentation_preset` is not a preset; the message lists the presets.
 
     Examples:
         >>> from PIL import Image
-        >>> tf = build_train_transform({"input_size": (3, 32, 32)}, augmentation="light")
+        >>> tf = create_train_transform({"input_size": (3, 32, 32)}, augmentation_preset="light")
         >>> tuple(tf(Image.new("RGB", (50, 40))).shape)
         (3, 32, 32)
     """
-    kwargs = _AUGMENTATIONS[_check_augmentation(augmentation)]
+    preset = renamed_argument(
+        "augmentation",
+        augmentation,
+        "augmentation_preset",
+        augmentation_preset,
+        "default",
+        owner="create_train_transform",
+    )
+    kwargs = _AUGMENTATIONS[_check_augmentation_preset(preset)]
     if kwargs is None:
-        return build_eval_transform(data_config)
+        return create_eval_transform(data_config)
     cfg = resolve_data_config(data_config)
     return create_transform(
         input_size=cfg["input_size"],
@@ -222,6 +202,21 @@ def build_train_transform(
         std=cfg["std"],
         **kwargs,
     )
+
+
+def _check_augmentation_preset(preset: object) -> str:
+    """Return `preset` if it names a classification augmentation preset, else raise naming it.
+
+    Examples:
+        >>> _check_augmentation_preset("light")
+        'light'
+    """
+    check_choice("augmentation_preset", preset, list_augmentations())
+    return preset  # type: ignore[return-value]
+
+
+build_eval_transform = deprecated_alias(create_eval_transform, "build_eval_transform")
+build_train_transform = deprecated_alias(create_train_transform, "build_train_transform")
 
 
 class ToRGB:

@@ -1,6 +1,12 @@
 """Network building blocks that the tasks assemble: feature pyramids and detectors."""
 
-from autotimm.models.detectors import ARCHITECTURES, LetterboxTransform, build_detector, losses_and_detections
+from autotimm.models.detectors import (
+    ARCHITECTURES,
+    LetterboxTransform,
+    build_detector,
+    create_detector,
+    losses_and_detections,
+)
 from autotimm.models.features import TimmFeaturePyramid, create_feature_extractor, create_feature_pyramid
 
 __all__ = [
@@ -8,6 +14,7 @@ __all__ = [
     "LetterboxTransform",
     "TimmFeaturePyramid",
     "build_detector",
+    "create_detector",
     "create_feature_extractor",
     "create_feature_pyramid",
     "losses_and_detections",

@@ -15,6 +15,7 @@ from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.retinanet import RetinaNetHead
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
+from autotimm._deprecation import deprecated_alias
 from autotimm._errors import check_choice
 from autotimm.models.features import TimmFeaturePyramid
 
@@ -23,6 +24,7 @@ __all__ = [
     "Architecture",
     "LetterboxTransform",
     "build_detector",
+    "create_detector",
     "letterbox_transform",
     "losses_and_detections",
 ]
@@ -124,7 +126,7 @@ class _RetinaNetHead(_Float32Outputs, RetinaNetHead):
     pass
 
 
-def build_detector(
+def create_detector(
     architecture: str,
     features: TimmFeaturePyramid,
     *,
@@ -147,7 +149,7 @@ def build_detector(
         >>> from autotimm.models.features import create_feature_pyramid
         >>> backbone = BackboneConfig("resnet18", pretrained=False)
         >>> features = create_feature_pyramid(backbone, image_size=64, out_channels=64)
-        >>> model = build_detector("fcos", features, num_classes=3, image_size=64,
+        >>> model = create_detector("fcos", features, num_classes=3, image_size=64,
         ...     image_mean=(0.5,) * 3, image_std=(0.25,) * 3, score_thresh=0.05, nms_thresh=0.6, detections_per_img=100)
         >>> type(model).__name__
         'FCOS'
@@ -177,6 +179,9 @@ def build_detector(
         model = RetinaNet(features, anchor_generator=anchors, head=head, **common)
     model.transform = letterbox_transform(features, image_size, image_mean, image_std)
     return model
+
+
+build_detector = deprecated_alias(create_detector, "build_detector")
 
 
 def letterbox_transform(

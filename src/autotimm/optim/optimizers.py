@@ -180,7 +180,7 @@ def check_optimizer_kwargs(name: str, kwargs: dict[str, Any]) -> None:
     accepted = [p.name for p in parameters if p.name not in _RESERVED]
     for arg in kwargs:
         if arg not in accepted:
-            raise unknown_choice(f"`optimizer_kwargs` key of the `{key}` optimizer", arg, accepted)
+            raise unknown_choice(f"each key of `optimizer_kwargs` for the `{key}` optimizer", arg, accepted)
 
 
 def _check_number(argument: str, value: float, *, allow_zero: bool) -> None:

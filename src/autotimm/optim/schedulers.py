@@ -283,7 +283,7 @@ def check_scheduler_kwargs(name: str, kwargs: dict[str, Any]) -> None:
                 f"the run (`max_epochs`, `steps_per_epoch`, `total_steps`). Accepted arguments: {accepted}."
             )
         if arg not in accepted:
-            raise unknown_choice(f"`scheduler_kwargs` key of the `{key}` scheduler", arg, accepted)
+            raise unknown_choice(f"each key of `scheduler_kwargs` for the `{key}` scheduler", arg, accepted)
 
 
 def create_scheduler(

@@ -2,29 +2,108 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import timm.data
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from autotimm._errors import check_bool, check_number
+from autotimm._errors import check_bool, check_mapping, check_number
 from autotimm.backbones import BackboneConfig, create_backbone, pooled_width
 from autotimm.export import TorchScriptMethod, export_onnx, export_torchscript
 from autotimm.loggers import LoggingConfig
-from autotimm.metrics import MetricConfig, build_metrics
-from autotimm.tasks.base import BaseTask, _data_value, _labels_outside
+from autotimm.losses import balanced_class_weights, check_loss_kwargs, create_loss, resolve_loss
+from autotimm.metrics import MetricConfig, create_metrics
+from autotimm.tasks.base import _CHECKPOINT_KEY, BaseTask, _data_value, _labels_outside
 
 __all__ = ["ImageClassifier"]
+
+log = logging.getLogger(__name__)
 
 
 def _default_metrics() -> list[MetricConfig]:
     return [MetricConfig("accuracy", metric_class="Accuracy", stages=["val", "test"], prog_bar=True)]
+
+
+@dataclass(frozen=True)
+class _LossChoice:
+    """The checked loss arguments: a registry name with its kwargs and class weights, or a custom loss."""
+
+    name: str
+    kwargs: dict[str, Any]
+    class_weights: list[float] | Literal["balanced"] | None
+    custom: nn.Module | Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None
+
+    def hparams(self) -> dict[str, Any]:
+        """A custom loss cannot be a hyperparameter: `loss_fn` is then `None` (checkpoints keep its class name)."""
+        name = None if self.custom is not None else self.name
+        return {"loss_fn": name, "loss_kwargs": self.kwargs or None, "class_weights": self.class_weights}
+
+
+def _check_loss(
+    loss_fn: object,
+    loss_kwargs: object,
+    class_weights: object,
+    label_smoothing: float,
+    multi_label: bool,
+    num_weights: int | None,
+) -> _LossChoice:
+    """Check the loss arguments of `ImageClassifier` before anything is built."""
+    default = "binary_cross_entropy" if multi_label else "cross_entropy"
+    if loss_fn is not None and not isinstance(loss_fn, str):
+        if not callable(loss_fn):
+            raise TypeError(
+                "Expected `loss_fn` to be a name from `list_losses()`, an nn.Module or a callable, but got "
+                f"{type(loss_fn).__name__} {loss_fn!r}."
+            )
+        given = {"loss_kwargs": loss_kwargs, "class_weights": class_weights, "label_smoothing": label_smoothing or None}
+        for argument, value in given.items():
+            if value is not None:
+                raise ValueError(f"`{argument}` applies to a named loss; build it into your own `loss_fn` instead.")
+        return _LossChoice(default, {}, None, loss_fn)
+    name = default if loss_fn is None else resolve_loss(loss_fn)
+    kwargs = check_mapping("loss_kwargs", loss_kwargs, optional=True)
+    check_loss_kwargs(name, kwargs)
+    if isinstance(class_weights, torch.Tensor):
+        class_weights = class_weights.tolist()
+    if class_weights is not None and class_weights != "balanced":
+        if isinstance(class_weights, str) or not isinstance(class_weights, Sequence):
+            raise TypeError(
+                "Expected `class_weights` to be a list of numbers or 'balanced', but got "
+                f"{type(class_weights).__name__} {class_weights!r}."
+            )
+        _check_weight_count(class_weights, num_weights)
+        class_weights = [float(check_number("class_weights", w, low=0, low_inclusive=False)) for w in class_weights]
+    # Built once here, so that a loss that does not fit the task fails at construction.
+    weights = None if class_weights == "balanced" else class_weights
+    create_loss(name, multi_label=multi_label, class_weights=weights, label_smoothing=label_smoothing, **kwargs)
+    return _LossChoice(name, kwargs, class_weights, None)
+
+
+def _num_weights(num_classes: int, multi_label: bool) -> int:
+    """How many class weights a classifier takes: one per class, 2 for a binary one (negative, positive)."""
+    return 2 if multi_label and num_classes == 1 else num_classes
+
+
+def _check_weight_count(class_weights: Sequence[float], num_weights: int | None) -> None:
+    """One weight per class; `num_weights=None` (classes not known yet) checks nothing."""
+    if num_weights is not None and len(class_weights) != num_weights:
+        raise ValueError(
+            f"Expected `class_weights` to hold {num_weights} weights (one per class), but got {list(class_weights)!r}."
+        )
+
+
+def _qualified_name(loss: object) -> str:
+    """`module.Class` of a loss module, `module.function` of a function."""
+    source = loss if not isinstance(loss, nn.Module) and hasattr(loss, "__qualname__") else type(loss)
+    return f"{source.__module__}.{source.__qualname__}"
 
 
 def _data_config(backbone: nn.Module, in_chans: int) -> dict[str, Any]:
@@ -71,6 +150,15 @@ class ImageClassifier(BaseTask):
         label_smoothing: Label smoothing in [0, 1).
         head_dropout: Dropout before the linear head.
         multi_label: Independent sigmoid outputs with `BCEWithLogitsLoss`.
+        loss_fn: A name from `autotimm.list_losses()` (`None`: `"cross_entropy"`, or
+            `"binary_cross_entropy"` with `multi_label`), or any `nn.Module` or callable taking
+            `(logits [B, C], targets)`: class indices `[B]`, or float multi-hot targets `[B, C]` with
+            `multi_label`. A module or callable is not stored in checkpoints (its class name is):
+            pass it again to `load_from_checkpoint(path, loss_fn=...)` to train on with it.
+        loss_kwargs: Arguments of a named loss (`{"gamma": 2.0}` for `"focal"`).
+        class_weights: One weight per class (a binary classifier: negative, positive) for a named
+            loss, or `"balanced"`: `n_samples / (n_classes * count)` from the data module's training
+            labels at `fit`, so that rare classes count as much as common ones.
 
     Raises:
         TypeError: If an argument has the wrong type (`freeze_backbone="no"`, `lr="1e-3"`).
@@ -102,6 +190,9 @@ class ImageClassifier(BaseTask):
         label_smoothing: float = 0.0,
         head_dropout: float = 0.0,
         multi_label: bool = False,
+        loss_fn: str | nn.Module | Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        loss_kwargs: dict[str, Any] | None = None,
+        class_weights: Sequence[float] | Literal["balanced"] | None = None,
     ) -> None:
         super().__init__(
             lr=lr,
@@ -126,6 +217,8 @@ class ImageClassifier(BaseTask):
         backbone_cfg = BackboneConfig.coerce(backbone)
         metric_cfgs = _default_metrics() if metrics is None else MetricConfig.coerce_list(metrics)
         num_classes = None if num_classes is None else int(num_classes)
+        num_weights = None if num_classes is None else _num_weights(num_classes, multi_label)
+        loss_choice = _check_loss(loss_fn, loss_kwargs, class_weights, label_smoothing, multi_label, num_weights)
         self.save_hyperparameters(
             {
                 # No weights path (nor the user name it may hold): the checkpoint holds the weights.
@@ -137,11 +230,16 @@ class ImageClassifier(BaseTask):
                 "label_smoothing": float(label_smoothing),
                 "head_dropout": float(head_dropout),
                 "multi_label": multi_label,
+                **loss_choice.hparams(),
             }
         )
         self.num_classes = num_classes
         self.multi_label = multi_label
         self.label_smoothing = float(label_smoothing)
+        self._loss_choice = loss_choice
+        self._num_weights = num_weights
+        self._balanced_weights: list[float] | None = None  # set at `fit` for class_weights="balanced"
+        self.loss_fn = self._create_loss()
         self.metric_configs = metric_cfgs
         self._prog_bar = {m.name: m.prog_bar for m in metric_cfgs}
 
@@ -156,15 +254,18 @@ class ImageClassifier(BaseTask):
     def _build_head(self, num_classes: int) -> None:
         """The linear head and the metrics, for `num_classes` outputs."""
         self.num_classes = num_classes
+        self._num_weights = _num_weights(num_classes, self.multi_label)
+        if isinstance(self._loss_choice.class_weights, list):
+            _check_weight_count(self._loss_choice.class_weights, self._num_weights)
         head_dropout = self.hparams["head_dropout"]
         # Sized from what the pooled backbone returns: a pre-logits head can make it wider than `num_features`.
         width = pooled_width(self.backbone, self.data_config["input_size"])
         self.head = nn.Sequential(nn.Dropout(float(head_dropout)), nn.Linear(width, num_classes))
         metric_cfgs = self.metric_configs
         task = ("binary" if num_classes == 1 else "multilabel") if self.multi_label else "multiclass"
-        self.train_metrics = build_metrics(metric_cfgs, "train", num_classes, task)
-        self.val_metrics = build_metrics(metric_cfgs, "val", num_classes, task)
-        self.test_metrics = build_metrics(metric_cfgs, "test", num_classes, task)
+        self.train_metrics = create_metrics(metric_cfgs, "train", num_classes, task)
+        self.val_metrics = create_metrics(metric_cfgs, "val", num_classes, task)
+        self.test_metrics = create_metrics(metric_cfgs, "test", num_classes, task)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Return the logits `[B, num_classes]` of a normalised image batch `[B, 3, H, W]`."""
@@ -206,6 +307,7 @@ class ImageClassifier(BaseTask):
                 f"({names}). Leave `num_classes` out (the model then takes the data's), or give "
                 f"`num_classes={data_classes}`."
             )
+        self._balance_class_weights(datamodule, stage)
 
     def _label_problem(self, batch: Any) -> str | None:
         """Class indices must lie in `[0, num_classes)` (in `{0, 1}` for a binary classifier), and
@@ -231,6 +333,61 @@ class ImageClassifier(BaseTask):
             kind = f"labels must be in [0, {n}) for `num_classes={n}`"
         return f"{kind}, but got label(s) {bad}" if bad else None
 
+    # ---- loss ----------------------------------------------------------------------------
+    def _create_loss(self) -> nn.Module | Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """The loss of `self._loss_choice`, with the class weights known now."""
+        choice = self._loss_choice
+        if choice.custom is not None:
+            return choice.custom
+        weights = choice.class_weights if choice.class_weights != "balanced" else self._balanced_weights
+        return create_loss(
+            choice.name,
+            multi_label=self.multi_label,
+            class_weights=weights,
+            label_smoothing=self.label_smoothing,
+            **choice.kwargs,
+        )
+
+    def _balance_class_weights(self, datamodule: Any, stage: str) -> None:
+        """For `class_weights="balanced"`, weigh the classes by the inverse frequency of the training labels."""
+        if self._loss_choice.class_weights != "balanced":
+            return
+        labels = getattr(getattr(datamodule, "train_dataset", None), "targets", None)
+        if labels is None:
+            if stage != "fit" or self._balanced_weights is not None:
+                return  # evaluation keeps the weights of training (restored from the checkpoint)
+            raise ValueError(
+                "`class_weights='balanced'` needs the training labels, but the data module has no "
+                "`train_dataset.targets` (ImageDataModule has them). Pass the weights as a list instead."
+            )
+        self._balanced_weights = balanced_class_weights(labels, self._num_weights)
+        log.info("Balanced class weights (inverse frequency of the training labels): %s", self._balanced_weights)
+        self.loss_fn = self._create_loss()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        saved = checkpoint.setdefault(_CHECKPOINT_KEY, {})
+        saved["class_weights"] = self._balanced_weights
+        custom = self._loss_choice.custom
+        saved["custom_loss"] = None if custom is None else _qualified_name(custom)
+        # The loss is not part of the model: a custom module's state would make loading without it fail.
+        for key in [k for k in checkpoint.get("state_dict", {}) if k.startswith("loss_fn.")]:
+            del checkpoint["state_dict"][key]
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        saved = checkpoint.get(_CHECKPOINT_KEY) or {}
+        if saved.get("class_weights") is not None and self._loss_choice.class_weights == "balanced":
+            self._balanced_weights = saved["class_weights"]
+            self.loss_fn = self._create_loss()
+        if saved.get("custom_loss") and self._loss_choice.custom is None:
+            log.warning(
+                "This model was trained with the loss %s, which checkpoints do not store; it now uses %r. Pass "
+                "`loss_fn=...` to `load_from_checkpoint` to train on with the same loss.",
+                saved["custom_loss"],
+                self._loss_choice.name,
+            )
+
     # ---- steps ---------------------------------------------------------------------------
     def _targets(self, y: torch.Tensor) -> torch.Tensor:
         """Loss targets: class indices, or float multi-hot / binary targets with `multi_label`."""
@@ -241,11 +398,7 @@ class ImageClassifier(BaseTask):
         return y.float()
 
     def _loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        if not self.multi_label:
-            return F.cross_entropy(logits, targets, label_smoothing=self.label_smoothing)
-        if self.label_smoothing:
-            targets = targets * (1.0 - self.label_smoothing) + 0.5 * self.label_smoothing
-        return F.binary_cross_entropy_with_logits(logits, targets)
+        return self.loss_fn(logits, targets)
 
     def _step(self, batch: Any, stage: str) -> torch.Tensor:
         x, y = batch[0], batch[1]

@@ -14,15 +14,15 @@ import torch.nn as nn
 from pytorch_lightning.utilities import rank_zero_info
 from torchmetrics.detection import MeanAveragePrecision
 
-from autotimm._errors import check_bool, check_choice, check_number
+from autotimm._errors import check_bool, check_choice, check_image_size, check_number
 from autotimm.backbones import BackboneConfig
 from autotimm.data.detection import boxes_to_original
 from autotimm.loggers import LoggingConfig
-from autotimm.metrics import MetricConfig, build_metrics
+from autotimm.metrics import MetricConfig, create_metrics
 from autotimm.models.detectors import (
     ARCHITECTURES,
     Architecture,
-    build_detector,
+    create_detector,
     letterbox_transform,
     losses_and_detections,
 )
@@ -187,7 +187,7 @@ class ObjectDetector(BaseTask):
             num_classes = check_number("num_classes", num_classes, low=1, integer=True)
         check_choice("architecture", architecture, ARCHITECTURES)
         if image_size is not None:
-            image_size = check_number("image_size", image_size, low=32, integer=True)
+            image_size = check_image_size(image_size, pair=False)
         fpn_channels = check_number("fpn_channels", fpn_channels, low=64, integer=True)
         if fpn_channels % 32:
             # The head's GroupNorm has 32 groups; with 64+ channels each has 2+ values even on a 1x1 level.
@@ -225,8 +225,8 @@ class ObjectDetector(BaseTask):
 
         # The mAP backend is chosen here, not saved: a checkpoint loads where faster_coco_eval is missing.
         built = _with_map_backend(metric_cfgs)
-        self.val_metrics = build_metrics(built, "val")
-        self.test_metrics = build_metrics(built, "test")
+        self.val_metrics = create_metrics(built, "val")
+        self.test_metrics = create_metrics(built, "test")
         self.detector: nn.Module | None = None
         if num_classes is not None:
             self._build_detector(num_classes)
@@ -239,7 +239,7 @@ class ObjectDetector(BaseTask):
             self._backbone_config, image_size=image_size, out_channels=hparams["fpn_channels"]
         )
         data_config = timm.data.resolve_model_data_config(features.body)
-        self.detector = build_detector(
+        self.detector = create_detector(
             hparams["architecture"],
             features,
             num_classes=num_classes,

@@ -24,7 +24,7 @@ from pytorch_lightning.callbacks import (
 from pytorch_lightning.loggers import Logger
 from pytorch_lightning.utilities import rank_zero_info
 
-from autotimm._errors import check_bool, check_choice, check_number, closest
+from autotimm._errors import check_bool, check_choice, check_number, check_seed, closest
 from autotimm._warnings import warn
 from autotimm.loggers import LoggerConfig, LoggerManager, resolve_loggers
 from autotimm.trainer.checkpoint_io import AtomicCheckpointIO, find_checkpoint
@@ -181,7 +181,7 @@ class AutoTrainer(pl.Trainer):
         if oom_backoff is not None:
             check_bool("oom_backoff", oom_backoff)
         if seed is not None:
-            check_number("seed", seed, low=0, high=2**32, integer=True)
+            check_seed(seed)
         if not isinstance(fast_dev_run, bool):
             check_number("fast_dev_run", fast_dev_run, low=0, integer=True)
         check_number("accumulate_grad_batches", accumulate_grad_batches, low=1, integer=True)

@@ -11,7 +11,7 @@ import torch.nn as nn
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities import rank_zero_info
 
-from autotimm._errors import check_choice, closest
+from autotimm._errors import check_choice, check_keys
 
 __all__ = ["FastPath", "check_compile_options", "is_convolutional"]
 
@@ -38,14 +38,7 @@ def check_compile_options(compile: bool | dict[str, Any]) -> dict[str, Any] | No
         raise TypeError(
             f"Expected `compile` to be True, False or a dict of `torch.compile` arguments, but got {compile!r}."
         )
-    for key in compile:
-        if key not in _COMPILE_ARGS:
-            matches = closest(str(key), _COMPILE_ARGS)
-            hint = f" Did you mean {matches[0]!r}?" if matches else ""
-            raise ValueError(
-                f"`compile` got {key!r}, which `torch.compile` does not take.{hint} "
-                f"Its arguments are {sorted(_COMPILE_ARGS)}."
-            )
+    check_keys("compile", compile, _COMPILE_ARGS)
     if compile.get("mode") is not None:
         check_choice("compile['mode']", compile["mode"], _COMPILE_MODES)
     return dict(compile)
