@@ -11,7 +11,7 @@ from typing import Any
 import timm.data
 import torch
 import torch.nn as nn
-from pytorch_lightning.utilities import rank_zero_info
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torchmetrics.detection import MeanAveragePrecision
 
 from autotimm._errors import check_bool, check_choice, check_number
@@ -19,7 +19,13 @@ from autotimm.backbones import BackboneConfig
 from autotimm.data.detection import boxes_to_original
 from autotimm.loggers import LoggingConfig
 from autotimm.metrics import MetricConfig, build_metrics
-from autotimm.models.detectors import ARCHITECTURES, Architecture, build_detector, losses_and_detections
+from autotimm.models.detectors import (
+    ARCHITECTURES,
+    Architecture,
+    CollapseMonitor,
+    build_detector,
+    losses_and_detections,
+)
 from autotimm.models.features import TimmFeaturePyramid, create_feature_pyramid
 from autotimm.tasks.base import BaseTask, _labels_outside
 
@@ -218,6 +224,7 @@ class ObjectDetector(BaseTask):
         built = _with_map_backend(metric_cfgs)
         self.val_metrics = build_metrics(built, "val")
         self.test_metrics = build_metrics(built, "test")
+        self._collapse = CollapseMonitor()
         if freeze_backbone:
             self.freeze_backbone()
 
@@ -272,6 +279,7 @@ class ObjectDetector(BaseTask):
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         images, targets = batch
         losses = self.detector(images, targets)
+        self._collapse.update_train(losses, giou=self.hparams["architecture"] == "fcos")
         loss = sum(losses.values())
         batch_size = len(images)
         self._log_train_loss(loss, batch_size)
@@ -285,6 +293,8 @@ class ObjectDetector(BaseTask):
         # detections that match them, as COCO evaluation does.
         loss_targets = [_without_crowd(t) for t in targets]
         losses, detections = losses_and_detections(self.detector, images, loss_targets)
+        if stage == "val":
+            self._collapse.update_eval(detections, loss_targets)
         self.log(
             f"{stage}/loss",
             sum(losses.values()),
@@ -324,6 +334,19 @@ class ObjectDetector(BaseTask):
 
     def on_validation_epoch_end(self) -> None:
         self._log_metrics("val")
+        self._warn(self._collapse.eval_epoch_message(self.current_epoch, self.hparams["score_thresh"]))
+
+    def on_fit_start(self) -> None:
+        super().on_fit_start()
+        self._collapse.reset()
+
+    def on_train_epoch_end(self) -> None:
+        self._warn(self._collapse.train_epoch_message(self.current_epoch))
+
+    @staticmethod
+    def _warn(message: str | None) -> None:
+        if message is not None:
+            rank_zero_warn(message)
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
         self._eval_step(batch, "test")
