@@ -55,6 +55,18 @@ def test_hard_shapes_have_busy_backgrounds_distractors_and_a_wide_range_of_sizes
         make_coco_shapes(tmp_path / "bad", **params, difficulty="medium")
 
 
+def test_a_fresh_fcos_head_starts_from_boxes_not_points(tmp_path: Path) -> None:
+    # torchvision's zero bias starts every box as a point (GIoU loss 1, no gradient to grow it).
+    root = make_coco_shapes(tmp_path / "coco", image_size=SIZE, num_train=8, num_val=0, difficulty="hard")
+    data = _data(root)
+    data.setup("fit")
+    images, targets = next(iter(data.train_dataloader()))
+    torch.manual_seed(0)
+    model = ObjectDetector(BackboneConfig("test_resnet", pretrained=False), num_classes=3, image_size=SIZE)
+    losses = model.train()(images, targets)
+    assert losses["bbox_regression"] < 0.9
+
+
 def test_a_collapsed_head_is_reported_after_an_epoch(tmp_path: Path) -> None:
     # A head whose regression ReLU passes nothing (degenerate boxes, GIoU loss 1.0) and whose
     # classifier calls every location background: training on cannot revive it.
