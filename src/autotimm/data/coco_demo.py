@@ -8,15 +8,15 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from autotimm._errors import check_image_size, check_number, check_seed
+from autotimm._errors import check_choice, check_image_size, check_number, check_seed
 from autotimm.data._demo_folder import DemoKind, build_demo_folder
 
-__all__ = ["make_coco_shapes"]
+__all__ = ["DIFFICULTIES", "Difficulty", "make_coco_shapes"]
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +24,9 @@ _VERSION = 1
 _SPLITS = ("train", "val", "test")
 _NEGATIVE_FRACTION = 0.05
 _MIN_VISIBLE_PIXELS = 4  # an instance occluded down to fewer pixels is dropped
+
+Difficulty = Literal["easy", "hard"]
+DIFFICULTIES: tuple[str, ...] = ("easy", "hard")
 
 
 def _draw_circle(draw: ImageDraw.ImageDraw, cx: float, cy: float, size: float, rng: np.random.Generator) -> None:
@@ -69,6 +72,7 @@ def _check_params(
     classes: Sequence[str],
     max_objects: int,
     seed: int,
+    difficulty: str,
 ) -> dict[str, Any]:
     params: dict[str, Any] = {
         "image_size": check_image_size(image_size, pair=False),
@@ -88,6 +92,8 @@ def _check_params(
     params["classes"] = list(classes)
     params["max_objects"] = check_number("max_objects", max_objects, low=0, integer=True)
     params["seed"] = check_seed(seed)
+    check_choice("difficulty", difficulty, DIFFICULTIES)
+    params["difficulty"] = difficulty
     return params
 
 
@@ -116,32 +122,69 @@ def _colour(rng: np.random.Generator) -> np.ndarray:
     return np.round(np.array(rgb) * 255)
 
 
+def _hard_background(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A coloured background: a smooth two-colour field, stripes or a checkerboard, as busy as the shapes."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64) / size
+    first, second = rng.uniform(0, 255, size=3), rng.uniform(0, 255, size=3)
+    kind = int(rng.integers(3))
+    if kind == 0:  # a smooth field: the two colours blended along a wave
+        fx, fy = rng.uniform(0.3, 2, size=2)
+        weight = 0.5 + 0.5 * np.sin(2 * np.pi * (fx * xx + fy * yy) + rng.uniform(0, 2 * np.pi))
+    elif kind == 1:  # stripes at any angle, 4..16 periods across the image
+        angle, periods = rng.uniform(0, np.pi), rng.uniform(4, 16)
+        weight = (np.sin(2 * np.pi * periods * (np.cos(angle) * xx + np.sin(angle) * yy)) > 0).astype(np.float64)
+    else:  # a checkerboard of 4..12 cells across
+        cells = rng.uniform(4, 12)
+        weight = ((np.floor(cells * xx) + np.floor(cells * yy)) % 2).astype(np.float64)
+    return first * weight[..., None] + second * (1 - weight[..., None])
+
+
+def _draw_distractors(pixels: np.ndarray, rng: np.random.Generator) -> None:
+    """Un-annotated thin lines and dots in random colours, drawn onto `pixels` in place."""
+    size = pixels.shape[0]
+    canvas = Image.fromarray(np.round(pixels).astype(np.uint8))
+    draw = ImageDraw.Draw(canvas)
+    for _ in range(int(rng.integers(1, 5))):
+        x0, y0, x1, y1 = (float(v) for v in rng.uniform(0, size, size=4))
+        draw.line((x0, y0, x1, y1), fill=tuple(int(c) for c in rng.integers(0, 256, size=3)), width=1)
+    for _ in range(int(rng.integers(2, 12))):
+        cx, cy = rng.uniform(0, size, size=2)
+        r = float(rng.uniform(1, max(1.5, size * 3 / 128)))
+        draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=tuple(int(c) for c in rng.integers(0, 256, size=3)))
+    pixels[...] = np.asarray(canvas, dtype=np.float64)
+
+
 def _render(
-    rng: np.random.Generator, size: int, num_classes: int, num_objects: int, classes: Sequence[str]
+    rng: np.random.Generator, size: int, num_objects: int, classes: Sequence[str], difficulty: str
 ) -> tuple[np.ndarray, list[tuple[int, np.ndarray]]]:
     """Draw one image; return its pixels and, per visible instance, `(class index, visible mask)`."""
-    pixels = _background(rng, size)
+    hard = difficulty == "hard"
+    pixels = _hard_background(rng, size) if hard else _background(rng, size)
+    if hard:
+        _draw_distractors(pixels, rng)
     owner = np.full((size, size), -1, dtype=np.int64)  # which instance each pixel shows; later shapes occlude
     labels = []
     lo = max(6, round(size * 12 / 128))
-    hi = max(lo + 1, round(size * 48 / 128))
+    hi = max(lo + 1, round(size * (60 if hard else 48) / 128))
     for index in range(num_objects):
-        label = int(rng.integers(num_classes))
+        label = int(rng.integers(len(classes)))
         shape_size = float(rng.uniform(lo, hi))
         # The centre may lie near the border, so some shapes are cut by the image edge.
         cx, cy = rng.uniform(shape_size / 4, size - shape_size / 4, size=2)
         mask_image = Image.new("L", (size, size), 0)
         _SHAPES[classes[label]](ImageDraw.Draw(mask_image), float(cx), float(cy), shape_size, rng)
         mask = np.asarray(mask_image) > 0
-        pixels[mask] = _colour(rng)
+        pixels[mask] = rng.uniform(0, 255, size=3) if hard else _colour(rng)
         owner[mask] = index
         labels.append(label)
+    if hard:
+        pixels += rng.normal(0, rng.uniform(4, 14), size=pixels.shape)
     instances = []
     for index, label in enumerate(labels):
         visible = owner == index
         if visible.sum() >= _MIN_VISIBLE_PIXELS:
             instances.append((label, visible))
-    return np.round(pixels).astype(np.uint8), instances
+    return np.round(np.clip(pixels, 0, 255)).astype(np.uint8), instances
 
 
 def _tight_box(mask: np.ndarray) -> list[int]:
@@ -168,7 +211,7 @@ def _write_split(folder: Path, split: str, params: dict[str, Any], first_image_i
         num_objects = (
             0 if i in negative or params["max_objects"] == 0 else int(rng.integers(1, params["max_objects"] + 1))
         )
-        pixels, instances = _render(rng, size, len(classes), num_objects, classes)
+        pixels, instances = _render(rng, size, num_objects, classes, params["difficulty"])
         file_name = f"{image_id:012d}.png"
         Image.fromarray(pixels).save(image_dir / file_name)
         images.append({"id": image_id, "file_name": file_name, "width": size, "height": size})
@@ -231,6 +274,7 @@ def make_coco_shapes(
     classes: Sequence[str] = ("circle", "square", "triangle"),
     max_objects: int = 4,
     seed: int = 0,
+    difficulty: Difficulty = "easy",
 ) -> Path:
     """Write a synthetic object detection data set in the COCO layout: filled shapes on textured backgrounds.
 
@@ -249,6 +293,12 @@ def make_coco_shapes(
     box is the tight box of the shape's visible pixels; a shape occluded to fewer than 4
     pixels gets no annotation.
 
+    `difficulty="hard"` makes a set on which a detector that does not really learn boxes
+    scores near zero: coloured backgrounds (smooth two-colour fields, stripes at any angle,
+    checkerboards), un-annotated thin lines and dots, shapes of any colour (also close to
+    the background's) from 9% to 47% of `image_size` (12..60 px at 128), and Gaussian
+    pixel noise of a standard deviation drawn from 4..14 per image.
+
     The same arguments give the same bytes. A manifest (`autotimm_demo.json`) records the
     arguments: calling again with the same ones reuses the folder. The files are written to
     a temporary sibling folder and moved into place when complete.
@@ -263,6 +313,7 @@ def make_coco_shapes(
             `"square"`, `"triangle"`, `"diamond"`, `"ring"`.
         max_objects: Most shapes in one image (0 makes every image a negative).
         seed: Seed of the images, an int in `[0, 2**32)`.
+        difficulty: `"easy"` (grey backgrounds, saturated shapes) or `"hard"` (see above).
 
     Returns:
         `root` as a `pathlib.Path`.
@@ -278,7 +329,7 @@ def make_coco_shapes(
         >>> sorted(p.name for p in (root / "annotations").iterdir())  # doctest: +SKIP
         ['instances_train2017.json', 'instances_val2017.json']
     """
-    params = _check_params(image_size, num_train, num_val, num_test, classes, max_objects, seed)
+    params = _check_params(image_size, num_train, num_val, num_test, classes, max_objects, seed, difficulty)
     root = Path(root).expanduser()
     root, counts = build_demo_folder(root, params, _DEMO, lambda folder: _write(folder, params))
     if counts is None:

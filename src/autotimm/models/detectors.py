@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torchvision.models.detection import FCOS, RetinaNet
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.fcos import FCOSHead
@@ -22,6 +23,7 @@ from autotimm.models.features import TimmFeaturePyramid
 __all__ = [
     "ARCHITECTURES",
     "Architecture",
+    "CollapseMonitor",
     "LetterboxTransform",
     "build_detector",
     "create_detector",
@@ -119,7 +121,19 @@ class _Float32Outputs:
 
 
 class _FCOSHead(_Float32Outputs, FCOSHead):
-    pass
+    """torchvision's FCOS head, whose box regression starts at boxes two anchor sizes wide.
+
+    torchvision initialises the regression layer's bias at 0, so the ReLU'd distances start
+    near 0: every first box is a point, whose GIoU loss is 1 with almost no gradient, and a
+    quarter to a half of the outputs start in the ReLU's flat part. From there a whole
+    output channel can stay at 0 (seen at lr 1e-2 on the hard shapes: a quarter of the
+    outputs pinned at 0 for good). A bias of 1 starts every distance at one anchor size,
+    the start of the original FCOS (`exp(0)`), inside the ReLU's linear part.
+    """
+
+    def __init__(self, in_channels: int, num_anchors: int, num_classes: int) -> None:
+        super().__init__(in_channels, num_anchors, num_classes)
+        nn.init.constant_(self.regression_head.bbox_reg.bias, 1.0)
 
 
 class _RetinaNetHead(_Float32Outputs, RetinaNetHead):
@@ -232,3 +246,88 @@ def losses_and_detections(
     detections = model.postprocess_detections(split_outputs, split_anchors, image_list.image_sizes)
     detections = model.transform.postprocess(detections, image_list.image_sizes, original_sizes)
     return losses, detections
+
+
+class CollapseMonitor:
+    """Notices a detection head that has stopped learning, so training can say so instead of running on.
+
+    Two signs are watched, each from the second epoch on (or after `min_steps` training
+    batches), when a fresh head may still be near its starting point:
+
+    - FCOS's regression loss (GIoU) averages `>= pinned_at` over a training epoch: every
+      predicted box is degenerate (zero width or height), the ReLU of the regression
+      branch passes no gradient, and boxes are never learned;
+    - a validation epoch with ground-truth boxes gets no detection at all above the score
+      threshold: every location is predicted as background.
+
+    Each message is given once per `reset()` (one `fit`).
+
+    Examples:
+        >>> monitor = CollapseMonitor()
+        >>> for _ in range(3):
+        ...     monitor.update_train({"bbox_regression": torch.tensor(1.0)})
+        >>> monitor.train_epoch_message(epoch=1) is not None
+        True
+    """
+
+    def __init__(self, pinned_at: float = 0.99, min_steps: int = 50) -> None:
+        self.pinned_at = pinned_at
+        self.min_steps = min_steps
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything: call at the start of each fit."""
+        self._steps = 0
+        self._warned: set[str] = set()
+        self._new_epoch()
+
+    def _new_epoch(self) -> None:
+        self._regression_sum = 0.0
+        self._regression_batches = 0
+        self._eval_boxes = 0
+        self._eval_detections = 0
+
+    def update_train(self, losses: dict[str, torch.Tensor], giou: bool = True) -> None:
+        """Count one training batch's losses (`giou`: the regression loss is FCOS's GIoU loss)."""
+        self._steps += 1
+        if giou and "bbox_regression" in losses:
+            self._regression_sum += float(losses["bbox_regression"].detach())
+            self._regression_batches += 1
+
+    def update_eval(self, detections: list[dict[str, torch.Tensor]], targets: list[dict[str, Any]]) -> None:
+        """Count one validation batch's detections and ground-truth boxes."""
+        self._eval_detections += sum(len(d["boxes"]) for d in detections)
+        self._eval_boxes += sum(len(t["boxes"]) for t in targets)
+
+    def _settled(self, epoch: int) -> bool:
+        return epoch >= 1 or self._steps >= self.min_steps
+
+    def train_epoch_message(self, epoch: int) -> str | None:
+        """A warning for a training epoch whose regression loss stayed pinned, else `None`; starts a new epoch."""
+        batches, total = self._regression_batches, self._regression_sum
+        self._regression_sum, self._regression_batches = 0.0, 0
+        if not batches or not self._settled(epoch) or "regression" in self._warned:
+            return None
+        mean = total / batches
+        if mean < self.pinned_at:
+            return None
+        self._warned.add("regression")
+        return (
+            f"The box regression loss averaged {mean:.4f} over training epoch {epoch}: the head predicts "
+            "degenerate boxes (GIoU 0) and receives no gradient to learn them, so more epochs will not help. "
+            "Lower `lr`, use a warmup (`scheduler='cosine_warmup'`), or check that the boxes fit the images."
+        )
+
+    def eval_epoch_message(self, epoch: int, score_thresh: float) -> str | None:
+        """A warning for a validation epoch with boxes but no detection, else `None`; starts a new epoch."""
+        boxes, detections = self._eval_boxes, self._eval_detections
+        self._eval_boxes, self._eval_detections = 0, 0
+        if not boxes or detections or not self._settled(epoch) or "background" in self._warned:
+            return None
+        self._warned.add("background")
+        return (
+            f"Validation epoch {epoch} found no object at all (every prediction scored below "
+            f"`score_thresh={score_thresh}`, i.e. background) although the data holds {boxes} boxes: the "
+            "classification head has collapsed. Lower `lr`, use a warmup (`scheduler='cosine_warmup'`), or "
+            "check the labels."
+        )

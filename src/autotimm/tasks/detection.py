@@ -15,6 +15,7 @@ from pytorch_lightning.utilities import rank_zero_info
 from torchmetrics.detection import MeanAveragePrecision
 
 from autotimm._errors import check_bool, check_choice, check_image_size, check_number
+from autotimm._warnings import warn
 from autotimm.backbones import BackboneConfig
 from autotimm.data.detection import boxes_to_original
 from autotimm.loggers import LoggingConfig
@@ -22,6 +23,7 @@ from autotimm.metrics import MetricConfig, create_metrics
 from autotimm.models.detectors import (
     ARCHITECTURES,
     Architecture,
+    CollapseMonitor,
     create_detector,
     letterbox_transform,
     losses_and_detections,
@@ -227,6 +229,7 @@ class ObjectDetector(BaseTask):
         built = _with_map_backend(metric_cfgs)
         self.val_metrics = create_metrics(built, "val")
         self.test_metrics = create_metrics(built, "test")
+        self._collapse = CollapseMonitor()
         self.detector: nn.Module | None = None
         if num_classes is not None:
             self._build_detector(num_classes)
@@ -343,6 +346,7 @@ class ObjectDetector(BaseTask):
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         images, targets = batch
         losses = self.detector(images, targets)
+        self._collapse.update_train(losses, giou=self.hparams["architecture"] == "fcos")
         loss = sum(losses.values())
         batch_size = len(images)
         self._log_train_loss(loss, batch_size)
@@ -356,6 +360,8 @@ class ObjectDetector(BaseTask):
         # detections that match them, as COCO evaluation does.
         loss_targets = [_without_crowd(t) for t in targets]
         losses, detections = losses_and_detections(self.detector, images, loss_targets)
+        if stage == "val":
+            self._collapse.update_eval(detections, loss_targets)
         self.log(
             f"{stage}/loss",
             sum(losses.values()),
@@ -395,6 +401,19 @@ class ObjectDetector(BaseTask):
 
     def on_validation_epoch_end(self) -> None:
         self._log_metrics("val")
+        self._warn(self._collapse.eval_epoch_message(self.current_epoch, self.hparams["score_thresh"]))
+
+    def on_fit_start(self) -> None:
+        super().on_fit_start()
+        self._collapse.reset()
+
+    def on_train_epoch_end(self) -> None:
+        self._warn(self._collapse.train_epoch_message(self.current_epoch))
+
+    @staticmethod
+    def _warn(message: str | None) -> None:
+        if message is not None:
+            warn(message)
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
         self._eval_step(batch, "test")
