@@ -13,7 +13,7 @@ After a short training run on the digits demo folder:
 
 A model loaded from a checkpoint has no data module attached, so the export is given the
 size it was trained at (`image_size=32`) and the class names. ONNX export needs the `export`
-extra (`pip install "autotimm[export]"`: onnx, onnxscript, onnxruntime). Run:
+extra (`pip install -e ".[export]"` in the clone: onnx, onnxscript, onnxruntime). Run:
 
     python examples/inference_and_export.py
 

@@ -365,7 +365,7 @@ def _image_loader(targets: torch.Tensor, batch_size: int = 4) -> DataLoader:
             {"num_classes": 10},
             torch.tensor([0, 1, 2, 3, 4, 12, 5, 6]),  # 12 in the second batch
             "Bad labels in the training batch 1 (epoch 0): labels must be in [0, 10) for `num_classes=10`, "
-            "but got label(s) [12]. Build the model with `num_classes=data.num_classes`",
+            "but got label(s) [12]. Leave `num_classes` out (the model then takes the data module's)",
         ),
         (
             {"num_classes": 1, "multi_label": True},
@@ -440,8 +440,8 @@ def test_detector_label_outside_num_classes_is_named(backbone: BackboneConfig, t
         trainer.fit(model, train_dataloaders=loader)
     assert str(info.value) == (
         "Bad labels in the training batch 0 (epoch 0): box labels must be in [0, 3) for `num_classes=3`, but a "
-        "target (image_id 2) has label(s) [5]. Build the model with `num_classes=data.num_classes`, or fix the "
-        "labels of the data."
+        "target (image_id 2) has label(s) [5]. Leave `num_classes` out (the model then takes the data module's), "
+        "or fix the labels of the data."
     )
     assert trainer.global_step == 0
 

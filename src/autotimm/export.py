@@ -238,7 +238,8 @@ def _import_onnx_modules() -> list[Any]:
         except ImportError as e:
             raise ModuleNotFoundError(
                 f"ONNX export needs {', '.join(_ONNX_MODULES)}, but `{name}` cannot be imported ({e}). "
-                'Install them with `pip install "autotimm[export]"`.',
+                f"Install them with `pip install {' '.join(_ONNX_MODULES)}` (or "
+                "`pip install -e '.[export]'` in a clone of autotimm).",
                 name=name,
             ) from e
     return modules

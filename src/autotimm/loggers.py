@@ -75,7 +75,7 @@ class LoggerConfig:
         if entry.requires and not any(importlib.util.find_spec(p) for p in entry.requires):
             raise ModuleNotFoundError(
                 f"The {self.backend!r} logger needs the package {entry.requires[0]!r}: "
-                f"pip install 'autotimm[{entry.extra}]'"
+                f"pip install {entry.requires[0]} (or pip install -e '.[{entry.extra}]' in a clone of autotimm)"
             )
         signature = inspect.signature(self._logger_cls)
         takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values())

@@ -54,9 +54,7 @@ def _load_digits() -> tuple[np.ndarray, np.ndarray]:
     try:
         from sklearn.datasets import load_digits
     except ModuleNotFoundError as e:
-        raise ModuleNotFoundError(
-            'make_digits_folder needs scikit-learn: pip install scikit-learn (or pip install "autotimm[dev]").'
-        ) from e
+        raise ModuleNotFoundError("make_digits_folder needs scikit-learn: pip install scikit-learn.") from e
     digits = load_digits()
     return digits.images, digits.target
 

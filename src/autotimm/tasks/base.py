@@ -213,8 +213,8 @@ class BaseTask(pl.LightningModule):
         problem = self._label_problem(batch)
         if problem is not None:
             raise ValueError(
-                f"Bad labels in the {_batch_position(trainer)}: {problem}. Build the model with "
-                "`num_classes=data.num_classes`, or fix the labels of the data."
+                f"Bad labels in the {_batch_position(trainer)}: {problem}. Leave `num_classes` out (the "
+                "model then takes the data module's), or fix the labels of the data."
             )
         return batch
 
