@@ -127,7 +127,7 @@ def train_baseline(root: Path, epochs: int, batch_size: int, lr: float, weight_d
             sum(loss.values()).backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
-            losses.append(float(loss["bbox_regression"]))
+            losses.append(float(loss["bbox_regression"].detach()))
         schedule.step()
         regression.append(round(sum(losses) / len(losses), 4))
     train_seconds = time.perf_counter() - start
