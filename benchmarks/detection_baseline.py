@@ -38,7 +38,7 @@ from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
 from autotimm import AutoTrainer, BackboneConfig, DetectionDataModule, ObjectDetector
 from autotimm.data import make_coco_shapes, to_coco_results
-from autotimm.data.coco_demo import DIFFICULTIES
+from autotimm.data.demo import DIFFICULTIES
 
 CLASSES = ("circle", "square", "triangle")
 IMAGE_SIZE = 128

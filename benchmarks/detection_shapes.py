@@ -29,7 +29,7 @@ import torch
 
 from autotimm import AutoTrainer, BackboneConfig, DetectionDataModule, ObjectDetector
 from autotimm.data import coco_evaluate, make_coco_shapes, to_coco_results
-from autotimm.data.coco_demo import DIFFICULTIES
+from autotimm.data.demo import DIFFICULTIES
 
 CLASSES = ("circle", "square", "triangle")
 IMAGE_SIZE = 128

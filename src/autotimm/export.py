@@ -27,7 +27,7 @@ import torch.nn as nn
 
 from autotimm._atomic import atomic_path
 from autotimm._errors import check_bool, check_choice, check_image_size, check_number
-from autotimm.data.transforms import resolve_data_config
+from autotimm.data import resolve_data_config
 
 __all__ = ["METADATA_FILE", "ExportCheckError", "TorchScriptMethod", "export_onnx", "export_torchscript"]
 

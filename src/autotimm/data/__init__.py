@@ -1,14 +1,14 @@
-"""Data modules, transforms and demo data for autotimm tasks."""
+"""Data modules, transforms and demo data for autotimm tasks.
 
-from autotimm.data.coco_demo import make_coco_shapes
-from autotimm.data.coco_eval import coco_evaluate, to_coco_results
-from autotimm.data.datasets import TransformedSubset, stratified_split
-from autotimm.data.demo import make_digits_folder
-from autotimm.data.detection import DetectionDataModule, boxes_to_original, detection_collate
-from autotimm.data.folders import CorruptImageError
-from autotimm.data.image_folder import ImageDataModule
-from autotimm.data.transforms import (
+One sub-package per task's formats (`classification`, `detection`), the demo data apart
+(`demo`), and what they share: `BaseDataModule` (loader settings and loaders) and image reading.
+"""
+
+from autotimm.data.base import BaseDataModule
+from autotimm.data.classification import (
+    ImageDataModule,
     ToRGB,
+    TransformedSubset,
     build_eval_transform,
     build_train_transform,
     create_eval_transform,
@@ -16,9 +16,20 @@ from autotimm.data.transforms import (
     default_data_config,
     list_augmentations,
     resolve_data_config,
+    stratified_split,
 )
+from autotimm.data.demo import make_coco_shapes, make_digits_folder
+from autotimm.data.detection import (
+    DetectionDataModule,
+    boxes_to_original,
+    coco_evaluate,
+    detection_collate,
+    to_coco_results,
+)
+from autotimm.data.images import CorruptImageError
 
 __all__ = [
+    "BaseDataModule",
     "CorruptImageError",
     "DetectionDataModule",
     "ImageDataModule",

@@ -14,7 +14,7 @@ from pytorch_lightning.utilities import rank_zero_info
 from pytorch_lightning.utilities.parsing import lightning_hasattr, lightning_setattr
 
 from autotimm._errors import check_bool, check_choice, check_keys, check_mapping, check_number
-from autotimm.data.folders import CorruptImageError
+from autotimm.data import CorruptImageError
 from autotimm.trainer.lr_curve import raw_losses, suggest_lr
 
 __all__ = ["TunerConfig", "TuningError", "run_tuning"]

@@ -53,7 +53,7 @@ class _Letterbox(torch.nn.Module):
         return image, {**target, "boxes": boxes, "scale": (new_w / w, new_h / h)}
 
 
-class _DetectionTransform:
+class DetectionTransform:
     """The sample pipeline: augmentation on the original image, letterbox, optional jitter, box cleanup."""
 
     def __init__(self, image_size: int, augmentation: DetectionAugmentation, min_box_size: float, train: bool) -> None:

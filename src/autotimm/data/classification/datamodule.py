@@ -16,20 +16,18 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
-import pytorch_lightning as pl
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from autotimm._deprecation import renamed_argument
 from autotimm._errors import check_image_size, check_number, check_seed
-from autotimm.data._loading import check_optional_bool, create_loader, default_num_workers
-from autotimm.data.datasets import TransformedSubset, _resolve_builtin, stratified_split
-from autotimm.data.folders import LAYOUT, _check_folder_layout, _scan_split
-from autotimm.data.transforms import (
+from autotimm.data.base import BaseDataModule
+from autotimm.data.classification.datasets import TransformedSubset, resolve_builtin, stratified_split
+from autotimm.data.classification.folders import LAYOUT, check_folder_layout, scan_split
+from autotimm.data.classification.transforms import (
     AugmentationName,
-    _check_augmentation_preset,
+    check_augmentation_preset,
     create_eval_transform,
     create_train_transform,
     resolve_data_config,
@@ -40,7 +38,7 @@ __all__ = ["ImageDataModule"]
 log = logging.getLogger(__name__)
 
 
-class ImageDataModule(pl.LightningDataModule):
+class ImageDataModule(BaseDataModule):
     """Image classification data from class folders or a torchvision built-in, with timm transforms.
 
     Args:
@@ -114,44 +112,31 @@ class ImageDataModule(pl.LightningDataModule):
         *,
         augmentation: AugmentationName | None = None,
     ) -> None:
-        super().__init__()
-        if not isinstance(data_dir, (str, os.PathLike)):
-            raise TypeError(f"Expected `data_dir` to be a path, but got {type(data_dir).__name__} {data_dir!r}.")
+        super().__init__(data_dir, batch_size, num_workers, pin_memory, persistent_workers)
         if image_size is not None:
             check_image_size(image_size)
-        self.batch_size = check_number("batch_size", batch_size, low=1, integer=True)
-        self.num_workers = (
-            default_num_workers()
-            if num_workers is None
-            else check_number("num_workers", num_workers, low=0, integer=True)
-        )
         check_number("val_split", val_split, low=0, high=1)
         check_seed(seed)
         augmentation_preset = renamed_argument(
             "augmentation", augmentation, "augmentation_preset", augmentation_preset, "default", owner="ImageDataModule"
         )
-        _check_augmentation_preset(augmentation_preset)
+        check_augmentation_preset(augmentation_preset)
         for name, tf in (("train_transforms", train_transforms), ("eval_transforms", eval_transforms)):
             if tf is not None and not callable(tf):
                 raise TypeError(
                     f"Expected `{name}` to be a callable (PIL image -> tensor) or None, but got "
                     f"{type(tf).__name__} {tf!r}."
                 )
-        self.pin_memory = check_optional_bool("pin_memory", pin_memory)
-        self.persistent_workers = check_optional_bool("persistent_workers", persistent_workers)
-        if persistent_workers and self.num_workers == 0:
-            raise ValueError("`persistent_workers=True` needs `num_workers` > 0, but got num_workers=0.")
 
-        self.data_dir = Path(data_dir).expanduser()
         self.image_size = image_size
         self.val_split = float(val_split)
         self.seed = seed
         self.augmentation_preset = augmentation_preset
         self._train_transforms = train_transforms
         self._eval_transforms = eval_transforms
-        self._builtin = _resolve_builtin(dataset_name) if dataset_name is not None else None
+        self._builtin = resolve_builtin(dataset_name) if dataset_name is not None else None
         self._class_names = (
-            list(self._builtin.classes) if self._builtin is not None else _check_folder_layout(self.data_dir)
+            list(self._builtin.classes) if self._builtin is not None else check_folder_layout(self.data_dir)
         )
         # Primitives only, so that checkpoints load with `torch.load(weights_only=True)`; no
         # `data_dir`: a path is machine-specific and often holds the user's name.
@@ -172,9 +157,6 @@ class ImageDataModule(pl.LightningDataModule):
         self._data_config: dict[str, Any] | None = None
         self._bases: dict[str, Dataset] = {}
         self._split: tuple[list[int], list[int]] | None = None
-        self.train_dataset: TransformedSubset | None = None
-        self.val_dataset: TransformedSubset | None = None
-        self.test_dataset: TransformedSubset | None = None
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> ImageDataModule:  # type: ignore[override]
@@ -196,11 +178,6 @@ class ImageDataModule(pl.LightningDataModule):
     def class_names(self) -> list[str]:
         """Class names in label order (known right after construction)."""
         return list(self._class_names)
-
-    @property
-    def num_classes(self) -> int:
-        """Number of classes (known right after construction)."""
-        return len(self._class_names)
 
     @property
     def data_config(self) -> dict[str, Any]:
@@ -252,7 +229,7 @@ class ImageDataModule(pl.LightningDataModule):
         """The untransformed data set of one split, read once and cached."""
         if split not in self._bases:
             if self._builtin is None:
-                self._bases[split] = _scan_split(self.data_dir / split)
+                self._bases[split] = scan_split(self.data_dir / split)
             else:
                 try:
                     self._bases[split] = self._builtin.load(self.data_dir, train=split == "train", download=False)
@@ -295,35 +272,15 @@ class ImageDataModule(pl.LightningDataModule):
 
     # ------------------------------------------------------------------ loaders
 
-    def _loader(self, dataset: TransformedSubset | None, split: str, stage: str, *, train: bool = False) -> DataLoader:
-        if dataset is None:
-            if self._data_config is None or self._has_split(split):
-                raise RuntimeError(
-                    f"The {split} set is not built yet: call `setup({stage!r})` first (the Trainer does this for you)."
-                )
-            raise RuntimeError(
-                f"There is no {split} set: '{self.data_dir}' has no '{split}' folder. Add "
-                f"'{self.data_dir / split}/<class_name>/...' with the same class folders as 'train'"
-                + (", or set `val_split` > 0." if split == "val" else ".")
-            )
-        return create_loader(dataset, self, train=train)
+    def _split_exists(self, split: str) -> bool | None:
+        if split == "val" and not self._has_split("val"):
+            # Held out of train by `setup()`: known once it ran (empty with val_split=0 or tiny classes).
+            return None if self.train_dataset is None else self.val_dataset is not None
+        return split == "train" or self._has_split(split)
 
-    def train_dataloader(self) -> DataLoader:
-        """Shuffled training batches of `(images [B, 3, H, W], labels [B])`."""
-        return self._loader(self.train_dataset, "train", "fit", train=True)
-
-    def val_dataloader(self) -> DataLoader | list:
-        """Validation batches; an empty list (Lightning then skips validation) when `val_split=0` and no `val/`."""
-        if self.val_dataset is None and self.train_dataset is not None:
-            return []
-        return self._loader(self.val_dataset, "val", "validate")
-
-    def test_dataloader(self) -> DataLoader:
-        """Test batches; raises if the data has no test split."""
-        return self._loader(self.test_dataset, "test", "test")
-
-    def predict_dataloader(self) -> DataLoader:
-        """Batches of the test split if there is one, else of the validation split."""
-        if self.test_dataset is not None or self._has_split("test"):
-            return self._loader(self.test_dataset, "test", "predict")
-        return self._loader(self.val_dataset, "val", "predict")
+    def _missing_split_reason(self, split: str) -> str:
+        return (
+            f"'{self.data_dir}' has no '{split}' folder. Add "
+            f"'{self.data_dir / split}/<class_name>/...' with the same class folders as 'train'"
+            + (", or set `val_split` > 0." if split == "val" else ".")
+        )

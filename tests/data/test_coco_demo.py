@@ -1,4 +1,4 @@
-"""Tests of the synthetic COCO shapes data set (`autotimm.data.coco_demo`)."""
+"""Tests of the synthetic COCO shapes data set (`autotimm.data.demo.coco_shapes`)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from autotimm.data._demo_folder import MANIFEST_NAME
-from autotimm.data.coco_demo import _tight_box, make_coco_shapes
+from autotimm.data.demo.coco_shapes import _tight_box, make_coco_shapes
+from autotimm.data.demo.folder import MANIFEST_NAME
 
 SMALL = {"image_size": 64, "num_train": 24, "num_val": 8, "num_test": 4, "max_objects": 4, "seed": 3}
 SATURATED = 40  # shapes have max - min channel >= 84; the grey backgrounds stay below 20

@@ -1,4 +1,4 @@
-"""Class folders on disk: layout checks, scanning, and reading image files with clear errors."""
+"""Class folders on disk: layout checks and scanning into a torchvision `ImageFolder`."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ import os
 from collections import Counter
 from pathlib import Path
 
-from PIL import Image
 from torchvision.datasets.folder import IMG_EXTENSIONS, ImageFolder, has_file_allowed_extension
 
 from autotimm._warnings import warn
+from autotimm.data.images import load_rgb_image
 
-__all__ = ["CorruptImageError", "IMAGE_EXTENSIONS", "LAYOUT", "load_rgb_image"]
+__all__ = ["IMAGE_EXTENSIONS", "LAYOUT", "check_folder_layout", "scan_split"]
 
 IMAGE_EXTENSIONS: tuple[str, ...] = tuple(IMG_EXTENSIONS)
 LAYOUT = (
@@ -21,27 +21,6 @@ LAYOUT = (
 # Files that operating systems drop into folders; never reported as stray files.
 _SYSTEM_FILES = frozenset({"thumbs.db", "desktop.ini"})
 _MAX_LISTED = 5
-
-
-class CorruptImageError(OSError):
-    """Raised when a file with an image extension cannot be decoded; the message names the file."""
-
-
-def load_rgb_image(path: str) -> Image.Image:
-    """Open an image file as RGB, raising `CorruptImageError` naming `path` if it cannot be decoded.
-
-    A module-level function, so datasets using it pickle into DataLoader workers.
-
-    Examples:
-        >>> image = load_rgb_image("cat.png")  # doctest: +SKIP
-    """
-    try:
-        with open(path, "rb") as f, Image.open(f) as image:
-            return image.convert("RGB")
-    except (OSError, SyntaxError, ValueError) as e:  # PIL's decoders raise all three
-        raise CorruptImageError(
-            f"Could not read image file '{path}' ({type(e).__name__}: {e}). Remove or replace this file."
-        ) from e
 
 
 def _is_hidden(name: str) -> bool:
@@ -76,8 +55,17 @@ def _list_class_folders(directory: Path) -> list[str]:
     return sorted(e.name for e in os.scandir(directory) if e.is_dir() and not _is_hidden(e.name))
 
 
-def _check_folder_layout(data_dir: Path) -> list[str]:
-    """Check the folder layout (cheap: directory listings only) and return the class names."""
+def check_folder_layout(data_dir: Path) -> list[str]:
+    """Check the folder layout (cheap: directory listings only) and return the class names.
+
+    Raises:
+        FileNotFoundError: If `data_dir`, its `train/` folder or its class folders are missing.
+        ValueError: If the class folders of `val/` or `test/` differ from those of `train/`.
+
+    Examples:
+        >>> check_folder_layout(Path("data/pets"))  # doctest: +SKIP
+        ['cat', 'dog']
+    """
     if not data_dir.is_dir():
         raise FileNotFoundError(f"`data_dir` '{data_dir}' does not exist or is not a folder. {LAYOUT}")
     train_dir = data_dir / "train"
@@ -106,8 +94,13 @@ def _check_folder_layout(data_dir: Path) -> list[str]:
     return classes
 
 
-def _scan_split(directory: Path) -> ImageFolder:
-    """Build the (untransformed) `ImageFolder` of one split; warn on non-image files, raise on empty classes."""
+def scan_split(directory: Path) -> ImageFolder:
+    """Build the (untransformed) `ImageFolder` of one split; warn on non-image files, raise on empty classes.
+
+    Examples:
+        >>> scan_split(Path("data/pets/train")).classes  # doctest: +SKIP
+        ['cat', 'dog']
+    """
     is_image = _ImageFileFilter(str(directory))
     dataset = _ClassFolders(str(directory), loader=load_rgb_image, is_valid_file=is_image, allow_empty=True)
     if is_image.skipped:

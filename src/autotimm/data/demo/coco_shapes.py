@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from autotimm._errors import check_choice, check_image_size, check_number, check_seed
-from autotimm.data._demo_folder import DemoKind, build_demo_folder
+from autotimm.data.demo.folder import DemoKind, build_demo_folder
 
 __all__ = ["DIFFICULTIES", "Difficulty", "make_coco_shapes"]
 
@@ -324,7 +324,7 @@ def make_coco_shapes(
         FileExistsError: If `root` is a file, or a non-empty folder that is not a COCO shapes folder.
 
     Example:
-        >>> from autotimm.data.coco_demo import make_coco_shapes
+        >>> from autotimm.data import make_coco_shapes
         >>> root = make_coco_shapes("demo_shapes", num_train=20, num_val=5)  # doctest: +SKIP
         >>> sorted(p.name for p in (root / "annotations").iterdir())  # doctest: +SKIP
         ['instances_train2017.json', 'instances_val2017.json']

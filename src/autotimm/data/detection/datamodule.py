@@ -27,17 +27,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as F
 
 from autotimm._errors import check_choice, check_image_size, check_number
-from autotimm.data._loading import check_optional_bool, create_loader, default_num_workers
-from autotimm.data.coco import LAYOUT, _parse_split, _read_categories, _Record
-from autotimm.data.detection_transforms import DetectionAugmentation, _DetectionTransform
-from autotimm.data.folders import load_rgb_image
+from autotimm.data.base import BaseDataModule
+from autotimm.data.detection.coco import LAYOUT, CocoRecord, parse_split, read_categories
+from autotimm.data.detection.transforms import DetectionAugmentation, DetectionTransform
+from autotimm.data.images import load_rgb_image
 
 __all__ = ["DetectionDataModule", "boxes_to_original", "detection_collate"]
 
@@ -51,13 +50,13 @@ _SPLITS = ("train", "val", "test")
 
 
 class CocoDetectionDataset(Dataset):
-    """The images of one COCO split with their boxes, passed through a `_DetectionTransform`.
+    """The images of one COCO split with their boxes, passed through a `DetectionTransform`.
 
     `keep_crowd=False` (training) drops `iscrowd=1` boxes; with `True` (evaluation) they stay
     in `boxes`, flagged by `target["iscrowd"]`.
     """
 
-    def __init__(self, records: list[_Record], transform: _DetectionTransform, *, keep_crowd: bool) -> None:
+    def __init__(self, records: list[CocoRecord], transform: DetectionTransform, *, keep_crowd: bool) -> None:
         self.records = records
         self.transform = transform
         self.keep_crowd = keep_crowd
@@ -117,7 +116,7 @@ def boxes_to_original(boxes: torch.Tensor, target: dict[str, Any]) -> torch.Tens
 # ---------------------------------------------------------------------- data module
 
 
-class DetectionDataModule(pl.LightningDataModule):
+class DetectionDataModule(BaseDataModule):
     """Object detection data in the COCO layout, with box-aware torchvision v2 augmentation.
 
     Args:
@@ -168,6 +167,8 @@ class DetectionDataModule(pl.LightningDataModule):
         >>> images, targets = next(iter(data.train_dataloader()))  # doctest: +SKIP
     """
 
+    collate_fn = staticmethod(detection_collate)
+
     def __init__(
         self,
         data_dir: str | os.PathLike[str],
@@ -185,23 +186,11 @@ class DetectionDataModule(pl.LightningDataModule):
         pin_memory: bool | None = None,
         persistent_workers: bool | None = None,
     ) -> None:
-        super().__init__()
-        if not isinstance(data_dir, (str, os.PathLike)):
-            raise TypeError(f"Expected `data_dir` to be a path, but got {data_dir!r}.")
+        super().__init__(data_dir, batch_size, num_workers, pin_memory, persistent_workers)
         self.image_size = check_image_size(image_size, pair=False)
-        self.batch_size = check_number("batch_size", batch_size, low=1, integer=True)
-        self.num_workers = (
-            default_num_workers()
-            if num_workers is None
-            else check_number("num_workers", num_workers, low=0, integer=True)
-        )
         check_choice("augmentation_preset", augmentation_preset, _AUGMENTATIONS)
         self.augmentation_preset = augmentation_preset
         self.min_box_size = float(check_number("min_box_size", min_box_size, low=1))
-        self.pin_memory = check_optional_bool("pin_memory", pin_memory)
-        self.persistent_workers = check_optional_bool("persistent_workers", persistent_workers)
-        if persistent_workers and self.num_workers == 0:
-            raise ValueError("`persistent_workers=True` needs `num_workers` > 0, but got num_workers=0.")
         for name, value in (("train_images", train_images), ("val_images", val_images), ("test_images", test_images)):
             if not isinstance(value, (str, os.PathLike)):
                 raise TypeError(f"Expected `{name}` to be a folder name or path, but got {value!r}.")
@@ -213,7 +202,6 @@ class DetectionDataModule(pl.LightningDataModule):
             if value is not None and not isinstance(value, (str, os.PathLike)):
                 raise TypeError(f"Expected `{name}` to be a path or None, but got {value!r}.")
 
-        self.data_dir = Path(data_dir).expanduser()
         if not self.data_dir.is_dir():
             raise FileNotFoundError(f"Data folder '{self.data_dir}' does not exist. {LAYOUT}")
         given = {"train": train_annotations, "val": val_annotations, "test": test_annotations}
@@ -235,7 +223,7 @@ class DetectionDataModule(pl.LightningDataModule):
                     if not exists:
                         raise FileNotFoundError(f"The {split} {kind} '{path}' does not exist. {LAYOUT}")
 
-        self._categories = _read_categories(self._ann_paths["train"])
+        self._categories = read_categories(self._ann_paths["train"])
         self.save_hyperparameters(
             {
                 "image_size": image_size,
@@ -247,10 +235,7 @@ class DetectionDataModule(pl.LightningDataModule):
                 "persistent_workers": persistent_workers,
             }
         )
-        self._records: dict[str, list[_Record]] = {}
-        self.train_dataset: CocoDetectionDataset | None = None
-        self.val_dataset: CocoDetectionDataset | None = None
-        self.test_dataset: CocoDetectionDataset | None = None
+        self._records: dict[str, list[CocoRecord]] = {}
 
     # ------------------------------------------------------------------ metadata
 
@@ -260,29 +245,24 @@ class DetectionDataModule(pl.LightningDataModule):
         return [name for _, name in self._categories]
 
     @property
-    def num_classes(self) -> int:
-        """Number of categories (known right after construction)."""
-        return len(self._categories)
-
-    @property
     def category_ids(self) -> list[int]:
         """The COCO category id of each label: `category_ids[label]`."""
         return [cid for cid, _ in self._categories]
 
     # ------------------------------------------------------------------ data sets
 
-    def _has_split(self, split: str) -> bool:
+    def _split_exists(self, split: str) -> bool:
         return self._ann_paths[split].is_file() and self._image_dirs[split].is_dir()
 
-    def _split_records(self, split: str) -> list[_Record]:
+    def _split_records(self, split: str) -> list[CocoRecord]:
         if split not in self._records:
-            self._records[split] = _parse_split(
+            self._records[split] = parse_split(
                 self._ann_paths[split], self._image_dirs[split], self._categories, need_annotations=split != "test"
             )
         return self._records[split]
 
     def _dataset(self, split: str, train: bool) -> CocoDetectionDataset:
-        transform = _DetectionTransform(
+        transform = DetectionTransform(
             self.image_size, self.augmentation_preset if train else "none", self.min_box_size, train
         )
         return CocoDetectionDataset(self._split_records(split), transform, keep_crowd=not train)
@@ -291,9 +271,9 @@ class DetectionDataModule(pl.LightningDataModule):
         """Parse and check the annotations that `stage` needs and build the data sets."""
         if stage in (None, "fit"):
             self.train_dataset = self._dataset("train", train=True)
-        has_test = self._has_split("test")
+        has_test = self._split_exists("test")
         if stage in (None, "fit", "validate") or (stage == "predict" and not has_test):
-            self.val_dataset = self._dataset("val", train=False) if self._has_split("val") else None
+            self.val_dataset = self._dataset("val", train=False) if self._split_exists("val") else None
             if self.val_dataset is None:
                 log.info("No validation set: '%s' or '%s' is missing.", self._ann_paths["val"], self._image_dirs["val"])
         if stage in (None, "test", "predict") and has_test:
@@ -301,36 +281,5 @@ class DetectionDataModule(pl.LightningDataModule):
 
     # ------------------------------------------------------------------ loaders
 
-    def _loader(
-        self, dataset: CocoDetectionDataset | None, split: str, stage: str, *, train: bool = False
-    ) -> DataLoader:
-        if dataset is None:
-            if not self._has_split(split):
-                raise RuntimeError(
-                    f"There is no {split} set: '{self._ann_paths[split]}' or '{self._image_dirs[split]}' is missing. "
-                    f"{LAYOUT}"
-                )
-            raise RuntimeError(
-                f"The {split} set is not built yet: call `setup({stage!r})` first (the Trainer does this for you)."
-            )
-        return create_loader(dataset, self, train=train, collate_fn=detection_collate)
-
-    def train_dataloader(self) -> DataLoader:
-        """Shuffled training batches of `(images [B, 3, S, S], targets)`."""
-        return self._loader(self.train_dataset, "train", "fit", train=True)
-
-    def val_dataloader(self) -> DataLoader | list:
-        """Validation batches; an empty list (Lightning then skips validation) when there is no val split."""
-        if self.val_dataset is None and not self._has_split("val"):
-            return []
-        return self._loader(self.val_dataset, "val", "validate")
-
-    def test_dataloader(self) -> DataLoader:
-        """Test batches; raises if the data has no test split."""
-        return self._loader(self.test_dataset, "test", "test")
-
-    def predict_dataloader(self) -> DataLoader:
-        """Batches of the test split if there is one, else of the validation split."""
-        if self._has_split("test"):
-            return self._loader(self.test_dataset, "test", "predict")
-        return self._loader(self.val_dataset, "val", "predict")
+    def _missing_split_reason(self, split: str) -> str:
+        return f"'{self._ann_paths[split]}' or '{self._image_dirs[split]}' is missing. {LAYOUT}"

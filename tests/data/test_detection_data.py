@@ -10,8 +10,7 @@ import pytest
 import torch
 from torchvision.transforms import v2
 
-from autotimm.data import CorruptImageError, coco_evaluate, to_coco_results
-from autotimm.data.coco_demo import make_coco_shapes
+from autotimm.data import CorruptImageError, coco_evaluate, make_coco_shapes, to_coco_results
 from autotimm.data.detection import DetectionDataModule, boxes_to_original, detection_collate
 from helpers import ann, write_coco
 

@@ -21,6 +21,7 @@ __all__ = [
     "ToRGB",
     "build_eval_transform",
     "build_train_transform",
+    "check_augmentation_preset",
     "create_eval_transform",
     "create_train_transform",
     "default_data_config",
@@ -190,7 +191,7 @@ def create_train_transform(
         "default",
         owner="create_train_transform",
     )
-    kwargs = _AUGMENTATIONS[_check_augmentation_preset(preset)]
+    kwargs = _AUGMENTATIONS[check_augmentation_preset(preset)]
     if kwargs is None:
         return create_eval_transform(data_config)
     cfg = resolve_data_config(data_config)
@@ -204,11 +205,11 @@ def create_train_transform(
     )
 
 
-def _check_augmentation_preset(preset: object) -> str:
+def check_augmentation_preset(preset: object) -> str:
     """Return `preset` if it names a classification augmentation preset, else raise naming it.
 
     Examples:
-        >>> _check_augmentation_preset("light")
+        >>> check_augmentation_preset("light")
         'light'
     """
     check_choice("augmentation_preset", preset, list_augmentations())

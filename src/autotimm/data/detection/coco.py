@@ -12,6 +12,8 @@ import numpy as np
 
 from autotimm._warnings import warn
 
+__all__ = ["LAYOUT", "CocoRecord", "parse_split", "read_categories"]
+
 _SHOW = 5  # how many offending names an error or warning lists
 LAYOUT = (
     "Expected the COCO layout: data_dir/train2017/<images>, data_dir/annotations/instances_train2017.json, and "
@@ -46,8 +48,16 @@ def _require(entry: Any, keys: Sequence[str], what: str, path: Path) -> None:
         raise ValueError(f"'{path}': {what} lacks the key(s) {missing}; it has {sorted(entry)}.")
 
 
-def _read_categories(path: Path) -> list[tuple[int, str]]:
-    """The `(category id, name)` pairs of a COCO file, sorted by id."""
+def read_categories(path: Path) -> list[tuple[int, str]]:
+    """The `(category id, name)` pairs of a COCO file, sorted by id.
+
+    Raises:
+        ValueError: If the file is not valid JSON or its `categories` are malformed (the file is named).
+
+    Examples:
+        >>> read_categories(Path("coco/annotations/instances_train2017.json"))[:2]  # doctest: +SKIP
+        [(1, 'person'), (2, 'bicycle')]
+    """
     data = _load_json(path)
     return _parse_categories(data, path)
 
@@ -70,7 +80,7 @@ def _parse_categories(data: dict[str, Any], path: Path) -> list[tuple[int, str]]
 
 
 @dataclass(frozen=True)
-class _Record:
+class CocoRecord:
     """One image of a split: its file, COCO id and boxes (`xyxy`, original pixels)."""
 
     path: Path
@@ -80,10 +90,21 @@ class _Record:
     iscrowd: np.ndarray  # int64 [N]
 
 
-def _parse_split(
+def parse_split(
     ann_path: Path, image_dir: Path, categories: list[tuple[int, str]], *, need_annotations: bool
-) -> list[_Record]:
-    """Read and check one COCO annotation file against the train categories; list its images."""
+) -> list[CocoRecord]:
+    """Read and check one COCO annotation file against the train categories; list its images.
+
+    Raises:
+        ValueError: If the file is malformed or its categories differ from `categories` (the culprit is named).
+        FileNotFoundError: If `image_dir` or an image named in the file is missing.
+
+    Examples:
+        >>> categories = read_categories(Path("coco/annotations/instances_train2017.json"))  # doctest: +SKIP
+        >>> records = parse_split(  # doctest: +SKIP
+        ...     Path("coco/annotations/instances_val2017.json"), Path("coco/val2017"), categories, need_annotations=True
+        ... )
+    """
     data = _load_json(ann_path)
     _require(data, ["images", "categories"] + (["annotations"] if need_annotations else []), "the top-level", ann_path)
     if _parse_categories(data, ann_path) != categories:
@@ -142,7 +163,7 @@ def _parse_split(
         xywh = np.array([a[0] for a in anns], dtype=np.float32).reshape(-1, 4)
         boxes = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
         records.append(
-            _Record(
+            CocoRecord(
                 path=image_dir / name,
                 image_id=image_id,
                 boxes=boxes,

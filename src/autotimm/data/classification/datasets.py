@@ -13,9 +13,9 @@ from torch.utils.data import Dataset
 
 from autotimm._deprecation import renamed_argument
 from autotimm._errors import unknown_choice
-from autotimm.data.transforms import ToRGB
+from autotimm.data.classification.transforms import ToRGB
 
-__all__ = ["TransformedSubset", "stratified_split"]
+__all__ = ["BuiltinDataset", "TransformedSubset", "resolve_builtin", "stratified_split"]
 
 
 class TransformedSubset(Dataset):
@@ -109,7 +109,7 @@ _CIFAR100_CLASSES = tuple(
 
 
 @dataclass(frozen=True)
-class _BuiltinDataset:
+class BuiltinDataset:
     """A torchvision data set with a `train=` flag, and what is known about it without downloading."""
 
     name: str  # class name in `torchvision.datasets`
@@ -121,16 +121,26 @@ class _BuiltinDataset:
         return cls(str(root), train=train, download=download, transform=ToRGB() if self.grayscale else None)
 
 
-_BUILTINS: dict[str, _BuiltinDataset] = {
-    "cifar10": _BuiltinDataset("CIFAR10", _CIFAR10_CLASSES, grayscale=False),
-    "cifar100": _BuiltinDataset("CIFAR100", _CIFAR100_CLASSES, grayscale=False),
-    "mnist": _BuiltinDataset("MNIST", tuple(torchvision.datasets.MNIST.classes), grayscale=True),
-    "fashionmnist": _BuiltinDataset("FashionMNIST", tuple(torchvision.datasets.FashionMNIST.classes), grayscale=True),
+_BUILTINS: dict[str, BuiltinDataset] = {
+    "cifar10": BuiltinDataset("CIFAR10", _CIFAR10_CLASSES, grayscale=False),
+    "cifar100": BuiltinDataset("CIFAR100", _CIFAR100_CLASSES, grayscale=False),
+    "mnist": BuiltinDataset("MNIST", tuple(torchvision.datasets.MNIST.classes), grayscale=True),
+    "fashionmnist": BuiltinDataset("FashionMNIST", tuple(torchvision.datasets.FashionMNIST.classes), grayscale=True),
 }
 _BUILTIN_ALIASES = {"fashion_mnist": "fashionmnist", "fashion-mnist": "fashionmnist"}
 
 
-def _resolve_builtin(dataset_name: str) -> _BuiltinDataset:
+def resolve_builtin(dataset_name: str) -> BuiltinDataset:
+    """The torchvision data set named `dataset_name` (case-insensitive; `"fashion_mnist"` and the like accepted).
+
+    Raises:
+        TypeError: If `dataset_name` is not a str.
+        ValueError: If it names no supported data set (the error lists them and the closest match).
+
+    Examples:
+        >>> resolve_builtin("cifar10").name
+        'CIFAR10'
+    """
     if not isinstance(dataset_name, str):
         raise TypeError(f"Expected `dataset_name` to be a str or None, but got {dataset_name!r}.")
     key = dataset_name.lower()

@@ -12,7 +12,7 @@ from PIL import Image
 
 from autotimm._deprecation import renamed_argument
 from autotimm._errors import check_image_size, check_number, check_seed
-from autotimm.data._demo_folder import DemoKind, build_demo_folder
+from autotimm.data.demo.folder import DemoKind, build_demo_folder
 
 __all__ = ["make_digits_folder"]
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+__all__ = ["MANIFEST_NAME", "DemoKind", "build_demo_folder"]
+
 MANIFEST_NAME = "autotimm_demo.json"
 
 
