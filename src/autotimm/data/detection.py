@@ -38,6 +38,7 @@ from autotimm.data._loading import check_optional_bool, create_loader, default_n
 from autotimm.data.coco import LAYOUT, _parse_split, _read_categories, _Record
 from autotimm.data.detection_transforms import DetectionAugmentation, _DetectionTransform
 from autotimm.data.folders import load_rgb_image
+from autotimm.geometry import boxes_to_original
 
 __all__ = ["DetectionDataModule", "boxes_to_original", "detection_collate"]
 
@@ -94,24 +95,6 @@ def detection_collate(batch: list[tuple[torch.Tensor, dict[str, Any]]]) -> tuple
     if images and all(img.shape == images[0].shape for img in images):
         return torch.stack(images), targets
     return images, targets
-
-
-def boxes_to_original(boxes: torch.Tensor, target: dict[str, Any]) -> torch.Tensor:
-    """Map `xyxy` boxes from the letterboxed image back to the original image's pixels.
-
-    Valid for evaluation samples (and predictions on them), whose only geometric transform
-    is the letterbox: divides x by `scale[0]` and y by `scale[1]` and clips to `orig_size`.
-
-    Example:
-        >>> image, target = data.val_dataset[0]  # doctest: +SKIP
-        >>> boxes_to_original(target["boxes"], target)  # doctest: +SKIP
-    """
-    sx, sy = target["scale"]
-    h, w = target["orig_size"]
-    out = boxes / boxes.new_tensor([sx, sy, sx, sy])
-    out[..., 0::2] = out[..., 0::2].clamp(0, w)
-    out[..., 1::2] = out[..., 1::2].clamp(0, h)
-    return out
 
 
 # ---------------------------------------------------------------------- data module

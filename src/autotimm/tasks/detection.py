@@ -17,7 +17,7 @@ from torchmetrics.detection import MeanAveragePrecision
 from autotimm._errors import check_bool, check_choice, check_image_size, check_number
 from autotimm._warnings import warn
 from autotimm.backbones import BackboneConfig
-from autotimm.data.detection import boxes_to_original
+from autotimm.geometry import boxes_to_original
 from autotimm.loggers import LoggingConfig
 from autotimm.metrics import MetricConfig, create_metrics
 from autotimm.models.detectors import (
