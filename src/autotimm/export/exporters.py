@@ -27,6 +27,7 @@ import torch.nn as nn
 
 from autotimm._atomic import atomic_path
 from autotimm._errors import check_bool, check_choice, check_image_size, check_number
+from autotimm._version import __version__
 from autotimm.data.transforms import resolve_data_config
 
 __all__ = ["METADATA_FILE", "ExportCheckError", "TorchScriptMethod", "export_onnx", "export_torchscript"]
@@ -310,14 +311,12 @@ def _export_mode(model: nn.Module) -> Iterator[torch.dtype]:
 
 
 def _inference_module(model: nn.Module) -> nn.Module:
-    """The plain module that computes `model(x)`: an `ImageClassifier` without its Lightning
-    parts (which TorchScript cannot compile); any other module as it is. The check compares
-    the export with `model(x)` itself, so the two cannot drift apart unnoticed."""
-    from autotimm.tasks.classification import ImageClassifier
-
-    if isinstance(model, ImageClassifier):
-        return nn.Sequential(model.backbone, model.head).eval()
-    return model
+    """The plain module that computes `model(x)`: what `model.inference_module()` returns when the
+    model has that method (an `ImageClassifier` without its Lightning parts, which TorchScript
+    cannot compile); any other module as it is. The check compares the export with `model(x)`
+    itself, so the two cannot drift apart unnoticed."""
+    inference_module = getattr(model, "inference_module", None)
+    return inference_module().eval() if callable(inference_module) else model
 
 
 def _random_batch(batch: int, data_config: Mapping[str, Any], dtype: torch.dtype, seed: int) -> torch.Tensor:
@@ -388,8 +387,6 @@ def _metadata(
     logits: torch.Tensor,
 ) -> dict[str, Any]:
     """What a deployer needs to feed the model and read its output."""
-    from autotimm import __version__
-
     num_outputs = int(logits.shape[1])
     metadata: dict[str, Any] = {
         "input_size": list(data_config["input_size"]),
