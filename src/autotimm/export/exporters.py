@@ -26,6 +26,7 @@ import torch
 import torch.nn as nn
 
 from autotimm._atomic import atomic_path
+from autotimm._compat import attached_trainer
 from autotimm._errors import check_bool, check_choice, check_image_size, check_number
 from autotimm._version import __version__
 from autotimm.data.transforms import resolve_data_config
@@ -73,7 +74,8 @@ def export_onnx(
 
     Args:
         model: An `ImageClassifier`, or any module mapping a normalised image batch to logits;
-            its `data_config` (timm's) gives the input size and normalisation when it has one.
+            its `data_config` (timm's) gives the input size and normalisation when it has one, and
+            what its `inference_module()` returns is exported when it has that method.
         path: The file to write; an existing file is replaced only once the export succeeded.
         image_size: Height and width of the input (an int for square images). `None` takes
             the size the model was trained at: from the attached data module, else from the
@@ -268,7 +270,7 @@ def _data_config(model: nn.Module, image_size: int | tuple[int, int] | None) -> 
     `model.data_config`, then timm's ImageNet defaults.
     """
     size = None if image_size is None else check_image_size(image_size)
-    datamodule = getattr(getattr(model, "_trainer", None), "datamodule", None)
+    datamodule = getattr(attached_trainer(model), "datamodule", None)
     sources = (getattr(datamodule, "data_config", None), *(getattr(model, a, None) for a in _DATA_CONFIGS))
     source = next((s for s in sources if isinstance(s, Mapping)), None)
     return resolve_data_config(source, size)
@@ -279,7 +281,7 @@ _DATA_CONFIGS = ("trained_data_config", "data_config")
 
 def _class_names(model: nn.Module, class_names: Sequence[str] | None, num_outputs: int) -> list[str] | None:
     if class_names is None:
-        datamodule = getattr(getattr(model, "_trainer", None), "datamodule", None)
+        datamodule = getattr(attached_trainer(model), "datamodule", None)
         class_names = getattr(datamodule, "class_names", None) or getattr(model, "class_names", None)
         if class_names is None:
             return None

@@ -17,6 +17,7 @@ import torch.nn as nn
 from pytorch_lightning.plugins.precision import MixedPrecision
 from pytorch_lightning.trainer.states import TrainerFn
 
+from autotimm._compat import attached_trainer
 from autotimm._errors import check_bool, check_mapping, check_number
 from autotimm.backbones import BackboneConfig, skip_pretrained_download
 from autotimm.loggers import LoggingConfig
@@ -240,12 +241,13 @@ class BaseTask(pl.LightningModule):
 
     # ---- optimization --------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
+        trainer = attached_trainer(self)
         optimizer = create_optimizer(
             self.optimizer_name,
             self,
             lr=self._lr,
             weight_decay=self.weight_decay,
-            allow_fused=self._trainer is None or _can_clip_fused(self._trainer),
+            allow_fused=trainer is None or _can_clip_fused(trainer),
             **self.optimizer_kwargs,
         )
         if self.scheduler_name is None:
@@ -301,7 +303,7 @@ class BaseTask(pl.LightningModule):
             ValueError: If `_label_problem` finds a problem; the message says where (stage and
                 batch index) and what (the bad labels, the valid range, `num_classes`).
         """
-        trainer = self._trainer
+        trainer = attached_trainer(self)
         if trainer is None or trainer.predicting:
             return batch
         problem = self._label_problem(batch)
