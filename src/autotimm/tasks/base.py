@@ -166,7 +166,7 @@ class BaseTask(pl.LightningModule):
             self.freeze_backbone()
 
     def _training_hparams(self) -> dict[str, Any]:
-        """The hyperparameters this class owns, for the subclass's `save_hyperparameters`."""
+        """The optimizer, scheduler and logging hyperparameters, for `_save_hparams`."""
         return {
             "logging_config": vars(self.logging_config).copy(),
             "optimizer": self.optimizer_name,
