@@ -7,6 +7,7 @@ Examples:
     >>> AutoTrainer(max_epochs=5).fit(model, datamodule=data)  # doctest: +SKIP
 """
 
+from autotimm._version import __version__ as __version__
 from autotimm.backbones import BackboneConfig, PretrainedWeightsError, list_backbones
 from autotimm.data import DetectionDataModule, ImageDataModule
 from autotimm.loggers import LoggerConfig, LoggerManager, LoggingConfig
@@ -15,8 +16,6 @@ from autotimm.metrics import MetricConfig
 from autotimm.optim import list_optimizers, list_schedulers
 from autotimm.tasks import ImageClassifier, ObjectDetector
 from autotimm.trainer import AutoTrainer, NonFiniteLossError, TunerConfig, TuningError, read_run, summarize
-
-__version__ = "0.1.0"
 
 __all__ = [
     "AutoTrainer",

@@ -7,11 +7,12 @@ right type that is out of range; unknown names list the valid values or the clos
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import math
 import numbers
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 __all__ = [
     "MIN_IMAGE_SIZE",
@@ -26,7 +27,10 @@ __all__ = [
     "check_keys",
     "check_image_size",
     "check_seed",
+    "coerce_config",
 ]
+
+_Config = TypeVar("_Config")
 
 MIN_IMAGE_SIZE = 32
 """The smallest image side (pixels) that every data module, model and export takes: at 32 pixels
@@ -281,3 +285,28 @@ def check_image_size(value: object, argument: str = "image_size", *, pair: bool 
     if min(size) < MIN_IMAGE_SIZE:
         raise ValueError(f"{expected}, but got {value!r}.")
     return size
+
+
+def coerce_config(cls: type[_Config], argument: str, value: object, expected: str) -> _Config:
+    """Return `value` if it is a `cls` (a dataclass), build one from its dict form, else raise a `TypeError`.
+
+    The dict's keys must be fields of `cls` (a misspelt key is named with its closest match).
+    `expected` says what `argument` may be, for the message.
+
+    Examples:
+        >>> @dataclasses.dataclass
+        ... class Size:
+        ...     side: int = 32
+        >>> coerce_config(Size, "size", {"side": 64}, "`size` to be a Size or its dict form")
+        Size(side=64)
+        >>> coerce_config(Size, "size", 64, "`size` to be a Size or its dict form")
+        Traceback (most recent call last):
+        ...
+        TypeError: Expected `size` to be a Size or its dict form, but got int 64.
+    """
+    if isinstance(value, cls):
+        return value
+    if isinstance(value, dict):
+        check_keys(argument, value, [f.name for f in dataclasses.fields(cls)])  # type: ignore[arg-type]
+        return cls(**value)
+    raise TypeError(f"Expected {expected}, but got {type(value).__name__} {value!r}.")

@@ -8,7 +8,7 @@ import logging
 import os
 import socket
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -17,7 +17,7 @@ import timm
 import torch
 import torch.nn as nn
 
-from autotimm._errors import check_keys, check_mapping, check_number, unknown_choice
+from autotimm._errors import check_mapping, check_number, coerce_config, unknown_choice
 
 __all__ = ["BackboneConfig", "PretrainedWeightsError", "create_backbone", "list_backbones", "pooled_width"]
 
@@ -99,17 +99,9 @@ class BackboneConfig:
     @classmethod
     def coerce(cls, backbone: str | BackboneConfig | dict[str, Any]) -> BackboneConfig:
         """Accept a model name, a config, or a config's `to_dict()` form."""
-        if isinstance(backbone, BackboneConfig):
-            return backbone
         if isinstance(backbone, str):
             return cls(backbone)
-        if isinstance(backbone, dict):
-            check_keys("backbone", backbone, [f.name for f in fields(cls)])
-            return cls(**backbone)
-        raise TypeError(
-            f"Expected `backbone` to be a timm model name or a BackboneConfig, but got {type(backbone).__name__} "
-            f"{backbone!r}."
-        )
+        return coerce_config(cls, "backbone", backbone, "`backbone` to be a timm model name or a BackboneConfig")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form, safe for YAML; `BackboneConfig.coerce` rebuilds the same config from it."""

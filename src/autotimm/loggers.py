@@ -6,13 +6,13 @@ import importlib
 import importlib.util
 import inspect
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pytorch_lightning.loggers import Logger
 
-from autotimm._errors import check_bool, check_keys, check_list, check_mapping, unknown_choice
+from autotimm._errors import check_bool, check_list, check_mapping, coerce_config, unknown_choice
 
 __all__ = ["LoggerConfig", "LoggerManager", "LoggingConfig", "list_loggers", "resolve_loggers"]
 
@@ -168,12 +168,4 @@ class LoggingConfig:
         """Accept a config, its dict form, or `None` (the defaults)."""
         if config is None:
             return cls()
-        if isinstance(config, LoggingConfig):
-            return config
-        if isinstance(config, dict):
-            check_keys("logging_config", config, [f.name for f in fields(cls)])
-            return cls(**config)
-        raise TypeError(
-            "Expected `logging_config` to be a LoggingConfig, a dict or None, but got "
-            f"{type(config).__name__} {config!r}."
-        )
+        return coerce_config(cls, "logging_config", config, "`logging_config` to be a LoggingConfig, a dict or None")

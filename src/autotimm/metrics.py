@@ -5,14 +5,14 @@ from __future__ import annotations
 import importlib
 import inspect
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import torch.nn as nn
 import torchmetrics
 
 from autotimm._deprecation import deprecated_alias
-from autotimm._errors import check_bool, check_choice, check_keys, check_list, check_mapping, unknown_choice
+from autotimm._errors import check_bool, check_choice, check_list, check_mapping, coerce_config, unknown_choice
 
 __all__ = ["MetricConfig", "build_metrics", "create_metrics", "STAGES"]
 
@@ -116,15 +116,7 @@ class MetricConfig:
     @classmethod
     def coerce(cls, metric: MetricConfig | dict[str, Any]) -> MetricConfig:
         """Accept a config or its `to_dict()` form."""
-        if isinstance(metric, MetricConfig):
-            return metric
-        if isinstance(metric, dict):
-            check_keys("metrics", metric, [f.name for f in fields(cls)])
-            return cls(**metric)
-        raise TypeError(
-            f"Expected each entry of `metrics` to be a MetricConfig or its dict form, but got "
-            f"{type(metric).__name__} {metric!r}."
-        )
+        return coerce_config(cls, "metrics", metric, "each entry of `metrics` to be a MetricConfig or its dict form")
 
     @classmethod
     def coerce_list(cls, metrics: Sequence[MetricConfig | dict[str, Any]]) -> list[MetricConfig]:

@@ -18,6 +18,7 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
 from autotimm._deprecation import deprecated_alias
 from autotimm._errors import check_choice
+from autotimm.geometry import LETTERBOX_GREY, letterbox_size
 from autotimm.models.features import TimmFeaturePyramid
 
 __all__ = [
@@ -33,7 +34,6 @@ __all__ = [
 
 Architecture = Literal["fcos", "retinanet"]
 ARCHITECTURES: tuple[str, ...] = ("fcos", "retinanet")
-_PAD_GREY = 114 / 255  # the letterbox fill of DetectionDataModule
 
 
 class LetterboxTransform(GeneralizedRCNNTransform):
@@ -69,7 +69,7 @@ class LetterboxTransform(GeneralizedRCNNTransform):
                 targets[i] = target
             resized.append(image)
         reference = resized[0]
-        canvas = torch.full((3, 1, 1), _PAD_GREY, dtype=reference.dtype, device=reference.device)
+        canvas = torch.full((3, 1, 1), LETTERBOX_GREY, dtype=reference.dtype, device=reference.device)
         canvas = self.normalize(canvas).expand(len(resized), 3, self.canvas_size, self.canvas_size).clone()
         if isinstance(images, torch.Tensor) and images.shape[-2:] == reference.shape[-2:]:
             canvas[..., : images.shape[-2], : images.shape[-1]] = self.normalize(images)  # one op for a batch
@@ -82,8 +82,7 @@ class LetterboxTransform(GeneralizedRCNNTransform):
         h, w = image.shape[-2:]
         if max(h, w) == self.image_size:
             return image, target
-        ratio = self.image_size / max(h, w)
-        size = [max(1, min(self.image_size, round(h * ratio))), max(1, min(self.image_size, round(w * ratio)))]
+        size = list(letterbox_size(h, w, self.image_size))
         image = F.interpolate(image[None], size=size, mode="bilinear", antialias=True, align_corners=False)[0]
         if target is not None and "boxes" in target:
             scale = target["boxes"].new_tensor([size[1] / w, size[0] / h] * 2)

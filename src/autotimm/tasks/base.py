@@ -1,10 +1,15 @@
-"""What every autotimm task shares: optimizer and scheduler by name, backbone freezing, extra logging."""
+"""What every autotimm task shares: backbone and metric configs, hyperparameters, values taken from the
+data module, label checks, loss logging, backbone freezing, optimizer and scheduler by name, extra logging.
+
+A task subclasses `BaseTask` and writes only what is its own: its arguments, its network, its
+steps and how to check a batch's labels (see the class docstring).
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar
 
 import pytorch_lightning as pl
 import torch
@@ -12,9 +17,11 @@ import torch.nn as nn
 from pytorch_lightning.plugins.precision import MixedPrecision
 from pytorch_lightning.trainer.states import TrainerFn
 
-from autotimm._errors import check_mapping, check_number
-from autotimm.backbones import skip_pretrained_download
+from autotimm._compat import attached_trainer
+from autotimm._errors import check_bool, check_mapping, check_number
+from autotimm.backbones import BackboneConfig, skip_pretrained_download
 from autotimm.loggers import LoggingConfig
+from autotimm.metrics import STAGES, MetricConfig, create_metrics
 from autotimm.optim import (
     check_optimizer_kwargs,
     check_scheduler_kwargs,
@@ -25,13 +32,25 @@ from autotimm.optim import (
     step_scheduler,
 )
 
-__all__ = ["BaseTask"]
+__all__ = ["BaseTask", "data_value", "labels_outside"]
 
-_CHECKPOINT_KEY = "autotimm"  # what the model was trained on: class names and data config
+_CHECKPOINT_KEY = "autotimm"  # what the model was trained on: class names, data config, task extras
 
 
 class BaseTask(pl.LightningModule):
-    """Base class of the task modules; subclasses set `self.backbone` and their heads.
+    """Base class of the task modules: what every task shares, so that a task writes only its own part.
+
+    The base checks and keeps the shared arguments (backbone, `num_classes`, metrics, freezing,
+    optimizer, scheduler, logging), saves them as hyperparameters together with the task's own
+    (`_save_hparams`), builds the metrics of each stage (`_create_stage_metrics`), takes the values
+    named in `data_values` (`num_classes`, `image_size`) from the data module when a run starts
+    and checks given ones against it, checks each batch's labels (`_label_problem`), logs losses
+    (`_log_loss`), and keeps the class names and data config in checkpoints.
+
+    A task subclass writes: its `__init__` (its own arguments, then `_save_hparams`, then its
+    network when `num_classes` is known), `backbone` (an attribute or property; freezing acts on
+    it), `_adopt_data_values` (build what waited for the data's `num_classes`), `_label_problem`,
+    and its steps.
 
     The learning rate lives in `self._lr`, read each time `fit` builds the optimizer, so
     `model._lr = 1e-4` between two `fit` calls takes effect. The backbone counts as frozen
@@ -40,6 +59,11 @@ class BaseTask(pl.LightningModule):
     train, val and test batch are checked on the CPU before the batch moves to the device.
 
     Args:
+        backbone: A timm model name, a `BackboneConfig` or its dict form.
+        num_classes: Number of classes; `None` takes the data module's when a run starts.
+        metrics: Metric configs (or their dict forms); `None` takes `default_metrics()`.
+        default_metrics: The task's metrics when `metrics` is `None`.
+        freeze_backbone: Train without the backbone (see `freeze_backbone()`).
         lr: Learning rate.
         weight_decay: Weight decay (not applied to biases and normalisation weights).
         optimizer: A name from `list_optimizers()`.
@@ -47,13 +71,31 @@ class BaseTask(pl.LightningModule):
         scheduler: A name from `list_schedulers()`, or `None` for a constant learning rate.
         scheduler_kwargs: Extra keyword arguments for the scheduler.
         logging_config: What to log besides loss and metrics.
+
+    Examples:
+        >>> class Counter(BaseTask):  # doctest: +SKIP
+        ...     data_values = ("num_classes",)
+        ...     def __init__(self, backbone, num_classes=None, **kwargs):
+        ...         super().__init__(backbone=backbone, num_classes=num_classes, default_metrics=list, **kwargs)
+        ...         self._save_hparams({})
     """
 
     backbone: nn.Module
+    #: The model values taken from the data module when not given, and checked against it when given.
+    data_values: ClassVar[tuple[str, ...]] = ("num_classes",)
+    #: A data module that knows `num_classes`, for the message when none does.
+    _data_module_example: ClassVar[str] = "a data module"
+    #: What the data's classes are called in messages.
+    _class_word: ClassVar[str] = "classes"
 
     def __init__(
         self,
         *,
+        backbone: str | BackboneConfig | dict[str, Any],
+        num_classes: int | None,
+        metrics: Sequence[MetricConfig | dict[str, Any]] | None,
+        default_metrics: Callable[[], list[MetricConfig]],
+        freeze_backbone: bool,
         lr: float,
         weight_decay: float,
         optimizer: str,
@@ -75,6 +117,15 @@ class BaseTask(pl.LightningModule):
         if self.scheduler_name is not None:
             check_scheduler_kwargs(self.scheduler_name, self.scheduler_kwargs)
         self.logging_config = LoggingConfig.coerce(logging_config)
+        if num_classes is not None:
+            num_classes = int(check_number("num_classes", num_classes, low=1, integer=True))
+        self.num_classes: int | None = num_classes  # None until a data module gives it
+        check_bool("freeze_backbone", freeze_backbone)
+        self._freeze_at_build = freeze_backbone
+        # With its weights path, which the hyperparameters leave out.
+        self._backbone_config = BackboneConfig.coerce(backbone)
+        self.metric_configs = default_metrics() if metrics is None else MetricConfig.coerce_list(metrics)
+        self._prog_bar = {m.name: m.prog_bar for m in self.metric_configs}
         self._has_progress_bar = False
         self._last_step_lr: float | None = None  # the LR of an epoch's last step, logged at its end
         # What the model was trained on, taken from the data module at `fit` and kept in its
@@ -83,8 +134,39 @@ class BaseTask(pl.LightningModule):
         self.class_names: list[str] | None = None
         self.trained_data_config: dict[str, Any] | None = None
 
+    def _save_hparams(self, task_hparams: Mapping[str, Any]) -> None:
+        """Save the shared hyperparameters and then the task's own (`task_hparams`), in one call.
+
+        The backbone is saved without its weights path (nor the user name it may hold): the
+        checkpoint holds the weights.
+        """
+        self.save_hyperparameters(
+            {
+                "backbone": self._backbone_config.to_hparams(),
+                "num_classes": self.num_classes,
+                "metrics": [m.to_dict() for m in self.metric_configs],
+                **self._training_hparams(),
+                "freeze_backbone": self._freeze_at_build,
+                **task_hparams,
+            }
+        )
+
+    def _create_stage_metrics(self, configs: Sequence[MetricConfig], **kwargs: Any) -> None:
+        """Build `train_metrics`, `val_metrics` and `test_metrics` from `configs` (`kwargs` go to `create_metrics`)."""
+        for stage in STAGES:
+            setattr(self, f"{stage}_metrics", create_metrics(configs, stage, **kwargs))
+
+    def _metric_on_bar(self, name: str) -> bool:
+        """Whether the metric `name` goes to the progress bar (there is one and its config asks for it)."""
+        return self._has_progress_bar and self._prog_bar.get(name, False)
+
+    def _freeze_if_asked(self) -> None:
+        """Freeze a newly built backbone when the task was created with `freeze_backbone=True`."""
+        if self._freeze_at_build:
+            self.freeze_backbone()
+
     def _training_hparams(self) -> dict[str, Any]:
-        """The hyperparameters this class owns, for the subclass's `save_hyperparameters`."""
+        """The optimizer, scheduler and logging hyperparameters, for `_save_hparams`."""
         return {
             "logging_config": vars(self.logging_config).copy(),
             "optimizer": self.optimizer_name,
@@ -137,21 +219,35 @@ class BaseTask(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         _sync_hparams(self, checkpoint.get("hyper_parameters"))
-        checkpoint[_CHECKPOINT_KEY] = {"class_names": self.class_names, "data_config": self.trained_data_config}
+        saved = {"class_names": self.class_names, "data_config": self.trained_data_config}
+        checkpoint[_CHECKPOINT_KEY] = {**saved, **self._checkpoint_extras()}
+        # The loss is not part of the model: a custom loss module's state would make loading without it fail.
+        state = checkpoint.get("state_dict", {})
+        for key in [k for k in state if k.startswith("loss_fn.")]:
+            del state[key]
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         saved = checkpoint.get(_CHECKPOINT_KEY) or {}
         self.class_names = saved.get("class_names")
         self.trained_data_config = saved.get("data_config")
+        self._restore_checkpoint_extras(saved)
+
+    def _checkpoint_extras(self) -> dict[str, Any]:
+        """What the task keeps in its checkpoints besides weights and hyperparameters (plain data)."""
+        return {}
+
+    def _restore_checkpoint_extras(self, saved: Mapping[str, Any]) -> None:
+        """Take back what `_checkpoint_extras` saved (`saved` may lack keys of older checkpoints)."""
 
     # ---- optimization --------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
+        trainer = attached_trainer(self)
         optimizer = create_optimizer(
             self.optimizer_name,
             self,
             lr=self._lr,
             weight_decay=self.weight_decay,
-            allow_fused=self._trainer is None or _can_clip_fused(self._trainer),
+            allow_fused=trainer is None or _can_clip_fused(trainer),
             **self.optimizer_kwargs,
         )
         if self.scheduler_name is None:
@@ -207,7 +303,7 @@ class BaseTask(pl.LightningModule):
             ValueError: If `_label_problem` finds a problem; the message says where (stage and
                 batch index) and what (the bad labels, the valid range, `num_classes`).
         """
-        trainer = self._trainer
+        trainer = attached_trainer(self)
         if trainer is None or trainer.predicting:
             return batch
         problem = self._label_problem(batch)
@@ -248,6 +344,14 @@ class BaseTask(pl.LightningModule):
             self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=bar, batch_size=batch_size)
         self.log("train/loss_epoch", loss, on_step=False, on_epoch=True, batch_size=batch_size, sync_dist=True)
 
+    def _log_loss(self, stage: str, loss: torch.Tensor, batch_size: int) -> None:
+        """Log the loss of a batch: `_log_train_loss` in training, `<stage>/loss` (the epoch mean) otherwise."""
+        if stage == "train":
+            self._log_train_loss(loss, batch_size)
+            return
+        bar = self._has_progress_bar and stage == "val"
+        self.log(f"{stage}/loss", loss, on_epoch=True, prog_bar=bar, batch_size=batch_size, sync_dist=True)
+
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         if not self.logging_config.log_learning_rate or not self.trainer.optimizers:
             return
@@ -275,11 +379,50 @@ class BaseTask(pl.LightningModule):
             self.log("train/grad_norm", torch.nn.utils.get_total_norm(grads), on_step=True, on_epoch=False)
 
     def setup(self, stage: str) -> None:
+        """Take the `data_values` the model has not from the data module, check the others against it."""
         # Values logged with `prog_bar=True` cost a `.item()` sync per step: only worth it with
         # a bar. Read at the start of each run, before Lightning's finders swap the trainer's
         # callbacks out, as a key must keep its `prog_bar` across the runs of a loop.
         self._has_progress_bar = self.trainer.progress_bar_callback is not None
+        data = {name: data_value(self.trainer, name) for name in self.data_values}
+        for name, value in data.items():
+            problem = None if value is None else self._data_mismatch(name, value)
+            if problem is not None:
+                raise ValueError(problem)
+        if self.num_classes is None and data.get("num_classes") is None:
+            raise ValueError(
+                f"{type(self).__name__} was created without `num_classes`, and the run has no data module that "
+                f"knows it ({self._data_module_example} does). Give `num_classes=...`."
+            )
+        learnt = {name: value for name, value in data.items() if getattr(self, name) is None and value is not None}
+        if learnt:
+            self._adopt_data_values(learnt)
+            self.save_hyperparameters({**self.hparams, **learnt})  # logged with the run, and in its checkpoints
         _sync_hparams(self, self.hparams)  # before Lightning logs them
+
+    def _data_mismatch(self, name: str, data: int) -> str | None:
+        """Why the model's `name` does not fit the data module's value `data`, or `None` when it fits (or is unset)."""
+        value = getattr(self, name)
+        if value is None or value == data:
+            return None
+        if name == "num_classes":
+            names = getattr(getattr(self.trainer, "datamodule", None), "class_names", "")
+            return (
+                f"The model has `num_classes={value}` but the data has {data} {self._class_word} ({names}). "
+                f"Leave `num_classes` out (the model then takes the data's), or give `num_classes={data}`."
+            )
+        return (
+            f"The model has `{name}={value}` but the data module has `{name}={data}`. Leave the model's "
+            f"`{name}` out (it then takes the data's), or give both the same `{name}`."
+        )
+
+    def _adopt_data_values(self, values: Mapping[str, int]) -> None:
+        """Take the data module's `values` (`{"num_classes": 3}`) the model was created without.
+
+        Sets them as attributes; a task extends this to build what waited for them (its head).
+        """
+        for name, value in values.items():
+            setattr(self, name, value)
 
     # ---- checkpoints ---------------------------------------------------------------------
     @classmethod
@@ -293,13 +436,13 @@ class BaseTask(pl.LightningModule):
             return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
 
 
-def _labels_outside(labels: torch.Tensor, high: float, *, high_inclusive: bool = False) -> list[Any]:
+def labels_outside(labels: torch.Tensor, high: float, *, high_inclusive: bool = False) -> list[Any]:
     """The distinct values of `labels` outside `[0, high)` (`[0, high]` with `high_inclusive`), at most 10.
 
     Cheap when every value is inside: one min/max over the tensor (meant for CPU tensors).
 
     Examples:
-        >>> _labels_outside(torch.tensor([0, 3, 12, 12]), 10)
+        >>> labels_outside(torch.tensor([0, 3, 12, 12]), 10)
         [12]
     """
     if labels.numel() == 0:
@@ -311,11 +454,11 @@ def _labels_outside(labels: torch.Tensor, high: float, *, high_inclusive: bool =
     return torch.unique(labels[bad])[:10].tolist()
 
 
-def _data_value(trainer: pl.Trainer, name: str) -> int | None:
+def data_value(trainer: pl.Trainer, name: str) -> int | None:
     """The attached data module's `name` (`num_classes`, `image_size`) when it is an int, else `None`.
 
     Examples:
-        >>> _data_value(trainer, "num_classes")  # doctest: +SKIP
+        >>> data_value(trainer, "num_classes")  # doctest: +SKIP
         3
     """
     value = getattr(getattr(trainer, "datamodule", None), name, None)

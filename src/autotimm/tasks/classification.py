@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -20,8 +20,8 @@ from autotimm.backbones import BackboneConfig, create_backbone, pooled_width
 from autotimm.export import TorchScriptMethod, export_onnx, export_torchscript
 from autotimm.loggers import LoggingConfig
 from autotimm.losses import balanced_class_weights, check_loss_kwargs, create_loss, resolve_loss
-from autotimm.metrics import MetricConfig, create_metrics
-from autotimm.tasks.base import _CHECKPOINT_KEY, BaseTask, _data_value, _labels_outside
+from autotimm.metrics import MetricConfig
+from autotimm.tasks.base import BaseTask, labels_outside
 
 __all__ = ["ImageClassifier"]
 
@@ -174,6 +174,8 @@ class ImageClassifier(BaseTask):
         torch.Size([2, 10])
     """
 
+    _data_module_example = "an `ImageDataModule`"
+
     def __init__(
         self,
         backbone: str | BackboneConfig | dict[str, Any],
@@ -195,6 +197,11 @@ class ImageClassifier(BaseTask):
         class_weights: Sequence[float] | Literal["balanced"] | None = None,
     ) -> None:
         super().__init__(
+            backbone=backbone,
+            num_classes=num_classes,
+            metrics=metrics,
+            default_metrics=_default_metrics,
+            freeze_backbone=freeze_backbone,
             lr=lr,
             weight_decay=weight_decay,
             optimizer=optimizer,
@@ -203,10 +210,8 @@ class ImageClassifier(BaseTask):
             scheduler_kwargs=scheduler_kwargs,
             logging_config=logging_config,
         )
-        if num_classes is not None:
-            check_number("num_classes", num_classes, low=1, integer=True)
         check_bool("multi_label", multi_label)
-        check_bool("freeze_backbone", freeze_backbone)
+        num_classes = self.num_classes
         if num_classes == 1 and not multi_label:
             raise ValueError(
                 "`num_classes=1` needs `multi_label=True` (a binary classifier with one sigmoid output); "
@@ -214,42 +219,30 @@ class ImageClassifier(BaseTask):
             )
         check_number("label_smoothing", label_smoothing, low=0, high=1)
         check_number("head_dropout", head_dropout, low=0, high=1)
-        backbone_cfg = BackboneConfig.coerce(backbone)
-        metric_cfgs = _default_metrics() if metrics is None else MetricConfig.coerce_list(metrics)
-        num_classes = None if num_classes is None else int(num_classes)
         num_weights = None if num_classes is None else _num_weights(num_classes, multi_label)
         loss_choice = _check_loss(loss_fn, loss_kwargs, class_weights, label_smoothing, multi_label, num_weights)
-        self.save_hyperparameters(
+        self._save_hparams(
             {
-                # No weights path (nor the user name it may hold): the checkpoint holds the weights.
-                "backbone": backbone_cfg.to_hparams(),
-                "num_classes": num_classes,
-                "metrics": [m.to_dict() for m in metric_cfgs],
-                **self._training_hparams(),
-                "freeze_backbone": freeze_backbone,
                 "label_smoothing": float(label_smoothing),
                 "head_dropout": float(head_dropout),
                 "multi_label": multi_label,
                 **loss_choice.hparams(),
             }
         )
-        self.num_classes = num_classes
         self.multi_label = multi_label
         self.label_smoothing = float(label_smoothing)
         self._loss_choice = loss_choice
         self._num_weights = num_weights
         self._balanced_weights: list[float] | None = None  # set at `fit` for class_weights="balanced"
         self.loss_fn = self._create_loss()
-        self.metric_configs = metric_cfgs
-        self._prog_bar = {m.name: m.prog_bar for m in metric_cfgs}
 
+        backbone_cfg = self._backbone_config
         self.backbone = create_backbone(backbone_cfg, num_classes=0)
         self.head: nn.Module | None = None  # built with `num_classes`, given or the data's
         self.data_config: dict[str, Any] = _data_config(self.backbone, backbone_cfg.kwargs.get("in_chans", 3))
         if num_classes is not None:
             self._build_head(num_classes)
-        if freeze_backbone:
-            self.freeze_backbone()
+        self._freeze_if_asked()
 
     def _build_head(self, num_classes: int) -> None:
         """The linear head and the metrics, for `num_classes` outputs."""
@@ -261,20 +254,32 @@ class ImageClassifier(BaseTask):
         # Sized from what the pooled backbone returns: a pre-logits head can make it wider than `num_features`.
         width = pooled_width(self.backbone, self.data_config["input_size"])
         self.head = nn.Sequential(nn.Dropout(float(head_dropout)), nn.Linear(width, num_classes))
-        metric_cfgs = self.metric_configs
         task = ("binary" if num_classes == 1 else "multilabel") if self.multi_label else "multiclass"
-        self.train_metrics = create_metrics(metric_cfgs, "train", num_classes, task)
-        self.val_metrics = create_metrics(metric_cfgs, "val", num_classes, task)
-        self.test_metrics = create_metrics(metric_cfgs, "test", num_classes, task)
+        self._create_stage_metrics(self.metric_configs, num_classes=num_classes, task=task)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Return the logits `[B, num_classes]` of a normalised image batch `[B, 3, H, W]`."""
+    def _built_head(self) -> nn.Module:
         if self.head is None:
             raise RuntimeError(
                 "The classifier has no head yet: it was created without `num_classes`, which it takes from the data "
                 "module when a run starts. Give `num_classes=...` to use it before `fit` (or `predict`)."
             )
-        return self.head(self.backbone(x))
+        return self.head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return the logits `[B, num_classes]` of a normalised image batch `[B, 3, H, W]`."""
+        return self._built_head()(self.backbone(x))
+
+    def inference_module(self) -> nn.Module:
+        """The plain module computing `forward` (backbone, then head), without the Lightning parts.
+
+        What the exporters trace or script: TorchScript cannot compile a LightningModule.
+
+        Examples:
+            >>> model = ImageClassifier(BackboneConfig("test_resnet", pretrained=False), num_classes=3)
+            >>> model.inference_module()(torch.randn(2, 3, 32, 32)).shape
+            torch.Size([2, 3])
+        """
+        return nn.Sequential(self.backbone, self._built_head())
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """Softmax over classes, or per-output sigmoid with `multi_label=True`."""
@@ -282,32 +287,24 @@ class ImageClassifier(BaseTask):
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
-        datamodule = getattr(self.trainer, "datamodule", None)
-        data_classes = _data_value(self.trainer, "num_classes")
-        if self.num_classes is None:
-            if data_classes is None:
-                raise ValueError(
-                    "ImageClassifier was created without `num_classes`, and the run has no data module that knows "
-                    "it (an `ImageDataModule` does). Give `num_classes=...`."
-                )
-            self._build_head(data_classes)
-            self.save_hyperparameters({**self.hparams, "num_classes": data_classes})  # logged, and in checkpoints
-        binary = self.multi_label and self.num_classes == 1
-        expected = 2 if binary else self.num_classes
-        if isinstance(data_classes, int) and data_classes != expected:
-            names = getattr(datamodule, "class_names", "")
-            if binary:
-                raise ValueError(
-                    f"The model is a binary classifier (`num_classes=1, multi_label=True`), which needs data with "
-                    f"2 classes, but the data has {data_classes} classes ({names}). Leave `num_classes` out (the model "
-                    "then takes the data's), with `multi_label=False` for one label per image."
-                )
-            raise ValueError(
-                f"The model has `num_classes={self.num_classes}` but the data has {data_classes} classes "
-                f"({names}). Leave `num_classes` out (the model then takes the data's), or give "
-                f"`num_classes={data_classes}`."
-            )
-        self._balance_class_weights(datamodule, stage)
+        self._balance_class_weights(getattr(self.trainer, "datamodule", None), stage)
+
+    def _adopt_data_values(self, values: Mapping[str, int]) -> None:
+        super()._adopt_data_values(values)
+        self._build_head(values["num_classes"])
+
+    def _data_mismatch(self, name: str, data: int) -> str | None:
+        """A binary classifier (`num_classes=1, multi_label=True`) needs data with 2 classes."""
+        if not (name == "num_classes" and self.multi_label and self.num_classes == 1):
+            return super()._data_mismatch(name, data)
+        if data == 2:
+            return None
+        names = getattr(getattr(self.trainer, "datamodule", None), "class_names", "")
+        return (
+            f"The model is a binary classifier (`num_classes=1, multi_label=True`), which needs data with "
+            f"2 classes, but the data has {data} classes ({names}). Leave `num_classes` out (the model "
+            "then takes the data's), with `multi_label=False` for one label per image."
+        )
 
     def _label_problem(self, batch: Any) -> str | None:
         """Class indices must lie in `[0, num_classes)` (in `{0, 1}` for a binary classifier), and
@@ -321,15 +318,15 @@ class ImageClassifier(BaseTask):
         if y.ndim == 2:
             if y.shape[1] != n:
                 return f"targets of shape {tuple(y.shape)} need {n} columns, one per class (`num_classes={n}`)"
-            bad = _labels_outside(y, 1, high_inclusive=True) if self.multi_label else []
+            bad = labels_outside(y, 1, high_inclusive=True) if self.multi_label else []
             return f"multi-hot targets must be in [0, 1], but got values {bad}" if bad else None
         if y.ndim != 1 or (y.is_floating_point() and not self.multi_label):
             return None  # not class indices: the loss explains the shape or dtype itself
         if self.multi_label and n == 1:
-            bad = _labels_outside(y, 1, high_inclusive=True)
+            bad = labels_outside(y, 1, high_inclusive=True)
             kind = "a binary classifier (`num_classes=1, multi_label=True`) takes labels 0 and 1"
         else:
-            bad = _labels_outside(y, n)
+            bad = labels_outside(y, n)
             kind = f"labels must be in [0, {n}) for `num_classes={n}`"
         return f"{kind}, but got label(s) {bad}" if bad else None
 
@@ -364,19 +361,14 @@ class ImageClassifier(BaseTask):
         log.info("Balanced class weights (inverse frequency of the training labels): %s", self._balanced_weights)
         self.loss_fn = self._create_loss()
 
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_save_checkpoint(checkpoint)
-        saved = checkpoint.setdefault(_CHECKPOINT_KEY, {})
-        saved["class_weights"] = self._balanced_weights
+    def _checkpoint_extras(self) -> dict[str, Any]:
         custom = self._loss_choice.custom
-        saved["custom_loss"] = None if custom is None else _qualified_name(custom)
-        # The loss is not part of the model: a custom module's state would make loading without it fail.
-        for key in [k for k in checkpoint.get("state_dict", {}) if k.startswith("loss_fn.")]:
-            del checkpoint["state_dict"][key]
+        return {
+            "class_weights": self._balanced_weights,
+            "custom_loss": None if custom is None else _qualified_name(custom),
+        }
 
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_load_checkpoint(checkpoint)
-        saved = checkpoint.get(_CHECKPOINT_KEY) or {}
+    def _restore_checkpoint_extras(self, saved: Mapping[str, Any]) -> None:
         if saved.get("class_weights") is not None and self._loss_choice.class_weights == "balanced":
             self._balanced_weights = saved["class_weights"]
             self.loss_fn = self._create_loss()
@@ -406,7 +398,6 @@ class ImageClassifier(BaseTask):
         targets = self._targets(y)
         loss = self._loss(logits, targets)
         metrics: nn.ModuleDict = getattr(self, f"{stage}_metrics")
-        bar = self._has_progress_bar
         if len(metrics):
             probs = self.probabilities(logits.detach())
             metric_target = targets.long()
@@ -414,20 +405,8 @@ class ImageClassifier(BaseTask):
                 probs, metric_target = probs.squeeze(1), metric_target.squeeze(1)
             for name, metric in metrics.items():
                 metric.update(probs, metric_target)
-                self.log(f"{stage}/{name}", metric, on_step=False, on_epoch=True, prog_bar=bar and self._prog_bar[name])
-        batch_size = x.shape[0]
-        if stage == "train":
-            self._log_train_loss(loss, batch_size)
-        else:
-            self.log(
-                f"{stage}/loss",
-                loss,
-                on_step=False,
-                on_epoch=True,
-                prog_bar=bar and stage == "val",
-                batch_size=batch_size,
-                sync_dist=True,
-            )
+                self.log(f"{stage}/{name}", metric, on_step=False, on_epoch=True, prog_bar=self._metric_on_bar(name))
+        self._log_loss(stage, loss, x.shape[0])
         return loss
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import timm.data
@@ -14,12 +14,12 @@ import torch.nn as nn
 from pytorch_lightning.utilities import rank_zero_info
 from torchmetrics.detection import MeanAveragePrecision
 
-from autotimm._errors import check_bool, check_choice, check_image_size, check_number
+from autotimm._errors import check_choice, check_image_size, check_number
 from autotimm._warnings import warn
 from autotimm.backbones import BackboneConfig
-from autotimm.data.detection import boxes_to_original
+from autotimm.geometry import boxes_to_original
 from autotimm.loggers import LoggingConfig
-from autotimm.metrics import MetricConfig, create_metrics
+from autotimm.metrics import MetricConfig
 from autotimm.models.detectors import (
     ARCHITECTURES,
     Architecture,
@@ -29,7 +29,7 @@ from autotimm.models.detectors import (
     losses_and_detections,
 )
 from autotimm.models.features import TimmFeaturePyramid, create_feature_pyramid, needs_fixed_input_size
-from autotimm.tasks.base import BaseTask, _data_value, _labels_outside
+from autotimm.tasks.base import BaseTask, labels_outside
 
 __all__ = ["ObjectDetector"]
 
@@ -156,6 +156,10 @@ class ObjectDetector(BaseTask):
         ['boxes', 'labels', 'scores']
     """
 
+    data_values = ("num_classes", "image_size")
+    _data_module_example = "a `DetectionDataModule`"
+    _class_word = "categories"
+
     def __init__(
         self,
         backbone: str | BackboneConfig | dict[str, Any],
@@ -177,6 +181,11 @@ class ObjectDetector(BaseTask):
         detections_per_img: int = 100,
     ) -> None:
         super().__init__(
+            backbone=backbone,
+            num_classes=num_classes,
+            metrics=metrics,
+            default_metrics=_default_metrics,
+            freeze_backbone=freeze_backbone,
             lr=lr,
             weight_decay=weight_decay,
             optimizer=optimizer,
@@ -185,8 +194,6 @@ class ObjectDetector(BaseTask):
             scheduler_kwargs=scheduler_kwargs,
             logging_config=logging_config,
         )
-        if num_classes is not None:
-            num_classes = check_number("num_classes", num_classes, low=1, integer=True)
         check_choice("architecture", architecture, ARCHITECTURES)
         if image_size is not None:
             image_size = check_image_size(image_size, pair=False)
@@ -197,42 +204,28 @@ class ObjectDetector(BaseTask):
                 f"Expected `fpn_channels` to be a multiple of 32 (the head's GroupNorm has 32 groups), "
                 f"but got {fpn_channels}."
             )
-        check_bool("freeze_backbone", freeze_backbone)
         score_thresh = float(check_number("score_thresh", score_thresh, low=0, high=1, high_inclusive=False))
         nms_thresh = float(check_number("nms_thresh", nms_thresh, low=0, high=1, low_inclusive=False))
         detections_per_img = check_number("detections_per_img", detections_per_img, low=1, integer=True)
-        backbone_cfg = BackboneConfig.coerce(backbone)
-        metric_cfgs = _default_metrics() if metrics is None else MetricConfig.coerce_list(metrics)
-        _check_metrics(metric_cfgs)
-        self.save_hyperparameters(
+        _check_metrics(self.metric_configs)
+        self._save_hparams(
             {
-                "backbone": backbone_cfg.to_hparams(),
-                "num_classes": num_classes,
-                "metrics": [m.to_dict() for m in metric_cfgs],
                 "architecture": architecture,
                 "image_size": image_size,
                 "fpn_channels": fpn_channels,
-                **self._training_hparams(),
-                "freeze_backbone": freeze_backbone,
                 "score_thresh": score_thresh,
                 "nms_thresh": nms_thresh,
                 "detections_per_img": detections_per_img,
             }
         )
-        self.num_classes = num_classes  # None until a data module gives it
         self.image_size = image_size  # None: the data module's, DEFAULT_IMAGE_SIZE until one gives it
-        self.metric_configs = metric_cfgs
-        self._prog_bar = {m.name: m.prog_bar for m in metric_cfgs}
-        self._backbone_config = backbone_cfg  # with its weights path, which the hyperparameters leave out
 
         # The mAP backend is chosen here, not saved: a checkpoint loads where faster_coco_eval is missing.
-        built = _with_map_backend(metric_cfgs)
-        self.val_metrics = create_metrics(built, "val")
-        self.test_metrics = create_metrics(built, "test")
+        self._create_stage_metrics(_with_map_backend(self.metric_configs))
         self._collapse = CollapseMonitor()
         self.detector: nn.Module | None = None
-        if num_classes is not None:
-            self._build_detector(num_classes)
+        if self.num_classes is not None:
+            self._build_detector(self.num_classes)
 
     def _build_detector(self, num_classes: int) -> None:
         """Build the backbone, pyramid and head, at `image_size` (or the default size)."""
@@ -253,8 +246,7 @@ class ObjectDetector(BaseTask):
             nms_thresh=hparams["nms_thresh"],
             detections_per_img=hparams["detections_per_img"],
         )
-        if hparams["freeze_backbone"]:
-            self.freeze_backbone()
+        self._freeze_if_asked()
 
     def _resize(self, image_size: int) -> None:
         """Take `image_size` px inputs: a new letterbox, and a fixed-size backbone (ViT, Swin) rebuilt for them."""
@@ -291,39 +283,22 @@ class ObjectDetector(BaseTask):
         _check_images(images)
         return self._built()(images, targets)
 
-    def setup(self, stage: str) -> None:
-        """Take `num_classes` and `image_size` from the data module where the model has none; check them."""
-        data_classes = _data_value(self.trainer, "num_classes")
-        data_size = _data_value(self.trainer, "image_size")
-        if data_classes is not None and self.num_classes not in (None, data_classes):
-            names = getattr(self.trainer.datamodule, "class_names", "")
-            raise ValueError(
-                f"The model has `num_classes={self.num_classes}` but the data has {data_classes} categories "
-                f"({names}). Leave `num_classes` out (the model then takes the data's), or give `num_classes="
-                f"{data_classes}`."
-            )
-        if data_size is not None and self.image_size not in (None, data_size):
-            raise ValueError(
-                f"The model is built for `image_size={self.image_size}` but the data module letterboxes images to "
-                f"{data_size} pixels. Leave the model's `image_size` out (it then takes the data's), or give both "
-                "the same `image_size`."
-            )
-        if self.num_classes is None and data_classes is None:
-            raise ValueError(
-                "ObjectDetector was created without `num_classes`, and the run has no data module that knows it "
-                "(a `DetectionDataModule` does). Give `num_classes=...`."
-            )
-        learnt = {}
-        if self.image_size is None and data_size is not None:
-            self.image_size = learnt["image_size"] = data_size
-            if self.detector is not None:
-                self._resize(data_size)
-        if self.num_classes is None:
-            self.num_classes = learnt["num_classes"] = data_classes
-            self._build_detector(data_classes)
-        if learnt:  # logged with the run and saved in its checkpoints
-            self.save_hyperparameters({**self.hparams, **learnt})
-        super().setup(stage)
+    def _data_mismatch(self, name: str, data: int) -> str | None:
+        if name != "image_size" or self.image_size in (None, data):
+            return super()._data_mismatch(name, data)
+        return (
+            f"The model is built for `image_size={self.image_size}` but the data module letterboxes images to "
+            f"{data} pixels. Leave the model's `image_size` out (it then takes the data's), or give both "
+            "the same `image_size`."
+        )
+
+    def _adopt_data_values(self, values: Mapping[str, int]) -> None:
+        """Take the data's `image_size` (a built detector gets a new letterbox) and `num_classes` (build it)."""
+        super()._adopt_data_values(values)
+        if "image_size" in values and self.detector is not None:
+            self._resize(values["image_size"])
+        if "num_classes" in values:
+            self._build_detector(values["num_classes"])
 
     def _label_problem(self, batch: Any) -> str | None:
         """Box labels must lie in `[0, num_classes)`; the message names the image."""
@@ -333,7 +308,7 @@ class ObjectDetector(BaseTask):
             labels = target.get("labels")
             if not isinstance(labels, torch.Tensor) or labels.device.type != "cpu" or labels.is_floating_point():
                 continue
-            bad = _labels_outside(labels, self.num_classes)
+            bad = labels_outside(labels, self.num_classes)
             if bad:
                 image = f" (image_id {target['image_id']!r})" if "image_id" in target else ""
                 return (
@@ -349,7 +324,7 @@ class ObjectDetector(BaseTask):
         self._collapse.update_train(losses, giou=self.hparams["architecture"] == "fcos")
         loss = sum(losses.values())
         batch_size = len(images)
-        self._log_train_loss(loss, batch_size)
+        self._log_loss("train", loss, batch_size)
         for name, value in losses.items():
             self.log(f"train/loss_{name}", value, on_step=False, on_epoch=True, batch_size=batch_size, sync_dist=True)
         return loss
@@ -362,15 +337,7 @@ class ObjectDetector(BaseTask):
         losses, detections = losses_and_detections(self.detector, images, loss_targets)
         if stage == "val":
             self._collapse.update_eval(detections, loss_targets)
-        self.log(
-            f"{stage}/loss",
-            sum(losses.values()),
-            on_step=False,
-            on_epoch=True,
-            prog_bar=self._has_progress_bar and stage == "val",
-            batch_size=len(images),
-            sync_dist=True,
-        )
+        self._log_loss(stage, sum(losses.values()), len(images))
         metrics: nn.ModuleDict = getattr(self, f"{stage}_metrics")
         if len(metrics):
             preds = [_to_original(d, t) for d, t in zip(detections, targets, strict=True)]
@@ -385,16 +352,14 @@ class ObjectDetector(BaseTask):
             result = metric.compute()
             metric.reset()
             if not isinstance(result, dict):
-                self.log(f"{stage}/{name}", result, prog_bar=self._bar(name))
+                self.log(f"{stage}/{name}", result, prog_bar=self._metric_on_bar(name))
                 continue
             for key, value in result.items():
                 # Per-class results (`*_per_class`, `classes`) are left out: not one number each.
                 if isinstance(value, torch.Tensor) and value.numel() == 1 and "class" not in key:
                     logged = f"{name}_{key}" if several else key
-                    self.log(f"{stage}/{logged}", value.float(), prog_bar=self._bar(name) and key in ("map", "map_50"))
-
-    def _bar(self, name: str) -> bool:
-        return self._has_progress_bar and self._prog_bar.get(name, False)
+                    bar = self._metric_on_bar(name) and key in ("map", "map_50")
+                    self.log(f"{stage}/{logged}", value.float(), prog_bar=bar)
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._eval_step(batch, "val")

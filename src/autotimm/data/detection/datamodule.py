@@ -37,6 +37,7 @@ from autotimm.data.base import BaseDataModule
 from autotimm.data.detection.coco import LAYOUT, CocoRecord, parse_split, read_categories
 from autotimm.data.detection.transforms import DetectionAugmentation, DetectionTransform
 from autotimm.data.images import load_rgb_image
+from autotimm.geometry import boxes_to_original
 
 __all__ = ["DetectionDataModule", "boxes_to_original", "detection_collate"]
 
@@ -93,24 +94,6 @@ def detection_collate(batch: list[tuple[torch.Tensor, dict[str, Any]]]) -> tuple
     if images and all(img.shape == images[0].shape for img in images):
         return torch.stack(images), targets
     return images, targets
-
-
-def boxes_to_original(boxes: torch.Tensor, target: dict[str, Any]) -> torch.Tensor:
-    """Map `xyxy` boxes from the letterboxed image back to the original image's pixels.
-
-    Valid for evaluation samples (and predictions on them), whose only geometric transform
-    is the letterbox: divides x by `scale[0]` and y by `scale[1]` and clips to `orig_size`.
-
-    Example:
-        >>> image, target = data.val_dataset[0]  # doctest: +SKIP
-        >>> boxes_to_original(target["boxes"], target)  # doctest: +SKIP
-    """
-    sx, sy = target["scale"]
-    h, w = target["orig_size"]
-    out = boxes / boxes.new_tensor([sx, sy, sx, sy])
-    out[..., 0::2] = out[..., 0::2].clamp(0, w)
-    out[..., 1::2] = out[..., 1::2].clamp(0, h)
-    return out
 
 
 # ---------------------------------------------------------------------- data module

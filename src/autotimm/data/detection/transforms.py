@@ -8,8 +8,10 @@ import torch
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
+from autotimm.geometry import LETTERBOX_FILL as _PAD_FILL
+from autotimm.geometry import letterbox_size
+
 DetectionAugmentation = Literal["default", "strong", "none"]
-_PAD_FILL = 114  # grey letterbox / zoom-out fill, as YOLO-style pipelines use
 
 
 def _labels_and_crowd(inputs: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -43,8 +45,7 @@ class _Letterbox(torch.nn.Module):
 
     def forward(self, image: Any, target: dict[str, Any]) -> Any:
         h, w = F.get_size(image)
-        ratio = self.size / max(h, w)
-        new_h, new_w = max(1, min(self.size, round(h * ratio))), max(1, min(self.size, round(w * ratio)))
+        new_h, new_w = letterbox_size(h, w, self.size)
         image = F.resize(image, [new_h, new_w], antialias=True)
         boxes = F.resize(target["boxes"], [new_h, new_w])
         padding = [0, 0, self.size - new_w, self.size - new_h]  # left, top, right, bottom

@@ -26,7 +26,9 @@ import torch
 import torch.nn as nn
 
 from autotimm._atomic import atomic_path
+from autotimm._compat import attached_trainer
 from autotimm._errors import check_bool, check_choice, check_image_size, check_number
+from autotimm._version import __version__
 from autotimm.data import resolve_data_config
 
 __all__ = ["METADATA_FILE", "ExportCheckError", "TorchScriptMethod", "export_onnx", "export_torchscript"]
@@ -72,7 +74,8 @@ def export_onnx(
 
     Args:
         model: An `ImageClassifier`, or any module mapping a normalised image batch to logits;
-            its `data_config` (timm's) gives the input size and normalisation when it has one.
+            its `data_config` (timm's) gives the input size and normalisation when it has one, and
+            what its `inference_module()` returns is exported when it has that method.
         path: The file to write; an existing file is replaced only once the export succeeded.
         image_size: Height and width of the input (an int for square images). `None` takes
             the size the model was trained at: from the attached data module, else from the
@@ -267,7 +270,7 @@ def _data_config(model: nn.Module, image_size: int | tuple[int, int] | None) -> 
     `model.data_config`, then timm's ImageNet defaults.
     """
     size = None if image_size is None else check_image_size(image_size)
-    datamodule = getattr(getattr(model, "_trainer", None), "datamodule", None)
+    datamodule = getattr(attached_trainer(model), "datamodule", None)
     sources = (getattr(datamodule, "data_config", None), *(getattr(model, a, None) for a in _DATA_CONFIGS))
     source = next((s for s in sources if isinstance(s, Mapping)), None)
     return resolve_data_config(source, size)
@@ -278,7 +281,7 @@ _DATA_CONFIGS = ("trained_data_config", "data_config")
 
 def _class_names(model: nn.Module, class_names: Sequence[str] | None, num_outputs: int) -> list[str] | None:
     if class_names is None:
-        datamodule = getattr(getattr(model, "_trainer", None), "datamodule", None)
+        datamodule = getattr(attached_trainer(model), "datamodule", None)
         class_names = getattr(datamodule, "class_names", None) or getattr(model, "class_names", None)
         if class_names is None:
             return None
@@ -310,14 +313,12 @@ def _export_mode(model: nn.Module) -> Iterator[torch.dtype]:
 
 
 def _inference_module(model: nn.Module) -> nn.Module:
-    """The plain module that computes `model(x)`: an `ImageClassifier` without its Lightning
-    parts (which TorchScript cannot compile); any other module as it is. The check compares
-    the export with `model(x)` itself, so the two cannot drift apart unnoticed."""
-    from autotimm.tasks.classification import ImageClassifier
-
-    if isinstance(model, ImageClassifier):
-        return nn.Sequential(model.backbone, model.head).eval()
-    return model
+    """The plain module that computes `model(x)`: what `model.inference_module()` returns when the
+    model has that method (an `ImageClassifier` without its Lightning parts, which TorchScript
+    cannot compile); any other module as it is. The check compares the export with `model(x)`
+    itself, so the two cannot drift apart unnoticed."""
+    inference_module = getattr(model, "inference_module", None)
+    return inference_module().eval() if callable(inference_module) else model
 
 
 def _random_batch(batch: int, data_config: Mapping[str, Any], dtype: torch.dtype, seed: int) -> torch.Tensor:
@@ -388,8 +389,6 @@ def _metadata(
     logits: torch.Tensor,
 ) -> dict[str, Any]:
     """What a deployer needs to feed the model and read its output."""
-    from autotimm import __version__
-
     num_outputs = int(logits.shape[1])
     metadata: dict[str, Any] = {
         "input_size": list(data_config["input_size"]),
