@@ -351,10 +351,14 @@ def test_written_files_get_the_mode_a_plain_open_would_give(digits_data, backbon
 
 
 class _SeesFailures(Callback):
-    """A user's callback that notes every exception Lightning reports to callbacks."""
+    """A user's callback that notes every exception Lightning reports to callbacks, and the model's mode in training."""
 
     def __init__(self) -> None:
         self.exceptions: list[BaseException] = []
+        self.modes: set[bool] = set()
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch, batch_idx: int) -> None:
+        self.modes.add(pl_module.training)
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         self.exceptions.append(exception)
@@ -402,6 +406,7 @@ def test_out_of_memory_back_off_is_tried_before_the_run_so_nothing_sees_a_failur
     assert data.batch_size == 4
     assert trainer.global_step == 2 * 64 // 4  # both epochs, at the batch size that fits, and no step more
     assert user.exceptions == [] and "failed" not in logger.statuses
+    assert user.modes == {True}  # not left in eval mode by the failed validation step
     record = read_run(trainer.run_dir)
     assert record["status"] == "completed" and record["error"] is None
     assert record["config"]["data"]["hparams"]["batch_size"] == 4

@@ -76,9 +76,10 @@ class OOMBackoff(Callback):
 
 
 def _trial_step(trainer: pl.Trainer, pl_module: pl.LightningModule, datamodule: pl.LightningDataModule) -> None:
-    """One training and one validation batch of `datamodule` in a trial trainer; weights and RNG put back."""
+    """One training and one validation batch of `datamodule` in a trial trainer; weights, modes and RNG put back."""
     device = trainer.strategy.root_device
     weights = {name: value.detach().to("cpu", copy=True) for name, value in pl_module.state_dict().items()}
+    modes = [(module, module.training) for module in pl_module.modules()]  # a failed validation step leaves eval
     trial = pl.Trainer(
         accelerator=device.type,
         devices=1 if device.index is None else [device.index],
@@ -110,6 +111,8 @@ def _trial_step(trainer: pl.Trainer, pl_module: pl.LightningModule, datamodule: 
         pl_module.trainer = trainer  # the trial trainer took the model over, and moved it back to the CPU
         pl_module.to(device)
         pl_module.load_state_dict(weights)
+        for module, training in modes:
+            module.training = training
 
 
 class _ToDebug(logging.Filter):
