@@ -33,8 +33,8 @@ import torch.nn.functional as F
 from timm.optim import param_groups_weight_decay
 
 from autotimm import AutoTrainer, BackboneConfig, ImageClassifier, ImageDataModule, LoggerConfig
+from autotimm.callbacks import AtomicCheckpointIO
 from autotimm.data import make_digits_folder
-from autotimm.trainer import AtomicCheckpointIO
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _pairs import interleave, report  # noqa: E402

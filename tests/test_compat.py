@@ -1,12 +1,17 @@
-"""Each shim of `autotimm._compat` against the library it reaches into: a test fails when the library changes."""
+"""Each shim of `autotimm._compat` against the library it couples to: these fail when the library changes under it."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import pytorch_lightning as pl
+import torch
 import torch.nn as nn
+from pytorch_lightning.loggers import Logger
+from torch.utils.data import DataLoader, TensorDataset
 
-from autotimm._compat import attached_trainer
+from autotimm._compat import attached_trainer, compiled_in_place, step_is_logged
 
 # ---- tasks / export slice ----------------------------------------------------------------
 
@@ -20,3 +25,68 @@ def test_attached_trainer_reads_what_the_public_property_sets(tmp_path) -> None:
     module.trainer = trainer
     assert attached_trainer(module) is trainer
     assert attached_trainer(nn.Linear(1, 1)) is None
+
+
+# ---- trainer ---------------------------------------------------------------------------------
+
+
+class _StepsWritten(Logger):
+    """A logger that keeps the steps at which Lightning wrote metrics."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.steps: list[int] = []
+
+    @property
+    def name(self) -> str:
+        return "steps"
+
+    @property
+    def version(self) -> int:
+        return 0
+
+    def log_hyperparams(self, params, *args, **kwargs) -> None:
+        pass
+
+    def log_metrics(self, metrics, step=None) -> None:
+        if "loss" in metrics:
+            self.steps.append(step)
+
+
+class _Linear(pl.LightningModule):
+    """Logs its loss at every step and notes, before each step, what `step_is_logged` says."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(2, 1)
+        self.predicted: list[int] = []
+
+    def on_train_batch_start(self, batch, batch_idx) -> None:
+        if step_is_logged(self.trainer):
+            self.predicted.append(self.global_step)
+
+    def training_step(self, batch, batch_idx):
+        loss = self.layer(batch[0]).pow(2).mean()
+        self.log("loss", loss, on_step=True, on_epoch=False)
+        return loss
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_step_is_logged_says_which_steps_the_loggers_get(tmp_path: Path) -> None:
+    for every_n in (3, 1):
+        model, logger = _Linear(), _StepsWritten()
+        trainer = pl.Trainer(
+            accelerator="cpu", max_epochs=2, log_every_n_steps=every_n, logger=logger, enable_checkpointing=False,
+            enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+        )  # fmt: skip
+        trainer.fit(model, DataLoader(TensorDataset(torch.randn(10, 2)), batch_size=2))
+        assert model.predicted == logger.steps == list(range(every_n - 1, 10, every_n))
+
+
+def test_compiled_in_place_tells_a_compiled_module() -> None:
+    layer = torch.nn.Linear(2, 2)
+    assert not compiled_in_place(layer)
+    layer.compile()  # compiles lazily, at the first call
+    assert compiled_in_place(layer)

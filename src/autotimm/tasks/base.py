@@ -17,7 +17,7 @@ import torch.nn as nn
 from pytorch_lightning.plugins.precision import MixedPrecision
 from pytorch_lightning.trainer.states import TrainerFn
 
-from autotimm._compat import attached_trainer
+from autotimm._compat import attached_trainer, step_is_logged
 from autotimm._errors import check_bool, check_mapping, check_number
 from autotimm.backbones import BackboneConfig, skip_pretrained_download
 from autotimm.loggers import LoggingConfig
@@ -324,12 +324,9 @@ class BaseTask(pl.LightningModule):
     def _step_is_written(self) -> bool:
         """Whether the loggers get this batch's step values, so that step-only values are worth logging.
 
-        Lightning writes step logs at the end of the batch whose optimizer step makes
-        `global_step + 1` a multiple of `log_every_n_steps` (`global_step` has not been advanced
-        yet in the batch's hooks). Each `self.log` call costs about a millisecond.
+        Lightning's own rule (see `step_is_logged`). Each `self.log` call costs about a millisecond.
         """
-        every_n = self.trainer.log_every_n_steps
-        return every_n >= 1 and (self.trainer.global_step + 1) % every_n == 0
+        return step_is_logged(self.trainer)
 
     def _log_train_loss(self, loss: torch.Tensor, batch_size: int) -> None:
         """Log the training loss of a batch: `train/loss` for the step, `train/loss_epoch` for the epoch mean.

@@ -1,8 +1,7 @@
 """The trainer and its tuning."""
 
+from autotimm.callbacks import AtomicCheckpointIO, NonFiniteLossError, StopOnNonFiniteLoss
 from autotimm.trainer.auto_trainer import AutoTrainer
-from autotimm.trainer.checkpoint_io import AtomicCheckpointIO
-from autotimm.trainer.guards import NonFiniteLossError, StopOnNonFiniteLoss
 from autotimm.trainer.plots import RunPlots, plot_run
 from autotimm.trainer.run_record import RunRecord, read_run
 from autotimm.trainer.summary import summarize

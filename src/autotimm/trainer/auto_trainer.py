@@ -4,21 +4,17 @@ from __future__ import annotations
 
 import inspect
 import os
-import zipfile
 from pathlib import Path
 from typing import Any, Literal
 
 import pytorch_lightning as pl
-import torch
 from lightning_fabric.plugins.io import CheckpointIO
-from lightning_fabric.utilities.cloud_io import get_filesystem
 from pytorch_lightning import seed_everything
 from pytorch_lightning.accelerators import Accelerator, CUDAAccelerator
 from pytorch_lightning.callbacks import (
     Callback,
     DeviceStatsMonitor,
     LearningRateMonitor,
-    ModelCheckpoint,
     ModelSummary,
 )
 from pytorch_lightning.loggers import Logger
@@ -26,10 +22,12 @@ from pytorch_lightning.utilities import rank_zero_info
 
 from autotimm._errors import check_bool, check_choice, check_number, check_seed, closest
 from autotimm._warnings import warn
+from autotimm.callbacks.checkpoint_io import AtomicCheckpointIO
+from autotimm.callbacks.checkpoints import checkpoint_callbacks, find_checkpoint
+from autotimm.callbacks.fast_path import FastPath, check_compile_options
+from autotimm.callbacks.guards import StopOnNonFiniteLoss
+from autotimm.callbacks.oom import OOMBackoff
 from autotimm.loggers import LoggerConfig, LoggerManager, resolve_loggers
-from autotimm.trainer.checkpoint_io import AtomicCheckpointIO, find_checkpoint
-from autotimm.trainer.fast_path import FastPath, check_compile_options
-from autotimm.trainer.guards import StopOnNonFiniteLoss
 from autotimm.trainer.plots import RunPlots
 from autotimm.trainer.quiet import CompactModelSummary, quiet
 from autotimm.trainer.run_record import RunRecord
@@ -37,10 +35,6 @@ from autotimm.trainer.tuning import TunerConfig, run_tuning
 
 __all__ = ["AutoTrainer"]
 
-_PRECISIONS = (
-    16, 32, 64, "16", "32", "64", "bf16", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "32-true", "64-true",
-    "transformer-engine", "transformer-engine-float16",
-)  # fmt: skip
 # Lightning callbacks that fail without a logger.
 _CALLBACKS_NEEDING_A_LOGGER = (LearningRateMonitor, DeviceStatsMonitor)
 _TRAINER_ARGS = frozenset(inspect.signature(pl.Trainer.__init__).parameters) - {"self"}
@@ -61,14 +55,14 @@ class AutoTrainer(pl.Trainer):
     - reliability: checkpoints are written atomically (a crash never leaves half a file),
       each `fit` keeps a run record (`runs/<run_id>/run.json` and `metrics.json` under
       `default_root_dir`, see `trainer.run_dir`), training stops at the first NaN/Inf
-      loss, and on CUDA an out-of-memory error before the first optimizer step halves the
-      data module's `batch_size` and retries.
+      loss, and on CUDA a trial step before the run halves the data module's `batch_size`
+      until it fits (`OOMBackoff`).
 
     Args:
         max_epochs: Training epochs.
         accelerator: `"auto"`, `"gpu"`, `"cpu"`, `"tpu"`, ...
         devices: Number of devices or `"auto"`.
-        precision: `32`, `16`, `"bf16-mixed"`, `"16-mixed"`, ...
+        precision: `32`, `16`, `"bf16-mixed"`, `"16-mixed"`, ...: any precision Lightning takes (it checks the value).
         logger: `False`, a `LoggerManager`, a list of `LoggerConfig`, or Lightning loggers.
             With `False`, callbacks that need a logger (`LearningRateMonitor`,
             `DeviceStatsMonitor`) get a CSV logger under `default_root_dir`.
@@ -91,8 +85,9 @@ class AutoTrainer(pl.Trainer):
             come from where it was built: seed before building it for identical starts.
         run_record: Write the run record (`runs/<run_id>/run.json`, `metrics.json`).
         stop_on_nonfinite_loss: Stop with `NonFiniteLossError` at the first NaN/Inf training loss.
-        oom_backoff: On an out-of-memory error before the first optimizer step, halve the data
-            module's `batch_size` and retry. `None` turns it on for CUDA runs on one device.
+        oom_backoff: Before the run starts, try a training and a validation step and, on an
+            out-of-memory error, halve the data module's `batch_size` until one fits (see
+            `autotimm.callbacks.OOMBackoff`). `None` turns it on for CUDA runs on one device.
         plots: At the end of each `fit`, draw `loss.png`, `metrics.png`, `lr_finder.png` (after
             tuning) and `confusion_matrix.png` (classifiers) into `<run_dir>/plots/` (see
             `RunPlots`); with `run_record=False`, into `<default_root_dir>/plots/`.
@@ -168,7 +163,11 @@ class AutoTrainer(pl.Trainer):
                 f"Expected `accelerator` to be a name such as 'auto', 'cpu' or 'gpu', but got {accelerator!r}."
             )
         _check_devices(devices)
-        check_choice("precision", precision, _PRECISIONS)
+        if isinstance(precision, bool) or not isinstance(precision, (int, str)):  # Lightning checks the value
+            raise TypeError(
+                f"Expected `precision` to be an int or a string such as 'bf16-mixed', but got "
+                f"{type(precision).__name__} {precision!r}."
+            )
         if max_epochs is not None:
             check_number("max_epochs", max_epochs, low=-1, integer=True)
         check_bool("enable_checkpointing", enable_checkpointing)
@@ -230,7 +229,7 @@ class AutoTrainer(pl.Trainer):
 
         callbacks = list(callbacks or [])
         if enable_checkpointing and not fast_dev_run:
-            callbacks.extend(_checkpoint_callbacks(checkpoint_monitor, checkpoint_mode, callbacks))
+            callbacks.extend(checkpoint_callbacks(checkpoint_monitor, checkpoint_mode, callbacks))
         if stop_on_nonfinite_loss:
             callbacks.append(StopOnNonFiniteLoss())
         if run_record and not fast_dev_run:
@@ -284,6 +283,14 @@ class AutoTrainer(pl.Trainer):
             if oom_backoff is None
             else oom_backoff
         )
+        if self.oom_backoff and self.world_size > 1:
+            raise ValueError(
+                f"`oom_backoff=True` needs a single-device run, but this one has {self.world_size} processes "
+                f"(strategy {type(self.strategy).__name__}). Find the batch size in a single-device run first."
+            )
+        if self.oom_backoff:
+            # First, so that every other callback's `on_fit_start` (the run record's too) sees the batch size that fits.
+            self.callbacks.insert(0, OOMBackoff())
 
     @property
     def run_dir(self) -> Path | None:
@@ -309,8 +316,6 @@ class AutoTrainer(pl.Trainer):
         if ckpt_path in ("last", "best"):
             ckpt_path = find_checkpoint(self, ckpt_path)
             rank_zero_info(f"autotimm: resuming from {ckpt_path}")
-        if ckpt_path is not None and str(ckpt_path) not in ("hpc", "registry"):
-            _check_checkpoint_file(ckpt_path)
         if self.seed is not None:
             seed_everything(self.seed, workers=True, verbose=False)
         tuning = self.tuner_config is not None and self.tuner_config.enabled
@@ -322,32 +327,7 @@ class AutoTrainer(pl.Trainer):
             self.tuning_results = run_tuning(
                 self, self.tuner_config, model, datamodule, train_dataloaders, val_dataloaders
             )
-        while True:
-            try:
-                super().fit(model, train_dataloaders, val_dataloaders, datamodule, ckpt_path, **kwargs)
-                return
-            except (torch.OutOfMemoryError, RuntimeError) as error:
-                if not self._back_off(error, datamodule):
-                    raise
-
-    def _back_off(self, error: BaseException, datamodule: pl.LightningDataModule | None) -> bool:
-        """After an out-of-memory error, halve the batch size for a retry if that is safe."""
-        if not self.oom_backoff or not _is_out_of_memory(error) or self.global_step > 0:
-            return False
-        size = getattr(datamodule, "batch_size", None)
-        if not isinstance(size, int) or size < 2:
-            return False
-        datamodule.batch_size = size // 2
-        if "batch_size" in getattr(datamodule, "hparams", {}):
-            datamodule.hparams["batch_size"] = size // 2
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-        warn(
-            f"autotimm: out of memory with batch_size={size} before the first optimizer step; retrying with "
-            f"batch_size={size // 2}. Pass `oom_backoff=False` to AutoTrainer to fail instead."
-        )
-        self.fit_loop.epoch_loop.batch_progress.reset()
-        return True
+        super().fit(model, train_dataloaders, val_dataloaders, datamodule, ckpt_path, **kwargs)
 
     @quiet
     def validate(self, *args: Any, **kwargs: Any) -> Any:
@@ -424,23 +404,6 @@ def _check_passthrough(kwargs: dict[str, Any]) -> None:
         check_choice("gradient_clip_algorithm", kwargs["gradient_clip_algorithm"], ("norm", "value"))
 
 
-def _is_out_of_memory(error: BaseException) -> bool:
-    return isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error).lower()
-
-
-def _check_checkpoint_file(path: str | Path) -> None:
-    """Fail before training when `ckpt_path` is missing, or is a local file `torch.save` did not write."""
-    if not get_filesystem(path).exists(str(path)):
-        raise FileNotFoundError(f"`ckpt_path` does not exist: {str(path)!r}.")
-    local = Path(path)
-    if local.is_file() and not zipfile.is_zipfile(local):
-        raise ValueError(
-            f"`ckpt_path` {str(path)!r} is not a PyTorch checkpoint (not a torch.save archive; "
-            f"{local.stat().st_size} bytes): it may be truncated or another kind of file. Pass a .ckpt file "
-            "written by Lightning, or `ckpt_path='last'` for the newest one under `default_root_dir`."
-        )
-
-
 def _loggers(logger: Any, default_root_dir: str | os.PathLike, callbacks: list[Callback]) -> Any:
     """Resolve `logger`; with none, give callbacks that log (LearningRateMonitor, ...) a CSV logger."""
     resolved = resolve_loggers(logger, default_root_dir)
@@ -449,56 +412,3 @@ def _loggers(logger: Any, default_root_dir: str | os.PathLike, callbacks: list[C
         rank_zero_info(f"autotimm: {', '.join(needs_logger)} needs a logger; logging to CSV under {default_root_dir}.")
         return resolve_loggers([LoggerConfig("csv")], default_root_dir)
     return resolved
-
-
-class _BestCheckpoint(ModelCheckpoint):
-    """`ModelCheckpoint` that checks, right after the sanity check, that its validation metric is logged.
-
-    Lightning finds out only at the end of the first training epoch; the sanity check's
-    validation steps already show which metrics the model logs.
-    """
-
-    def on_sanity_check_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        logged = sorted(trainer.callback_metrics)
-        if not self.monitor.startswith("val") or self.monitor in logged or not logged:
-            return
-        matches = closest(self.monitor, logged)
-        hint = f" Did you mean {matches[0]!r}?" if matches else ""
-        raise ValueError(
-            f"`checkpoint_monitor={self.monitor!r}` is never logged: validation logs {logged}.{hint} Pass one of "
-            "these names, or log the metric with `self.log(...)` in `validation_step`."
-        )
-
-
-class _LastCheckpoint(ModelCheckpoint):
-    """Keeps one checkpoint, `last.ckpt`, written at every epoch end; `last_model_path` names it,
-    as with Lightning's `save_last=True` (which writes it only next to a top-k checkpoint)."""
-
-    def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
-        # Named before the save, as Lightning does for `save_last`: a Ctrl-C right after the file
-        # lands must still find it (readers check that the file exists).
-        self.last_model_path = filepath
-        super()._save_checkpoint(trainer, filepath)
-
-
-def _checkpoint_callbacks(monitor: str | None, mode: str, user_callbacks: list[Callback]) -> list[ModelCheckpoint]:
-    """The checkpoint callbacks autotimm adds: the best by `monitor` (if any) and `last.ckpt`.
-
-    `last.ckpt` is written at every epoch end by a callback of its own: Lightning's
-    `save_last=True` writes it only when a top-k checkpoint is saved at the same step.
-    """
-    last = _LastCheckpoint(filename=ModelCheckpoint.CHECKPOINT_NAME_LAST, monitor=None, save_top_k=1)
-    if monitor is None:
-        if any(isinstance(cb, ModelCheckpoint) for cb in user_callbacks):
-            return []
-        return [last]  # one file per epoch, not Lightning's `epoch=...ckpt` plus a copy as `last.ckpt`
-    best = _BestCheckpoint(
-        monitor=monitor,
-        mode=mode,
-        save_top_k=1,
-        # A '/' in the metric name must not become a sub-folder; the value is formatted from
-        # the metric itself, so the name shows the real score.
-        filename=f"epoch={{epoch:02d}}-step={{step}}-{monitor.replace('/', '_')}={{{monitor}:.4f}}",
-        auto_insert_metric_name=False,
-    )
-    return [best, last]

@@ -58,7 +58,7 @@ _OWN_CALLBACK = (
 # (message regex, module regex of where the warning is attributed); all are ignored.
 _IGNORED_WARNINGS: tuple[tuple[str, str], ...] = (
     # Lightning's own use of a torch API that torch deprecated; nothing the user can change.
-    (r"`isinstance\(treespec, LeafSpec\)` is deprecated", r"pytorch_lightning\.utilities\._pytree"),
+    (r"`isinstance\(treespec, LeafSpec\)` is deprecated", r"pytorch_lightning\."),
     # autotimm logs `train/lr` and the training loss at every epoch's end, whatever `log_every_n_steps` is.
     (r"The number of training batches \(\d+\) is smaller than the logging interval", r"pytorch_lightning\."),
     # The tasks define `on_before_batch_transfer` on purpose (label checks on the CPU); a data module that

@@ -23,7 +23,7 @@ from pytorch_lightning.utilities import rank_zero_info
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from autotimm._atomic import atomic_path
-from autotimm.trainer.checkpoint_io import last_checkpoint
+from autotimm.callbacks.checkpoints import last_checkpoint
 
 __all__ = ["RunRecord", "read_run"]
 

@@ -8,7 +8,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
 
-from autotimm.trainer.checkpoint_io import last_checkpoint
+from autotimm.callbacks.checkpoints import last_checkpoint
 
 __all__ = ["NonFiniteLossError", "StopOnNonFiniteLoss"]
 

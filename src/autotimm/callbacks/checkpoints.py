@@ -1,75 +1,84 @@
-"""Checkpoint writing that a crash cannot corrupt: temporary file, atomic rename (and fsync on request)."""
+"""The checkpoints AutoTrainer keeps (the best by a metric, `last.ckpt` every epoch) and finds again to resume."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import pytorch_lightning as pl
-import torch
-from pytorch_lightning.callbacks import ModelCheckpoint
-from pytorch_lightning.plugins.io import TorchCheckpointIO
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 
-from autotimm._atomic import atomic_path
+from autotimm._errors import closest
 
-__all__ = ["AtomicCheckpointIO", "find_checkpoint", "last_checkpoint"]
+__all__ = ["checkpoint_callbacks", "find_checkpoint", "last_checkpoint"]
 
 
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """`TorchCheckpointIO` whose local saves are atomic.
+class _BestCheckpoint(ModelCheckpoint):
+    """`ModelCheckpoint` that checks, right after the sanity check, that its validation metric is logged.
 
-    The checkpoint is written to a hidden temporary file beside its destination, then renamed
-    over the destination (`os.replace`). A process killed at any moment, even with SIGKILL,
-    leaves either the previous checkpoint or the new one, never half a file. Lightning's own
-    save stages the file in the system temporary folder, which is a copy, not a rename, when
-    that folder is on another file system. Remote paths (`s3://...`) are saved by Lightning
-    as usual.
+    Lightning finds out only at the end of the first training epoch; the sanity check's
+    validation steps already show which metrics the model logs.
+    """
 
-    Args:
-        durable: Also flush the file and the rename to the disk (`fsync`) before the save
-            returns, so that the checkpoint survives a power cut or a kernel crash as well, not
-            only the death of the process. It costs the time of writing the file out (about
-            50-70 ms for a 130 MB checkpoint on a local SSD, far more on network storage).
+    def on_sanity_check_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        logged = sorted(trainer.callback_metrics)
+        if not self.monitor.startswith("val") or self.monitor in logged or not logged:
+            return
+        matches = closest(self.monitor, logged)
+        hint = f" Did you mean {matches[0]!r}?" if matches else ""
+        raise ValueError(
+            f"`checkpoint_monitor={self.monitor!r}` is never logged: validation logs {logged}.{hint} Pass one of "
+            "these names, or log the metric with `self.log(...)` in `validation_step`."
+        )
+
+
+class _LastCheckpoint(ModelCheckpoint):
+    """Keeps one checkpoint, `last.ckpt`, written at every epoch end; `last_model_path` names it,
+    as with Lightning's `save_last=True` (which writes it only next to a top-k checkpoint).
+
+    With no monitor and `save_top_k=1`, Lightning keeps one file and names it in
+    `best_model_path` before writing it; `last_model_path` reads the same name, so a Ctrl-C
+    right after the file lands still finds it, and the checkpoint's own state names it.
+    """
+
+    @property
+    def last_model_path(self) -> str:
+        return self.best_model_path
+
+    @last_model_path.setter
+    def last_model_path(self, path: str) -> None:  # Lightning sets it in `__init__` and `load_state_dict`
+        self.best_model_path = path
+
+
+def checkpoint_callbacks(monitor: str | None, mode: str, user_callbacks: list[Callback]) -> list[ModelCheckpoint]:
+    """The checkpoint callbacks autotimm adds: the best by `monitor` (if any) and `last.ckpt`.
+
+    `last.ckpt` is written at every epoch end by a callback of its own: Lightning's
+    `save_last=True` writes it only when a top-k checkpoint is saved at the same step. With
+    no `monitor` and a `ModelCheckpoint` of the user's, none is added.
 
     Examples:
-        >>> trainer = AutoTrainer(plugins=[AtomicCheckpointIO(durable=True)])  # doctest: +SKIP
+        >>> [type(cb).__name__ for cb in checkpoint_callbacks("val/accuracy", "max", [])]
+        ['_BestCheckpoint', '_LastCheckpoint']
     """
-
-    def __init__(self, durable: bool = False) -> None:
-        super().__init__()
-        self.durable = durable
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
-        if storage_options is not None or "://" in str(path):
-            super().save_checkpoint(checkpoint, path, storage_options)
-            return
-        path = Path(path)
-        _drop_cached_pages(path)
-        with atomic_path(path, durable=self.durable) as tmp:
-            torch.save(checkpoint, tmp)  # by name: torch writes the file itself, not through Python
-
-
-def _drop_cached_pages(path: Path) -> None:
-    """Tell the operating system that its cached copy of `path`, about to be replaced, is not needed.
-
-    The file on disk is untouched. The new checkpoint is written while the old one still
-    exists, so without this the write needs fresh memory for every page; with it, the memory
-    that held the old file's pages is reused at once. On the development machine (a virtual
-    machine) a 130 MB `last.ckpt` took 0.16 s to save instead of 0.33 s. A no-op where
-    `posix_fadvise` does not exist (Windows, macOS).
-    """
-    if not hasattr(os, "posix_fadvise") or not path.is_file():
-        return
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        finally:
-            os.close(fd)
+    last = _LastCheckpoint(filename=ModelCheckpoint.CHECKPOINT_NAME_LAST, monitor=None, save_top_k=1)
+    if monitor is None:
+        if any(isinstance(cb, ModelCheckpoint) for cb in user_callbacks):
+            return []
+        return [last]  # one file per epoch, not Lightning's `epoch=...ckpt` plus a copy as `last.ckpt`
+    best = _BestCheckpoint(
+        monitor=monitor,
+        mode=mode,
+        save_top_k=1,
+        # A '/' in the metric name must not become a sub-folder; the value is formatted from
+        # the metric itself, so the name shows the real score.
+        filename=f"epoch={{epoch:02d}}-step={{step}}-{monitor.replace('/', '_')}={{{monitor}:.4f}}",
+        auto_insert_metric_name=False,
+    )
+    return [best, last]
 
 
 def last_checkpoint(trainer: pl.Trainer) -> str | None:

@@ -8,7 +8,8 @@ import timm
 import torch
 
 from autotimm import AutoTrainer, BackboneConfig, ImageClassifier, read_run
-from autotimm.trainer.fast_path import is_convolutional
+from autotimm._compat import compiled_in_place
+from autotimm.callbacks.fast_path import is_convolutional
 from helpers import cpu_trainer
 
 
@@ -62,7 +63,7 @@ def test_compiled_model_trains_matches_eager_and_saves_ordinary_checkpoints(digi
     options = {"backend": "aot_eager"}
     trainer = cpu_trainer(tmp_path, max_epochs=2, compile=options, limit_train_batches=6, limit_val_batches=2)
     trainer.fit(model, datamodule=digits_data)
-    assert model._compiled_call_impl is not None
+    assert compiled_in_place(model)
     epochs = read_run(trainer.run_dir)["epochs"]
     first, last = epochs[0]["train/loss_epoch"], epochs[-1]["train/loss_epoch"]
     assert last < first

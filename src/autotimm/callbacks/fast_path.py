@@ -11,6 +11,7 @@ import torch.nn as nn
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities import rank_zero_info
 
+from autotimm._compat import compiled_in_place
 from autotimm._errors import check_choice, check_keys
 
 __all__ = ["FastPath", "check_compile_options", "is_convolutional"]
@@ -86,7 +87,7 @@ class FastPath(Callback):
             # Convolutions pick the channels-last kernels when their weight is channels-last,
             # so the inputs need no conversion. `.to(device)` later keeps the format.
             pl_module.to(memory_format=torch.channels_last)
-        if self.compile_options is not None and getattr(pl_module, "_compiled_call_impl", None) is None:
+        if self.compile_options is not None and not compiled_in_place(pl_module):
             pl_module.compile(**self.compile_options)
             rank_zero_info(f"autotimm: compiled the model with torch.compile({self.compile_options}).")
 

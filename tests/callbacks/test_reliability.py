@@ -6,6 +6,7 @@ right number of steps, a run record with the right status, and a clear error.
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 import os
@@ -22,11 +23,12 @@ import pytest
 import pytorch_lightning as pl
 import torch
 import torch.nn as nn
+from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import CSVLogger
 from torch.utils.data import DataLoader, TensorDataset
 
 from autotimm import NonFiniteLossError, read_run
-from autotimm.trainer import AtomicCheckpointIO
+from autotimm.callbacks import AtomicCheckpointIO
 from helpers import cpu_trainer
 
 EPOCHS, BATCHES = 20, 8
@@ -346,3 +348,69 @@ def test_written_files_get_the_mode_a_plain_open_would_give(digits_data, backbon
     assert stat.S_IMODE(plain.stat().st_mode) == expected
     modes = {path.name: oct(stat.S_IMODE(path.stat().st_mode)) for path in written}
     assert modes == {path.name: oct(expected) for path in written}
+
+
+class _SeesFailures(Callback):
+    """A user's callback that notes every exception Lightning reports to callbacks, and the model's mode in training."""
+
+    def __init__(self) -> None:
+        self.exceptions: list[BaseException] = []
+        self.modes: set[bool] = set()
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch, batch_idx: int) -> None:
+        self.modes.add(pl_module.training)
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self.exceptions.append(exception)
+
+
+class _StatusLogger(CSVLogger):
+    """A CSV logger that keeps the status each `finalize` gets."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.statuses: list[str] = []
+
+    def finalize(self, status: str) -> None:
+        self.statuses.append(status)
+        super().finalize(status)
+
+
+class _ValidatedRegressionData(RegressionData):
+    def val_dataloader(self) -> DataLoader:
+        return _regression_data(n=32, batch_size=self.batch_size)
+
+
+class _ValidatedRegression(Regression):
+    """`Regression` whose training step runs out of memory above batch size 8 and its validation step above 5."""
+
+    def __init__(self) -> None:
+        super().__init__(oom_above_batch_size=8)
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        if len(x) > 5:
+            raise torch.OutOfMemoryError(f"CUDA out of memory. Tried to allocate {len(x)} MiB")
+        self.log("val/loss", nn.functional.mse_loss(self.layer(x).squeeze(1), y))
+
+
+def test_out_of_memory_back_off_is_tried_before_the_run_so_nothing_sees_a_failure(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = _ValidatedRegression()
+    reference = copy.deepcopy(model)
+    user, logger = _SeesFailures(), _StatusLogger(tmp_path / "logs")
+    data = _ValidatedRegressionData(batch_size=32)
+    trainer = cpu_trainer(tmp_path / "backed-off", max_epochs=2, oom_backoff=True, callbacks=[user], logger=logger)
+    with pytest.warns(UserWarning, match=r"batch_size=8.*retrying with batch_size=4"):  # the validation step's
+        trainer.fit(model, datamodule=data)
+    assert data.batch_size == 4
+    assert trainer.global_step == 2 * 64 // 4  # both epochs, at the batch size that fits, and no step more
+    assert user.exceptions == [] and "failed" not in logger.statuses
+    assert user.modes == {True}  # not left in eval mode by the failed validation step
+    record = read_run(trainer.run_dir)
+    assert record["status"] == "completed" and record["error"] is None
+    assert record["config"]["data"]["hparams"]["batch_size"] == 4
+    # The failed tries left no trace: the same run started at batch size 4 ends with the same weights.
+    plain = cpu_trainer(tmp_path / "plain", max_epochs=2, oom_backoff=False)
+    plain.fit(reference, datamodule=_ValidatedRegressionData(batch_size=4))
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), reference.parameters(), strict=True))

@@ -1,0 +1,16 @@
+"""Callbacks (and the checkpoint plugin) that AutoTrainer adds to a run; each also works with a plain `pl.Trainer`."""
+
+from autotimm.callbacks.checkpoint_io import AtomicCheckpointIO
+from autotimm.callbacks.checkpoints import find_checkpoint
+from autotimm.callbacks.fast_path import FastPath
+from autotimm.callbacks.guards import NonFiniteLossError, StopOnNonFiniteLoss
+from autotimm.callbacks.oom import OOMBackoff
+
+__all__ = [
+    "AtomicCheckpointIO",
+    "FastPath",
+    "NonFiniteLossError",
+    "OOMBackoff",
+    "StopOnNonFiniteLoss",
+    "find_checkpoint",
+]
