@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import tempfile
@@ -14,6 +15,7 @@ import timm.data
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torchmetrics.classification import BinaryConfusionMatrix, MulticlassConfusionMatrix
 
 from autotimm._errors import check_bool, check_mapping, check_number
 from autotimm.backbones import BackboneConfig, create_backbone, pooled_width
@@ -242,6 +244,7 @@ class ImageClassifier(BaseTask):
         self.loss_fn = self._create_loss()
         self.metric_configs = metric_cfgs
         self._prog_bar = {m.name: m.prog_bar for m in metric_cfgs}
+        self._summaries: dict[str, Any] = {}  # see `epoch_summaries`
 
         self.backbone = create_backbone(backbone_cfg, num_classes=0)
         self.head: nn.Module | None = None  # built with `num_classes`, given or the data's
@@ -266,6 +269,7 @@ class ImageClassifier(BaseTask):
         self.train_metrics = create_metrics(metric_cfgs, "train", num_classes, task)
         self.val_metrics = create_metrics(metric_cfgs, "val", num_classes, task)
         self.test_metrics = create_metrics(metric_cfgs, "test", num_classes, task)
+        self.val_confusion = _confusion_matrix(num_classes, self.multi_label)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Return the logits `[B, num_classes]` of a normalised image batch `[B, 3, H, W]`."""
@@ -415,6 +419,8 @@ class ImageClassifier(BaseTask):
             for name, metric in metrics.items():
                 metric.update(probs, metric_target)
                 self.log(f"{stage}/{name}", metric, on_step=False, on_epoch=True, prog_bar=bar and self._prog_bar[name])
+        if stage == "val" and self.val_confusion is not None:
+            self._count_confusion(logits.detach(), y)
         batch_size = x.shape[0]
         if stage == "train":
             self._log_train_loss(loss, batch_size)
@@ -429,6 +435,46 @@ class ImageClassifier(BaseTask):
                 sync_dist=True,
             )
         return loss
+
+    # ---- epoch summaries: the validation confusion matrix ----------------------------------
+    def _count_confusion(self, logits: torch.Tensor, y: torch.Tensor) -> None:
+        probabilities = self.probabilities(logits.float())
+        if self.multi_label:  # binary: one sigmoid output, labels 0/1
+            self.val_confusion.update(probabilities[:, 0], y.reshape(-1).long())
+        else:  # class indices, or one-hot / probability targets [B, C]
+            self.val_confusion.update(probabilities, (y.argmax(-1) if y.ndim == 2 else y).long())
+
+    def on_fit_start(self) -> None:
+        super().on_fit_start()
+        self._summaries = {}
+
+    def on_validation_epoch_start(self) -> None:
+        if self.val_confusion is not None:
+            self.val_confusion.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        confusion = self.val_confusion
+        if confusion is None or not confusion.update_called:
+            return
+        counts = confusion.compute().tolist()  # summed over all ranks
+        confusion.reset()
+        if self.trainer.sanity_checking:
+            return
+        names = self.class_names if self.class_names is not None and len(self.class_names) == len(counts) else None
+        self._summaries["confusion_matrix"] = {
+            "split": "val",
+            "class_names": names or [str(i) for i in range(len(counts))],
+            "counts": counts,
+        }
+
+    def epoch_summaries(self) -> dict[str, Any]:
+        """The last validation epoch's `"confusion_matrix"` (multi-class and binary classifiers); see `BaseTask`.
+
+        Examples:
+            >>> model.epoch_summaries()["confusion_matrix"]["counts"]  # doctest: +SKIP
+            [[6, 0, 0], [1, 4, 1], [0, 0, 6]]
+        """
+        return copy.deepcopy(self._summaries)
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         return self._step(batch, "train")
@@ -503,6 +549,16 @@ class ImageClassifier(BaseTask):
         with tempfile.TemporaryDirectory() as folder:
             path = export_torchscript(self, Path(folder) / "model.pt", method=method, **kwargs)
             return torch.jit.load(path, map_location="cpu")
+
+
+def _confusion_matrix(num_classes: int, multi_label: bool) -> nn.Module | None:
+    """The validation confusion matrix of a classifier; `None` for a multi-label one (it would need one per class).
+
+    Labels are checked before each batch (`_label_problem`), so torchmetrics need not check them again.
+    """
+    if not multi_label:
+        return MulticlassConfusionMatrix(num_classes, validate_args=False)
+    return BinaryConfusionMatrix(validate_args=False) if num_classes == 1 else None
 
 
 def _sample_size(sample: object, argument: str) -> dict[str, tuple[int, int]]:

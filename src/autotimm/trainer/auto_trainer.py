@@ -26,13 +26,13 @@ from pytorch_lightning.utilities import rank_zero_info
 
 from autotimm._errors import check_bool, check_choice, check_number, check_seed, closest
 from autotimm._warnings import warn
+from autotimm.callbacks.plots import RunPlots
+from autotimm.callbacks.run_record import RunRecord
 from autotimm.loggers import LoggerConfig, LoggerManager, resolve_loggers
 from autotimm.trainer.checkpoint_io import AtomicCheckpointIO, find_checkpoint
 from autotimm.trainer.fast_path import FastPath, check_compile_options
 from autotimm.trainer.guards import StopOnNonFiniteLoss
-from autotimm.trainer.plots import RunPlots
 from autotimm.trainer.quiet import CompactModelSummary, quiet
-from autotimm.trainer.run_record import RunRecord
 from autotimm.trainer.tuning import TunerConfig, run_tuning
 
 __all__ = ["AutoTrainer"]
