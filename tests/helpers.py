@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from autotimm import AutoTrainer
+from autotimm import AutoTrainer, ImageClassifier, ImageDataModule
 
 
 def cpu_trainer(root: Path, **kwargs: Any) -> AutoTrainer:
@@ -64,3 +64,37 @@ def write_coco(
 
 def ann(ann_id: int, image_id: int, category_id: int, bbox: list[float], iscrowd: int = 0) -> dict[str, Any]:
     return {"id": ann_id, "image_id": image_id, "category_id": category_id, "bbox": bbox, "iscrowd": iscrowd}
+
+
+# ---- runs and their pictures (tests/runs, tests/callbacks) ----
+PLOT_CLASSES = {"cat": 6, "dog": 6, "fox": 6}
+# Short fits: one epoch of one batch, no sanity check, unless a test needs more.
+QUICK = {"max_epochs": 1, "limit_train_batches": 1, "num_sanity_val_steps": 0}
+
+
+def noise_data(make_image_folder: Callable[..., Path]) -> ImageDataModule:
+    """`PLOT_CLASSES` as 32 px noise images in `train/` and `val/`, batches of 4."""
+    root = make_image_folder(classes=PLOT_CLASSES, splits=("train", "val"), size=32)
+    return ImageDataModule(root, image_size=32, batch_size=4, num_workers=0, augmentation_preset="none")
+
+
+def finished_fit(
+    make_image_folder: Callable[..., Path], backbone: Any, root: Path
+) -> tuple[AutoTrainer, ImageClassifier, ImageDataModule]:
+    """A completed two-epoch fit of a 3-class classifier on `noise_data` under `root`, plots on."""
+    data = noise_data(make_image_folder)
+    model = ImageClassifier(backbone, num_classes=3)
+    trainer = cpu_trainer(root, max_epochs=2, checkpoint_monitor="val/accuracy", num_sanity_val_steps=0, plots=True)
+    trainer.fit(model, datamodule=data)
+    return trainer, model, data
+
+
+def assert_png(path: Path, min_height: int = 200, min_width: int = 300) -> None:
+    """`path` is a PNG of a sensible size with something drawn on it."""
+    from matplotlib.image import imread
+
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", path
+    pixels = imread(path)
+    assert pixels.ndim == 3 and pixels.shape[0] >= min_height and pixels.shape[1] >= min_width, pixels.shape
+    assert pixels.shape[0] <= 2000 and pixels.shape[1] <= 2000, pixels.shape
+    assert pixels[..., :3].std() > 0  # something is drawn

@@ -64,3 +64,6 @@ def test_ddp_on_two_cpu_processes_writes_one_set_of_files_with_synchronised_metr
     assert record["status"] == "completed" and record["config"]["resolved"]["world_size"] == 2
     assert record["config"]["resolved"]["strategy"] == "DDPStrategy"
     assert [e["epoch"] for e in record["epochs"]] == [0, 1]
+    # The confusion matrix the classifier counted is summed over both ranks: 2 x 4 batches of 16 images.
+    confusion = json.loads((run_dir / "plots" / "confusion_matrix.json").read_text())
+    assert sum(map(sum, confusion["counts"])) == 2 * 4 * 16

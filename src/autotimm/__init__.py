@@ -14,8 +14,9 @@ from autotimm.loggers import LoggerConfig, LoggerManager, LoggingConfig
 from autotimm.losses import create_loss, list_losses
 from autotimm.metrics import MetricConfig
 from autotimm.optim import list_optimizers, list_schedulers
+from autotimm.runs import read_run, summarize
 from autotimm.tasks import ImageClassifier, ObjectDetector
-from autotimm.trainer import AutoTrainer, NonFiniteLossError, TunerConfig, TuningError, read_run, summarize
+from autotimm.trainer import AutoTrainer, NonFiniteLossError, TunerConfig, TuningError
 
 __all__ = [
     "AutoTrainer",

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import importlib.util
-import json
 import os
 import random
 import signal
@@ -259,32 +258,6 @@ def test_out_of_memory_is_raised_when_backing_off_is_not_safe(tmp_path: Path) ->
         cpu_trainer(tmp_path / "b", max_epochs=1, oom_backoff=True).fit(
             Regression(oom_above_batch_size=0), datamodule=RegressionData(1)
         )
-
-
-def test_run_record_of_a_completed_run(digits_data, backbone, tmp_path: Path) -> None:
-    from autotimm import ImageClassifier
-
-    model = ImageClassifier(backbone, num_classes=10)
-    trainer = cpu_trainer(
-        tmp_path, max_epochs=2, limit_train_batches=2, limit_val_batches=1, checkpoint_monitor="val/accuracy"
-    )
-    trainer.fit(model, datamodule=digits_data)
-    run_dir = trainer.run_dir
-    assert run_dir.parent == tmp_path / "runs"
-    record = read_run(run_dir)
-    assert record["status"] == "completed" and record["error"] is None and record["duration_s"] > 0
-    assert record["config"]["model"]["class"] == "autotimm.tasks.classification.ImageClassifier"
-    assert record["config"]["model"]["hparams"]["num_classes"] == 10
-    assert record["config"]["data"]["hparams"]["batch_size"] == digits_data.batch_size
-    assert record["config"]["trainer"]["checkpoint_monitor"] == "val/accuracy"
-    assert record["config"]["trainer"]["limit_train_batches"] == 2
-    assert set(record["versions"]) >= {"torch", "timm", "pytorch-lightning", "autotimm"}
-    assert record["metrics"]["best"]["monitor"] == "val/accuracy"
-    assert Path(record["checkpoints"]["best"]).is_file() and Path(record["checkpoints"]["last"]).is_file()
-    assert [e["epoch"] for e in record["epochs"]] == [0, 1]
-    assert {"val/loss", "val/accuracy", "train/loss_epoch"} <= set(record["epochs"][-1])
-    assert record["metrics"]["final"] == record["epochs"][-1]
-    json.dumps(record)  # plain JSON all the way down
 
 
 def test_bad_ckpt_path_is_refused_before_training(tmp_path: Path) -> None:

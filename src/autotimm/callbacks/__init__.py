@@ -5,12 +5,16 @@ from autotimm.callbacks.checkpoints import find_checkpoint
 from autotimm.callbacks.fast_path import FastPath
 from autotimm.callbacks.guards import NonFiniteLossError, StopOnNonFiniteLoss
 from autotimm.callbacks.oom import OOMBackoff
+from autotimm.callbacks.plots import RunPlots
+from autotimm.callbacks.run_record import RunRecord
 
 __all__ = [
     "AtomicCheckpointIO",
     "FastPath",
     "NonFiniteLossError",
     "OOMBackoff",
+    "RunPlots",
+    "RunRecord",
     "StopOnNonFiniteLoss",
     "find_checkpoint",
 ]

@@ -432,6 +432,22 @@ class BaseTask(pl.LightningModule):
         with skip_pretrained_download():
             return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
 
+    # ---- epoch summaries (read by callbacks such as `RunPlots`) ------------------------------
+    def epoch_summaries(self) -> dict[str, Any]:
+        """What the last validation epoch found beyond its logged scalars, by name, as plain lists and dicts.
+
+        A task fills its own names at the end of each validation epoch (the sanity check aside),
+        from values gathered over all ranks, and returns a copy here; callbacks read it after
+        validation. Empty before the first validation epoch of a `fit`, and for a task that keeps
+        none. `RunPlots` draws `"confusion_matrix"`, `{"split": "val", "class_names": [str, ...],
+        "counts": [[int, ...], ...]}` (rows: true class, columns: predicted class).
+
+        Examples:
+            >>> model.epoch_summaries()  # doctest: +SKIP
+            {'confusion_matrix': {'split': 'val', 'class_names': ['cat', 'dog'], 'counts': [[6, 0], [1, 5]]}}
+        """
+        return {}
+
 
 def labels_outside(labels: torch.Tensor, high: float, *, high_inclusive: bool = False) -> list[Any]:
     """The distinct values of `labels` outside `[0, high)` (`[0, high]` with `high_inclusive`), at most 10.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import tempfile
@@ -14,6 +15,7 @@ import timm.data
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torchmetrics.classification import BinaryConfusionMatrix, MulticlassConfusionMatrix
 
 from autotimm._errors import check_bool, check_mapping, check_number
 from autotimm.backbones import BackboneConfig, create_backbone, pooled_width
@@ -235,6 +237,7 @@ class ImageClassifier(BaseTask):
         self._num_weights = num_weights
         self._balanced_weights: list[float] | None = None  # set at `fit` for class_weights="balanced"
         self.loss_fn = self._create_loss()
+        self._summaries: dict[str, Any] = {}  # see `epoch_summaries`
 
         backbone_cfg = self._backbone_config
         self.backbone = create_backbone(backbone_cfg, num_classes=0)
@@ -256,6 +259,7 @@ class ImageClassifier(BaseTask):
         self.head = nn.Sequential(nn.Dropout(float(head_dropout)), nn.Linear(width, num_classes))
         task = ("binary" if num_classes == 1 else "multilabel") if self.multi_label else "multiclass"
         self._create_stage_metrics(self.metric_configs, num_classes=num_classes, task=task)
+        self.val_confusion = _confusion_matrix(num_classes, self.multi_label)
 
     def _built_head(self) -> nn.Module:
         if self.head is None:
@@ -406,8 +410,50 @@ class ImageClassifier(BaseTask):
             for name, metric in metrics.items():
                 metric.update(probs, metric_target)
                 self.log(f"{stage}/{name}", metric, on_step=False, on_epoch=True, prog_bar=self._metric_on_bar(name))
+        if stage == "val" and self.val_confusion is not None:
+            self._count_confusion(logits.detach(), y)
         self._log_loss(stage, loss, x.shape[0])
         return loss
+
+    # ---- epoch summaries: the validation confusion matrix ----------------------------------
+    def _count_confusion(self, logits: torch.Tensor, y: torch.Tensor) -> None:
+        probabilities = self.probabilities(logits.float())
+        if self.multi_label:  # binary: one sigmoid output, labels 0/1
+            self.val_confusion.update(probabilities[:, 0], y.reshape(-1).long())
+        else:  # class indices, or one-hot / probability targets [B, C]
+            self.val_confusion.update(probabilities, (y.argmax(-1) if y.ndim == 2 else y).long())
+
+    def on_fit_start(self) -> None:
+        super().on_fit_start()
+        self._summaries = {}
+
+    def on_validation_epoch_start(self) -> None:
+        if self.val_confusion is not None:
+            self.val_confusion.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        confusion = self.val_confusion
+        if confusion is None or not confusion.update_called:
+            return
+        counts = confusion.compute().tolist()  # summed over all ranks
+        confusion.reset()
+        if self.trainer.sanity_checking:
+            return
+        names = self.class_names if self.class_names is not None and len(self.class_names) == len(counts) else None
+        self._summaries["confusion_matrix"] = {
+            "split": "val",
+            "class_names": names or [str(i) for i in range(len(counts))],
+            "counts": counts,
+        }
+
+    def epoch_summaries(self) -> dict[str, Any]:
+        """The last validation epoch's `"confusion_matrix"` (multi-class and binary classifiers); see `BaseTask`.
+
+        Examples:
+            >>> model.epoch_summaries()["confusion_matrix"]["counts"]  # doctest: +SKIP
+            [[6, 0, 0], [1, 4, 1], [0, 0, 6]]
+        """
+        return copy.deepcopy(self._summaries)
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         return self._step(batch, "train")
@@ -482,6 +528,16 @@ class ImageClassifier(BaseTask):
         with tempfile.TemporaryDirectory() as folder:
             path = export_torchscript(self, Path(folder) / "model.pt", method=method, **kwargs)
             return torch.jit.load(path, map_location="cpu")
+
+
+def _confusion_matrix(num_classes: int, multi_label: bool) -> nn.Module | None:
+    """The validation confusion matrix of a classifier; `None` for a multi-label one (it would need one per class).
+
+    Labels are checked before each batch (`_label_problem`), so torchmetrics need not check them again.
+    """
+    if not multi_label:
+        return MulticlassConfusionMatrix(num_classes, validate_args=False)
+    return BinaryConfusionMatrix(validate_args=False) if num_classes == 1 else None
 
 
 def _sample_size(sample: object, argument: str) -> dict[str, tuple[int, int]]:

@@ -27,10 +27,10 @@ from autotimm.callbacks.checkpoints import checkpoint_callbacks, find_checkpoint
 from autotimm.callbacks.fast_path import FastPath, check_compile_options
 from autotimm.callbacks.guards import StopOnNonFiniteLoss
 from autotimm.callbacks.oom import OOMBackoff
+from autotimm.callbacks.plots import RunPlots
+from autotimm.callbacks.run_record import RunRecord
 from autotimm.loggers import LoggerConfig, LoggerManager, resolve_loggers
-from autotimm.trainer.plots import RunPlots
 from autotimm.trainer.quiet import CompactModelSummary, quiet
-from autotimm.trainer.run_record import RunRecord
 from autotimm.trainer.tuning import TunerConfig, run_tuning
 
 __all__ = ["AutoTrainer"]

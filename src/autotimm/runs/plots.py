@@ -1,34 +1,25 @@
-"""Pictures of a run: loss and metric curves, the LR finder's curve and a confusion matrix, as PNGs."""
+"""Pictures of a run: loss and metric curves, the LR finder's curve and a confusion matrix, as PNGs.
+
+`plot_run` draws them from a run folder; the `RunPlots` callback draws them at the end of `fit`
+with the same functions (`plot_jobs`).
+"""
 
 from __future__ import annotations
 
 import json
-import logging
 import math
 import os
-import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pytorch_lightning as pl
-import torch
-from pytorch_lightning.callbacks import Callback
-from pytorch_lightning.strategies import DDPStrategy, DeepSpeedStrategy
 from pytorch_lightning.utilities import rank_zero_info
-
-from autotimm._warnings import warn
-from autotimm.tasks.classification import ImageClassifier
-from autotimm.trainer.lr_curve import smooth
-from autotimm.trainer.run_record import RunRecord, _scalars, write_json_atomic
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-log = logging.getLogger(__name__)
-
-__all__ = ["RunPlots", "plot_run"]
+__all__ = ["CONFUSION_DATA", "LR_FINDER_DATA", "PLOT_FILES", "plot_jobs", "plot_run"]
 
 _STAGES = ("train", "val", "test")
 _STAGE_COLORS = {"train": "tab:blue", "val": "tab:orange", "test": "tab:green"}
@@ -42,7 +33,8 @@ _DPI = 100
 # The data behind two pictures, kept in the plots folder so that `plot_run` can redraw them.
 LR_FINDER_DATA = "lr_finder.json"
 CONFUSION_DATA = "confusion_matrix.json"
-_FILES = ("loss.png", "metrics.png", "lr_finder.png", "confusion_matrix.png", LR_FINDER_DATA, CONFUSION_DATA)
+# Every file the plots folder may hold.
+PLOT_FILES = ("loss.png", "metrics.png", "lr_finder.png", "confusion_matrix.png", LR_FINDER_DATA, CONFUSION_DATA)
 
 
 def plot_run(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str] | None = None) -> list[Path]:
@@ -64,7 +56,7 @@ def plot_run(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str] | 
         FileNotFoundError: If `run_dir` holds no `metrics.json`.
 
     Examples:
-        >>> from autotimm.trainer import plot_run
+        >>> from autotimm.runs import plot_run
         >>> plot_run(trainer.run_dir)  # doctest: +SKIP
         [PosixPath('.../plots/loss.png'), PosixPath('.../plots/metrics.png')]
     """
@@ -78,100 +70,23 @@ def plot_run(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str] | 
     epochs = json.loads(metrics.read_text(encoding="utf-8"))
     out = folder / "plots" if out_dir is None else Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    return [path for _, draw in _jobs(epochs, out, data_dir=folder / "plots") if (path := draw()) is not None]
+    return [path for _, draw in plot_jobs(epochs, out, data_dir=folder / "plots") if (path := draw()) is not None]
 
 
-class RunPlots(Callback):
-    """Draw a run's pictures at the end of `fit` (also after an early stop or a failure).
+def plot_jobs(
+    epochs: list[dict[str, Any]], out: Path, data_dir: Path
+) -> Iterator[tuple[str, Callable[[], Path | None]]]:
+    """The pictures to draw into `out`, each a `(file name, draw)` pair; `draw` returns the path written or `None`.
 
-    Into `<run_dir>/plots/` (`trainer.run_dir`, with a `RunRecord` callback), or
-    `<default_root_dir>/plots/` without one (overwritten by the next `fit`):
-
-    - `loss.png`: train and val loss per epoch;
-    - `metrics.png`: one panel per logged metric, its train/val/test curves together;
-    - `lr_finder.png`: loss against learning rate, the suggestion marked, when the
-      tuner's LR finder ran (its data is copied to `lr_finder.json`);
-    - `confusion_matrix.png`: for a multi-class or binary `ImageClassifier`, the counts on
-      the validation data with the final weights, shaded by row (its data in
-      `confusion_matrix.json`); `limit_val_batches` applies. Not drawn after a failure, nor
-      with strategies that shard the model (FSDP, DeepSpeed).
-
-    Only global rank 0 draws. A picture that cannot be drawn or written gives a warning and
-    never fails the run. AutoTrainer adds this callback unless `plots=False`.
-
-    Attributes:
-        plots_dir: The folder the last `fit` drew into (`None` before).
+    Args:
+        epochs: The per-epoch entries of a run (the content of `metrics.json`).
+        out: The folder to draw into.
+        data_dir: The folder holding `lr_finder.json` and `confusion_matrix.json`, if any.
 
     Examples:
-        >>> trainer = pl.Trainer(callbacks=[RunRecord(), RunPlots()])  # doctest: +SKIP
-        >>> trainer.fit(model, datamodule=data)  # doctest: +SKIP
+        >>> [name for name, _ in plot_jobs([], Path("plots"), data_dir=Path("nowhere"))]
+        ['loss.png', 'metrics.png']
     """
-
-    def __init__(self) -> None:
-        self.plots_dir: Path | None = None
-        self._epochs: list[dict[str, Any]] = []
-
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._epochs = []
-
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        # Only needed without a run record, whose metrics.json holds the same values.
-        if trainer.is_global_zero and not trainer.sanity_checking and _run_record(trainer) is None:
-            entry = {"epoch": trainer.current_epoch, "step": trainer.global_step}
-            self._epochs = [e for e in self._epochs if e["epoch"] != trainer.current_epoch]
-            self._epochs.append({**entry, **_scalars(trainer.callback_metrics)})
-
-    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.is_global_zero:
-            _guarded("the plots", lambda: self._draw(trainer, pl_module, failed=False))
-
-    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        if trainer.is_global_zero:
-            _guarded("the plots", lambda: self._draw(trainer, pl_module, failed=True))
-
-    def _draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule, failed: bool) -> None:
-        record = _run_record(trainer)
-        if record is None:
-            root, epochs = Path(trainer.default_root_dir), self._epochs
-        elif record.run_dir is not None and (record.run_dir / "metrics.json").is_file():
-            root, epochs = record.run_dir, json.loads((record.run_dir / "metrics.json").read_text(encoding="utf-8"))
-        else:
-            root, epochs = None, []
-        if root is None or (failed and not epochs):
-            return  # the run ended before its first epoch: nothing to draw
-        out = root / "plots"
-        if _guarded("the plots folder", lambda: out.mkdir(parents=True, exist_ok=True) or out) is None:
-            return
-        self.plots_dir = out
-        if record is None:  # the folder is shared by every fit: what an earlier fit drew must not stay
-            for name in _FILES:
-                _guarded(name, lambda name=name: (out / name).unlink(missing_ok=True))
-        curve = getattr(trainer, "tuning_results", {}).get("lr_find_curve")
-        if curve is not None and Path(curve).is_file():
-            _guarded(LR_FINDER_DATA, lambda: shutil.copyfile(curve, out / LR_FINDER_DATA))
-        if not failed:
-            _guarded(CONFUSION_DATA, lambda: _save_confusion(trainer, pl_module, out / CONFUSION_DATA))
-        written = [path for name, draw in _jobs(epochs, out, data_dir=out) if (path := _guarded(name, draw))]
-        if written:  # the run's folder was named when it started; a folder without a run record was not
-            say = log.debug if record is not None else rank_zero_info
-            say(f"autotimm: plots written to {out} ({', '.join(p.name for p in written)})")
-
-
-def _run_record(trainer: pl.Trainer) -> RunRecord | None:
-    return next((cb for cb in trainer.callbacks if isinstance(cb, RunRecord)), None)
-
-
-def _guarded(what: str, action: Callable[[], Any]) -> Any:
-    """Run `action`; if it fails, warn and return `None`: a picture must never fail a training run."""
-    try:
-        return action()
-    except Exception as e:  # any plotting error is reported, and the run goes on
-        warn(f"autotimm: could not write {what}: {type(e).__name__}: {e}")
-        return None
-
-
-def _jobs(epochs: list[dict[str, Any]], out: Path, data_dir: Path) -> Iterator[tuple[str, Callable[[], Path | None]]]:
-    """The pictures to draw, each a `(file name, draw)` pair; `draw` returns the path written or `None`."""
     yield "loss.png", lambda: _draw_loss(_series(epochs), out / "loss.png")
     yield "metrics.png", lambda: _draw_metrics(_series(epochs), out / "metrics.png")
     if (data_dir / LR_FINDER_DATA).is_file():
@@ -335,7 +250,7 @@ def _draw_metrics(series: Series, path: Path) -> Path | None:
 def _draw_lr_finder(curve: dict[str, Any], path: Path) -> Path:
     lrs = [float(lr) for lr in curve["lr"]]
     losses = [float("nan") if loss is None else float(loss) for loss in curve["loss"]]
-    smoothed = smooth(losses, window=max(3, len(lrs) // 10))
+    smoothed = _smoothed(losses, span=max(3, len(lrs) // 10))
     figure = _figure(6, 4)
     ax = figure.add_subplot()
     ax.plot(lrs, losses, color="tab:blue", alpha=0.3, linewidth=1, label="loss")
@@ -356,6 +271,24 @@ def _draw_lr_finder(curve: dict[str, Any], path: Path) -> Path:
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize="small")
     return _save(figure, path)
+
+
+def _smoothed(values: Sequence[float], span: int) -> list[float]:
+    """An exponential moving average over about `span` points, corrected for its start at zero;
+    non-finite values are skipped (the average holds), and before the first finite one it is NaN.
+
+    Examples:
+        >>> _smoothed([2.0, float("nan"), 2.0], span=3)
+        [2.0, 2.0, 2.0]
+    """
+    keep = (span - 1) / (span + 1)  # the weight of the past: the usual span-to-factor conversion
+    total, weight, out = 0.0, 0.0, []
+    for value in values:
+        if math.isfinite(value):
+            total = keep * total + (1 - keep) * value
+            weight = keep * weight + (1 - keep)
+        out.append(total / weight if weight else float("nan"))
+    return out
 
 
 def _draw_confusion(data: dict[str, Any], path: Path) -> Path:
@@ -385,72 +318,3 @@ def _draw_confusion(data: dict[str, Any], path: Path) -> Path:
     accuracy = f", accuracy {correct / total:.1%}" if total else ""
     ax.set_title(f"Confusion matrix ({data.get('split', 'val')}, {total} images{accuracy})")
     return _save(figure, path)
-
-
-# ---- confusion matrix ------------------------------------------------------------------------
-def _save_confusion(trainer: pl.Trainer, pl_module: pl.LightningModule, path: Path) -> None:
-    """Count (true, predicted) pairs over the validation data and write them to `path` as JSON."""
-    if not isinstance(pl_module, ImageClassifier):
-        return
-    binary = pl_module.multi_label and pl_module.num_classes == 1
-    if pl_module.multi_label and not binary:
-        rank_zero_info("autotimm: no confusion matrix for a multi-label classifier (one per class would be needed).")
-        return
-    if trainer.world_size > 1 and (
-        not isinstance(trainer.strategy, DDPStrategy) or isinstance(trainer.strategy, DeepSpeedStrategy)
-    ):
-        rank_zero_info(
-            f"autotimm: no confusion matrix with {type(trainer.strategy).__name__}: rank 0 does not hold the "
-            "whole model."
-        )
-        return
-    loader, batches = _val_loader(trainer)
-    if loader is None or batches == 0:
-        rank_zero_info("autotimm: no validation data; confusion_matrix.png not drawn.")
-        return
-    n = 2 if binary else pl_module.num_classes
-    counts = torch.zeros(n * n, dtype=torch.long)
-    was_training = pl_module.training
-    # As in validation, so that a compiled model reuses its validation graph.
-    no_grad = (
-        torch.inference_mode if getattr(trainer.fit_loop.epoch_loop.val_loop, "inference_mode", True) else torch.no_grad
-    )
-    pl_module.eval()
-    try:
-        with no_grad(), trainer.strategy.precision_plugin.forward_context():
-            for index, batch in enumerate(loader):
-                if batches is not None and index >= batches:
-                    break
-                x, y = trainer.strategy.batch_to_device(batch)[:2]
-                logits = pl_module(x).float()
-                if binary:
-                    predicted, true = (logits[:, 0] > 0).long(), y.reshape(-1).long()
-                else:
-                    predicted, true = logits.argmax(-1), (y.argmax(-1) if y.ndim == 2 else y).long()
-                counts += torch.bincount((true * n + predicted).cpu(), minlength=n * n)
-    finally:
-        pl_module.train(was_training)
-    names = getattr(trainer.datamodule, "class_names", None)
-    if not (isinstance(names, (list, tuple)) and len(names) == n):
-        names = [str(i) for i in range(n)]
-    data = {"split": "val", "class_names": [str(c) for c in names], "counts": counts.reshape(n, n).tolist()}
-    write_json_atomic(path, data)
-
-
-def _val_loader(trainer: pl.Trainer) -> tuple[Any, int | None]:
-    """The first validation loader (from the data module: whole, not this rank's share) and how
-    many of its batches `limit_val_batches` allows (`None`: all)."""
-    datamodule = trainer.datamodule
-    loader = datamodule.val_dataloader() if datamodule is not None else trainer.val_dataloaders
-    if isinstance(loader, (list, tuple)):
-        loader = loader[0] if loader else None
-    if loader is None:
-        return None, None
-    limit = trainer.limit_val_batches
-    try:
-        size = len(loader)
-    except TypeError:  # an iterable without a length
-        return loader, int(limit) if isinstance(limit, int) else None
-    if isinstance(limit, int):
-        return loader, min(size, limit)
-    return loader, max(1, int(size * limit)) if limit > 0 else 0

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from autotimm._errors import check_bool
-from autotimm.trainer.run_record import read_run
+from autotimm.runs.record import read_run
 
 __all__ = ["summarize"]
 

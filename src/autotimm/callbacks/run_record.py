@@ -1,4 +1,7 @@
-"""Run records: `run.json` (status, configuration, versions, results) and per-epoch `metrics.json`."""
+"""The `RunRecord` callback: `run.json` (status, configuration, versions, results) and per-epoch `metrics.json`.
+
+`autotimm.runs.read_run` reads them back.
+"""
 
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from autotimm._atomic import atomic_path
 from autotimm.callbacks.checkpoints import last_checkpoint
 
-__all__ = ["RunRecord", "read_run"]
+__all__ = ["RunRecord", "scalar_metrics", "write_json_atomic"]
 
 _PACKAGES = ("autotimm", "torch", "torchvision", "timm", "pytorch-lightning", "torchmetrics")
 
@@ -59,21 +62,6 @@ def write_json_atomic(path: Path, data: Any) -> None:
         tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
 
-def read_run(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a run's record: `run.json` with its per-epoch `metrics` (from `metrics.json`) added.
-
-    Examples:
-        >>> record = read_run(trainer.run_dir)  # doctest: +SKIP
-        >>> record["status"], record["metrics"]["best"]  # doctest: +SKIP
-        ('completed', {'monitor': 'val/accuracy', 'value': 0.98, ...})
-    """
-    folder = Path(run_dir)
-    record = json.loads((folder / "run.json").read_text(encoding="utf-8"))
-    metrics = folder / "metrics.json"
-    record["epochs"] = json.loads(metrics.read_text(encoding="utf-8")) if metrics.is_file() else []
-    return record
-
-
 def _versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
     for package in _PACKAGES:
@@ -82,7 +70,13 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
+def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """The one-number values of `metrics` (such as `trainer.callback_metrics`) as JSON-safe floats.
+
+    Examples:
+        >>> scalar_metrics({"val/loss": torch.tensor(0.5), "note": "text"})
+        {'val/loss': 0.5}
+    """
     out = {}
     for key, value in metrics.items():
         if isinstance(value, torch.Tensor) and value.numel() == 1:
@@ -110,6 +104,13 @@ class RunRecord(Callback):
     Args:
         trainer_config: The trainer's arguments as the user gave them, recorded under
             `config.trainer` (AutoTrainer passes its own).
+
+    Examples:
+        >>> record = RunRecord()
+        >>> trainer = pl.Trainer(max_epochs=3, callbacks=[record])  # doctest: +SKIP
+        >>> trainer.fit(model, datamodule=data)  # doctest: +SKIP
+        >>> autotimm.read_run(record.run_dir)["status"]  # doctest: +SKIP
+        'completed'
     """
 
     def __init__(self, trainer_config: dict[str, Any] | None = None) -> None:
@@ -187,7 +188,7 @@ class RunRecord(Callback):
         if not trainer.is_global_zero or trainer.sanity_checking:
             return
         entry = {"epoch": trainer.current_epoch, "step": trainer.global_step, "time": _now()}
-        entry.update(_scalars(trainer.callback_metrics))
+        entry.update(scalar_metrics(trainer.callback_metrics))
         self._epochs = [e for e in self._epochs if e["epoch"] != entry["epoch"]] + [entry]
         write_json_atomic(self.run_dir / "metrics.json", self._epochs)
         self._write(trainer)
