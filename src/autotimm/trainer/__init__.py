@@ -6,7 +6,7 @@ from autotimm.trainer.guards import NonFiniteLossError, StopOnNonFiniteLoss
 from autotimm.trainer.plots import RunPlots, plot_run
 from autotimm.trainer.run_record import RunRecord, read_run
 from autotimm.trainer.summary import summarize
-from autotimm.trainer.tuning import TunerConfig, TuningError
+from autotimm.tuner import TunerConfig, TuningError
 
 __all__ = [
     "AtomicCheckpointIO",

@@ -33,7 +33,7 @@ from autotimm.trainer.guards import StopOnNonFiniteLoss
 from autotimm.trainer.plots import RunPlots
 from autotimm.trainer.quiet import CompactModelSummary, quiet
 from autotimm.trainer.run_record import RunRecord
-from autotimm.trainer.tuning import TunerConfig, run_tuning
+from autotimm.tuner import TunerConfig, run_tuning
 
 __all__ = ["AutoTrainer"]
 

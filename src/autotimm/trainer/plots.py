@@ -19,7 +19,7 @@ from pytorch_lightning.utilities import rank_zero_info
 
 from autotimm._warnings import warn
 from autotimm.tasks.classification import ImageClassifier
-from autotimm.trainer.lr_curve import smooth
+from autotimm.tuner.lr_finder import smooth
 from autotimm.trainer.run_record import RunRecord, _scalars, write_json_atomic
 
 if TYPE_CHECKING:
