@@ -19,8 +19,8 @@ from pytorch_lightning.utilities import rank_zero_info
 
 from autotimm._warnings import warn
 from autotimm.tasks.classification import ImageClassifier
-from autotimm.tuner.lr_finder import smooth
 from autotimm.trainer.run_record import RunRecord, _scalars, write_json_atomic
+from autotimm.tuner.lr_finder import smooth
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
