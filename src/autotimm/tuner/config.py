@@ -36,8 +36,8 @@ class TunerConfig:
         lr_find_kwargs: `min_lr` (default 1e-6), `max_lr` (default 1.0), `num_training`
             (optimizer steps, default 100; on a small data set the sweep runs over as many epochs
             as they need, whatever `max_epochs`), `mode` (`"exponential"`, the default, or `"linear"`),
-            `early_stop_threshold` (stop once the smoothed loss exceeds this multiple of its best,
-            default 4; `None`: only on a non-finite loss).
+            `early_stop_threshold` (stop once the smoothed loss exceeds this multiple of its best and
+            the first loss, default 4; `None`: only on a non-finite loss).
         batch_size_kwargs: `mode` (`"power"` or `"binsearch"`), `steps_per_trial`,
             `init_val`, `max_trials`, `margin`, `max_val`.
 

@@ -37,8 +37,8 @@ class LRRangeTest(Callback):
     set to the next point of an exponential (or linear) ramp, and the step's training loss is
     recorded unsmoothed (the mean over its accumulated batches) in `lrs` / `losses`. The
     fit is stopped (`trainer.should_stop`) when the ramp is done, or sooner when the loss
-    diverges: it is not finite, or its moving average exceeds `early_stop_threshold` times the
-    lowest one. The fit's learning-rate schedulers are switched off during the test. When
+    diverges: it is not finite, or its moving average exceeds both `early_stop_threshold` times
+    its lowest and the first loss. The fit's learning-rate schedulers are switched off during the test. When
     the fit ends (or fails), the model's weights and the optimizers' state are put back as
     they were at its start. Use it in a fit of its own that may run as many epochs as it needs
     (each epoch makes at least one step: `max_epochs` above `num_training` is enough);
@@ -49,8 +49,8 @@ class LRRangeTest(Callback):
         max_lr: The last learning rate.
         num_training: Optimizer steps, one point of the curve each.
         mode: `"exponential"` (evenly spaced in log space) or `"linear"`.
-        early_stop_threshold: Stop once the smoothed loss exceeds this multiple of its minimum;
-            `None` stops only on a non-finite loss.
+        early_stop_threshold: Stop once the smoothed loss exceeds this multiple of its minimum (and
+            the first loss); `None` stops only on a non-finite loss.
 
     Examples:
         >>> test = LRRangeTest(min_lr=1e-5, max_lr=1.0, num_training=30)
@@ -142,7 +142,9 @@ class LRRangeTest(Callback):
         if not math.isfinite(self.losses[-1]):
             return True
         threshold = self.early_stop_threshold
-        return threshold is not None and len(self.losses) > 1 and self._smoothed > threshold * self._lowest
+        # Above `threshold` times its lowest, and above where it started: a loss that has fallen close to
+        # zero, on data the model has nearly learnt, may jump many times its lowest without diverging.
+        return threshold is not None and self._smoothed > max(threshold * self._lowest, self.losses[0])
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._restore(trainer, pl_module)
