@@ -1,9 +1,9 @@
 """Find the batch size and learning rate before training, with `TunerConfig`.
 
 `AutoTrainer.fit` first runs Lightning's batch-size finder (doubling the data module's
-`batch_size` from `init_val` while a few training steps still fit in memory), then its
-learning-rate finder (a short run whose learning rate grows from `min_lr` to `max_lr`;
-the suggestion is where the loss falls fastest), writes both results into the data module
+`batch_size` from `init_val` while a few training steps still fit in memory), then an
+LR range test (a short run whose learning rate grows from `min_lr` to `max_lr`; the
+suggestion is where the loss falls fastest; the weights are then put back), writes both results into the data module
 and the model, and trains with them. The loss-vs-learning-rate curve is saved as JSON.
 
 On a CPU memory never runs out, so the batch size grows until `max_trials` doublings or

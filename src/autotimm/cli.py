@@ -31,6 +31,7 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.utilities import rank_zero_info
 
 from autotimm import __version__
+from autotimm._compat import LightningCLIPrivateSteps, instantiation_error
 from autotimm.backbones import list_backbones
 from autotimm.optim import list_optimizers, list_schedulers
 from autotimm.trainer import AutoTrainer
@@ -99,7 +100,20 @@ class _SaveRunConfig(Callback):
         rank_zero_info(f"autotimm: config saved to {path}; repeat the run with `autotimm fit --config {path}`.")
 
 
-class AutoTimmCLI(LightningCLI):
+class _Parser(LightningArgumentParser):
+    """Lightning's parser that keeps the subcommands action it adds (`add_subcommands` returns it).
+
+    `autotimm` adds `list` to it, and finds the parser of the subcommand that runs in it.
+    """
+
+    subcommands_action: Any = None
+
+    def add_subcommands(self, *args: Any, **kwargs: Any) -> Any:
+        self.subcommands_action = super().add_subcommands(*args, **kwargs)
+        return self.subcommands_action
+
+
+class AutoTimmCLI(LightningCLIPrivateSteps, LightningCLI):
     """Lightning's `LightningCLI` set up for autotimm: `AutoTrainer`, any model, any data module.
 
     Differences from a plain `LightningCLI`:
@@ -139,6 +153,7 @@ class AutoTimmCLI(LightningCLI):
             trainer_class=AutoTrainer,
             save_config_callback=None,
             auto_configure_optimizers=False,
+            parser_class=_Parser,
             parser_kwargs={
                 "prog": "autotimm",
                 "description": _DESCRIPTION,
@@ -159,7 +174,7 @@ class AutoTimmCLI(LightningCLI):
         super().setup_parser(add_subcommands, main_kwargs, subparser_kwargs)
         if add_subcommands:  # shown by `autotimm --help`; `main` runs it without the Lightning machinery
             list_parser = _list_parser()
-            self.parser._subcommands_action.add_subcommand("list", list_parser, help=list_parser.description)
+            self.parser.subcommands_action.add_subcommand("list", list_parser, help=list_parser.description)
 
     def add_default_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         """No `seed_everything` argument: `trainer.seed` is the one seed."""
@@ -173,18 +188,22 @@ class AutoTimmCLI(LightningCLI):
         for name in _FROM_DATA:
             parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
 
-    def _parse_ckpt_path(self) -> None:
+    def parse_ckpt_path(self) -> None:
         """Keep the model config as given: `ckpt_path` only loads the weights into the model it describes.
 
         (Lightning would merge the checkpoint's hyperparameters into `model`, which works only for
         models that save their `__init__` arguments unchanged; autotimm's tasks save a normalised copy.)
         """
 
-    def _set_seed(self) -> None:
+    def set_seed(self) -> None:
         """Seed from `trainer.seed` before the model is built (in place of `seed_everything`)."""
-        seed = self._get(self.config, "trainer").get("seed")
+        seed = self._section(self.config, "trainer").get("seed")
         if seed is not None:
             seed_everything(seed, workers=True, verbose=False)
+
+    def _section(self, config: Namespace, key: str) -> Any:
+        """`config[key]`, inside the subcommand's part of `config` when there is a subcommand."""
+        return config.get(str(self.subcommand), config).get(key)
 
     def instantiate_classes(self) -> None:
         """Build data, model and trainer; a bad value fails with the class's own error.
@@ -193,17 +212,18 @@ class AutoTimmCLI(LightningCLI):
             ValueError: If the config gives the model a `num_classes` or `image_size` other than
                 the data module's (the message names both, as command-line flags).
         """
-        model_args = self._get(self.config, "model").get("init_args") or {}
+        model_args = self._section(self.config, "model").get("init_args") or {}
         given = {name: model_args.get(name) for name in _FROM_DATA}  # before the links overwrite them
         try:
             super().instantiate_classes()
         except ValueError as error:
             # jsonargparse wraps an error of the model's or data module's `__init__` in a long
             # "Does not validate against any of the Union subtypes ..."; raise the error itself.
-            if isinstance(error.__cause__, Exception) and str(error).startswith("Does not validate"):
-                raise error.__cause__ from None
+            cause = instantiation_error(error)
+            if cause is not error:
+                raise cause from None
             raise
-        data_args = self._get(self.config, "data").get("init_args") or {}
+        data_args = self._section(self.config, "data").get("init_args") or {}
         for name, value in given.items():
             data_value = getattr(self.datamodule, name, None)
             if value is None or data_value is None or value == data_value:
@@ -217,15 +237,18 @@ class AutoTimmCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
         """Build the `AutoTrainer` from the changed arguments only, and have `fit` save the config."""
-        trainer_config = self._get(self.config_init, "trainer")
+        trainer_config = self._section(self.config_init, "trainer")
         own = inspect.signature(self.trainer_class).parameters
         for key in [k for k in trainer_config.keys() if k not in own and k in _TRAINER_DEFAULTS]:
             default = _TRAINER_DEFAULTS[key]
             if type(trainer_config[key]) is type(default) and trainer_config[key] == default:
                 del trainer_config[key]  # Lightning's own default: passed on only if changed
         trainer = super().instantiate_trainer(**kwargs)
-        subcommand_config = self.config.get(str(self.subcommand), self.config)
-        trainer.callbacks.append(_SaveRunConfig(self._parser(self.subcommand), subcommand_config))
+        if self.subcommand is None:
+            parser, config = self.parser, self.config
+        else:
+            parser, config = self.parser.subcommands_action.choices[self.subcommand], self.config[self.subcommand]
+        trainer.callbacks.append(_SaveRunConfig(parser, config))
         return trainer
 
 

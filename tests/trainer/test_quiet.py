@@ -109,8 +109,8 @@ def test_a_default_run_shows_progress_run_folder_and_real_problems_only(
     # Held back, not lost: at DEBUG on autotimm's logger.
     assert any(m.startswith("GPU available") for m in held_back)
     assert any("estimate number of stepping batches" in m for m in held_back)
-    if tuning:
-        assert any(".lr_find_" in m for m in held_back)
+    if tuning:  # the batch-size finder's internal checkpoint (the LR range test keeps its weights in memory)
+        assert any(".scale_batch_size_" in m for m in held_back)
 
     # Nothing stays changed after the run.
     assert warnings.filters == warning_filters and rank_zero.filters == log_filters

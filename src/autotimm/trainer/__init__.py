@@ -3,7 +3,7 @@
 from autotimm.callbacks import AtomicCheckpointIO, NonFiniteLossError, RunPlots, RunRecord, StopOnNonFiniteLoss
 from autotimm.runs import plot_run, read_run, summarize
 from autotimm.trainer.auto_trainer import AutoTrainer
-from autotimm.trainer.tuning import TunerConfig, TuningError
+from autotimm.tuner import TunerConfig, TuningError
 
 __all__ = [
     "AtomicCheckpointIO",

@@ -31,7 +31,7 @@ from autotimm.callbacks.plots import RunPlots
 from autotimm.callbacks.run_record import RunRecord
 from autotimm.loggers import LoggerConfig, LoggerManager, resolve_loggers
 from autotimm.trainer.quiet import CompactModelSummary, quiet
-from autotimm.trainer.tuning import TunerConfig, run_tuning
+from autotimm.tuner import TunerConfig, run_tuning
 
 __all__ = ["AutoTrainer"]
 

@@ -1,8 +1,9 @@
-"""TunerConfig and tuning inside AutoTrainer.fit."""
+"""The LR range test: inside AutoTrainer.fit, and as a callback of a plain Trainer."""
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from autotimm import ImageClassifier, ImageDataModule, TunerConfig, TuningError
-from helpers import colour_folder, cpu_trainer
+from autotimm.tuner import LRRangeTest, suggest_lr
+from helpers import cpu_trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -34,35 +36,6 @@ def test_lr_finder_sets_a_sane_lr_and_saves_its_curve(digits_data, backbone, tmp
     assert trainer.global_step == 3  # the real run happened after tuning
 
 
-def test_batch_size_finder_never_exceeds_the_data_set(make_image_folder, backbone, tmp_path):
-    root = make_image_folder(classes={"a": 12, "b": 12}, splits=("train", "val"), size=32)
-    data = ImageDataModule(root, image_size=32, batch_size=2, num_workers=0)
-    config = TunerConfig(auto_lr=False, auto_batch_size=True, batch_size_kwargs={"init_val": 4, "steps_per_trial": 1})
-    trainer = cpu_trainer(tmp_path, max_epochs=1, tuner_config=config)
-    trainer.fit(ImageClassifier(backbone, num_classes=2), datamodule=data)
-    assert trainer.tuning_results["batch_size"] == data.batch_size
-    assert 4 < data.batch_size <= 24
-
-
-def test_unknown_tuner_keys_fail_at_construction():
-    with pytest.raises(ValueError, match="num_training"):
-        TunerConfig(lr_find_kwargs={"num_trainings": 50})
-    with pytest.raises(ValueError, match="steps_per_trial"):
-        TunerConfig(batch_size_kwargs={"step_per_trial": 2})
-    with pytest.raises(ValueError, match="binsearch"):
-        TunerConfig(batch_size_kwargs={"mode": "linear"})
-    with pytest.raises(ValueError, match="min_lr"):
-        TunerConfig(lr_find_kwargs={"min_lr": 1.0, "max_lr": 0.1})
-    with pytest.raises(TypeError, match="auto_lr"):
-        TunerConfig(auto_lr="no")
-    with pytest.raises(TypeError, match="margin"):
-        TunerConfig(batch_size_kwargs={"margin": "x"})
-    with pytest.raises(TypeError, match="steps_per_trial"):
-        TunerConfig(batch_size_kwargs={"steps_per_trial": True})
-    with pytest.raises(TypeError, match="lr_find_kwargs"):
-        TunerConfig(lr_find_kwargs=[("min_lr", 1e-5)])
-
-
 # Learning rates so high that the loss diverges at once: the LR finder has no curve to read.
 _DIVERGING = TunerConfig(auto_lr=True, lr_find_kwargs={"min_lr": 1e3, "max_lr": 1e5, "num_training": 10})
 
@@ -73,29 +46,6 @@ def test_failed_lr_finder_says_how_to_turn_it_off(make_image_folder, backbone, t
     trainer = cpu_trainer(tmp_path, max_epochs=1, tuner_config=_DIVERGING)
     with pytest.raises(TuningError, match=r"diverged(.|\n)*Lower `min_lr` \(now 1000\)(.|\n)*auto_lr=False"):
         trainer.fit(ImageClassifier(backbone, num_classes=2), datamodule=data)
-
-
-def test_batch_size_finder_needs_a_datamodule(digits_data, backbone, tmp_path):
-    digits_data.setup("fit")
-    trainer = cpu_trainer(tmp_path, max_epochs=1, tuner_config=TunerConfig(auto_lr=False, auto_batch_size=True))
-    with pytest.raises(TuningError, match="auto_batch_size=False"):
-        trainer.fit(ImageClassifier(backbone, num_classes=10), train_dataloaders=digits_data.train_dataloader())
-
-
-def test_resume_does_not_retune(digits_data, backbone, tmp_path):
-    first = cpu_trainer(tmp_path, max_epochs=1, limit_train_batches=2, limit_val_batches=1)
-    first.fit(ImageClassifier(backbone, num_classes=10), datamodule=digits_data)
-    model = ImageClassifier(backbone, num_classes=10, lr=2e-3)
-    resumed = cpu_trainer(
-        tmp_path, max_epochs=2, limit_train_batches=2, limit_val_batches=1, tuner_config=TunerConfig(auto_lr=True)
-    )
-    resumed.fit(model, datamodule=digits_data, ckpt_path=first.checkpoint_callback.best_model_path)
-    assert resumed.tuning_results == {} and model._lr == 2e-3
-
-
-def test_tuning_refuses_distributed_runs_up_front(tmp_path):
-    with pytest.raises(ValueError, match="single-device"):
-        cpu_trainer(tmp_path, devices=2, strategy="ddp", tuner_config=TunerConfig(auto_batch_size=True))
 
 
 class _PlainModule(pl.LightningModule):
@@ -193,50 +143,83 @@ def test_training_after_a_multi_epoch_lr_sweep_with_a_progress_bar(digits_data, 
     assert trainer.global_step == 10 and "val/accuracy" in trainer.progress_bar_metrics
 
 
-def test_both_finders_on_48_images_train_with_the_found_batch_size(make_image_folder, backbone, tmp_path):
-    # Issue 12, defect 1: the batch-size finder found 30, autotimm shrank it to 1 so that the LR
-    # finder got 30 steps in one epoch, and BatchNorm failed on the batch of one.
-    data = ImageDataModule(colour_folder(make_image_folder, size=32), image_size=32, batch_size=8, num_workers=0)
-    config = TunerConfig(
-        auto_lr=True,
-        auto_batch_size=True,
-        lr_find_kwargs={"num_training": 20},
-        batch_size_kwargs={"mode": "binsearch", "init_val": 8, "steps_per_trial": 1, "max_trials": 3},
+# ---- LRRangeTest as a callback of a plain Trainer ---------------------------------------------
+
+
+class _Linear(pl.LightningModule):
+    """A linear classifier on 8 features: quick to sweep, with a loss that falls at a good learning rate."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 3))
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return F.cross_entropy(self.net(x), y)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1, momentum=0.9)
+
+
+def _loader(n: int = 24, batch_size: int = 8) -> torch.utils.data.DataLoader:
+    generator = torch.Generator().manual_seed(0)
+    y = torch.arange(n) % 3
+    x = torch.randn(n, 8, generator=generator) + 2.0 * F.one_hot(y, 8).float()
+    return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=batch_size)
+
+
+def _sweep(test: LRRangeTest, tmp_path: Path, **kwargs) -> _Linear:
+    torch.manual_seed(0)
+    model = _Linear()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        callbacks=[test],
+        max_epochs=test.num_training + 1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        **kwargs,
     )
-    trainer = cpu_trainer(tmp_path, max_epochs=1, tuner_config=config)
-    model = ImageClassifier(backbone, num_classes=3)
-    trainer.fit(model, datamodule=data)
-    # Lightning's binsearch tries 8, 16, 32 and keeps 95% of 32: that is what the run trains with.
-    assert trainer.tuning_results["batch_size"] == data.batch_size == 30
-    assert len(data.train_dataloader()) == 2  # 48 images: batches of 30 and 18
-    # The 20-step sweep ran over 10 epochs of 2 batches, to the top of its range, and suggested
-    # a learning rate ...
-    curve = json.loads(Path(trainer.tuning_results["lr_find_curve"]).read_text())
-    assert len(curve["lr"]) == 20 and curve["lr"][-1] == 1.0
-    assert model._lr == trainer.tuning_results["lr"] == curve["suggestion"]
-    # ... and the real run then trained its own single epoch.
-    assert trainer.max_epochs == 1 and trainer.current_epoch == 1 and trainer.global_step == 2
+    trainer.fit(model, train_dataloaders=_loader())
+    # The weights (and BatchNorm's running statistics) are back as they were before the test.
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    return model
 
 
-def test_tuner_config_false_means_no_tuning(digits_data, backbone, tmp_path):
-    # Issue 12, defect 3: Lightning's "off" (`logger=False`) was refused with a TypeError.
-    model = ImageClassifier(backbone, num_classes=10, lr=2e-3)
-    trainer = cpu_trainer(tmp_path, max_epochs=1, limit_train_batches=2, limit_val_batches=1, tuner_config=False)
-    trainer.fit(model, datamodule=digits_data)
-    assert trainer.tuner_config is None and trainer.tuning_results == {}
-    assert model._lr == 2e-3 and trainer.global_step == 2
-    with pytest.raises(TypeError, match=r"None or False for no tuning, but got bool True\. Pass `TunerConfig\(\)`"):
-        cpu_trainer(tmp_path, tuner_config=True)
+def test_lr_range_test_records_every_step_over_epochs_and_suggests_inside_the_range(tmp_path):
+    test = LRRangeTest(min_lr=1e-4, max_lr=1.0, num_training=30)
+    _sweep(test, tmp_path)  # 3 batches per epoch: 10 epochs
+    assert len(test.lrs) == len(test.losses) == 30
+    assert test.lrs[0] == 1e-4 and test.lrs[-1] == 1.0
+    ratios = [b / a for a, b in zip(test.lrs, test.lrs[1:], strict=False)]
+    assert max(ratios) == pytest.approx(min(ratios))  # exponential: evenly spaced in log space
+    suggestion = suggest_lr(test.lrs, test.losses)
+    assert suggestion is not None and 1e-4 <= suggestion <= 1.0
+    assert min(test.losses) < 0.9 * test.losses[0]  # raw losses: the loss fell on the way up
 
 
-def test_tuner_config_false_from_the_command_line(make_image_folder, tmp_path):
-    from autotimm.cli import AutoTimmCLI
+def test_lr_range_test_linear_ramp_with_accumulation(tmp_path):
+    test = LRRangeTest(min_lr=0.01, max_lr=0.1, num_training=8, mode="linear")
+    _sweep(test, tmp_path, accumulate_grad_batches=2)  # 3 batches, 2 steps per epoch
+    assert len(test.losses) == 8 and test.lrs[-1] == 0.1
+    steps = [b - a for a, b in zip(test.lrs, test.lrs[1:], strict=False)]
+    assert max(steps) == pytest.approx(min(steps)) == pytest.approx(0.09 / 7)
 
-    config = Path(__file__).resolve().parents[1] / "examples" / "configs" / "classify_folder.yaml"
-    args = ["--config", str(config), "--trainer.accelerator", "cpu", "--trainer.default_root_dir", str(tmp_path)]
-    args += ["--data.init_args.data_dir", str(make_image_folder())]
-    args += ["--model.init_args.backbone.model_name", "test_resnet"]
-    cli = AutoTimmCLI([*args, "--trainer.tuner_config", "false"], run=False)
-    assert cli.trainer.tuner_config is None
-    cli = AutoTimmCLI([*args, "--trainer.tuner_config", "{auto_lr: true, auto_batch_size: true}"], run=False)
-    assert cli.trainer.tuner_config == TunerConfig(auto_lr=True, auto_batch_size=True)
+
+def test_lr_range_test_stops_when_the_loss_diverges(tmp_path):
+    test = LRRangeTest(min_lr=1.0, max_lr=1e6, num_training=40, early_stop_threshold=2.0)
+    _sweep(test, tmp_path)
+    assert 1 <= len(test.losses) < 40
+    last = test.losses[-1]
+    assert not math.isfinite(last) or last > min(test.losses)  # stopped on a loss that blew up
+
+
+def test_lr_range_test_names_a_bad_argument():
+    with pytest.raises(ValueError, match=r"mode.*'linear'.*'cubic'"):
+        LRRangeTest(mode="cubic")
+    with pytest.raises(ValueError, match="max_lr"):
+        LRRangeTest(min_lr=1.0, max_lr=0.5)
