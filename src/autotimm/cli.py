@@ -30,8 +30,8 @@ from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.utilities import rank_zero_info
 
-from autotimm import __version__
 from autotimm._compat import LightningCLIPrivateSteps, instantiation_error
+from autotimm._version import __version__
 from autotimm.backbones import list_backbones
 from autotimm.optim import list_optimizers, list_schedulers
 from autotimm.trainer import AutoTrainer
