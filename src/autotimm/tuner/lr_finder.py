@@ -35,14 +35,14 @@ class LRRangeTest(Callback):
 
     Before each of `num_training` optimizer steps the learning rate of the first parameter group (the
     model's `lr`) is set to the next point of an exponential (or linear) ramp, and every other group's
-    keeps its ratio to it (a backbone at `backbone_lr_scale` or `layer_decay` stays that much slower,
-    as it will train after the test); the step's training loss is recorded unsmoothed (the mean over
-    its accumulated batches) in `lrs` / `losses`. The fit is stopped (`trainer.should_stop`) when
-    the ramp is done, or sooner when the loss diverges: it is not finite, or its moving average
-    exceeds both `early_stop_threshold` times its lowest and the first loss. The fit's learning-rate schedulers are switched off during
-    the test. When the fit ends (or fails), the model's weights and the optimizers' state are
-    put back as they were at its start. Use it in a fit of its own that may run as many epochs as it needs
-    (each epoch makes at least one step: `max_epochs` above `num_training` is enough);
+    keeps its ratio to it (a backbone at `backbone_lr_scale` or `layer_decay` stays that much slower, as
+    it will train after the test); the step's training loss is recorded unsmoothed (the mean over its
+    accumulated batches) in `lrs` / `losses`. The fit is stopped (`trainer.should_stop`) when the ramp
+    is done, or sooner when the loss diverges: it is not finite, or its moving average exceeds both
+    `early_stop_threshold` times its lowest and the first loss. The fit's learning-rate schedulers are
+    switched off during the test. When the fit ends (or fails), the model's weights and the optimizers'
+    state are put back as they were at its start. Use it in a fit of its own that may run as many epochs
+    as it needs (each epoch makes at least one step: `max_epochs` above `num_training` is enough);
     `AutoTrainer` runs it for `TunerConfig(auto_lr=True)`.
 
     Args:
