@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -147,3 +151,64 @@ def test_a_module_that_is_not_a_task_is_refused(tmp_path: Path) -> None:
                          enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")  # fmt: skip
     with pytest.raises(TypeError, match="Plain"):
         trainer.fit(Plain(), train_dataloaders=DataLoader(TensorDataset(torch.randn(4, 2)), batch_size=2))
+
+
+# Lightning's DDP launcher starts the other rank by running this script again.
+DDP_SCRIPT = textwrap.dedent(
+    """
+    import json
+    import sys
+    from pathlib import Path
+
+    import pytorch_lightning as pl
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from autotimm import AutoTrainer, BackboneConfig, ImageClassifier
+
+    root, strategy = Path(sys.argv[1]), sys.argv[2]
+    torch.manual_seed(0)
+    images, labels = torch.randn(32, 3, 32, 32), torch.randint(0, 3, (32,))
+    model = ImageClassifier(BackboneConfig("test_resnet", pretrained=False), num_classes=3, backbone_lr_scale=0.1)
+    seen = {}
+
+    def totals(module):  # weights, and buffers (BatchNorm statistics, which each rank keeps)
+        weights = sum(p.detach().double().sum().item() for p in module.parameters())
+        return [weights, sum(b.double().sum().item() for b in module.buffers())]
+
+    class Record(pl.Callback):
+        def on_train_start(self, trainer, pl_module):
+            seen["start"] = [False, *totals(pl_module.backbone)]
+
+        def on_train_epoch_end(self, trainer, pl_module):
+            seen[trainer.current_epoch] = [pl_module.backbone_frozen, *totals(pl_module.backbone)]
+
+    trainer = AutoTrainer(
+        max_epochs=2, fine_tune=1, accelerator="cpu", devices=2, strategy=strategy, default_root_dir=root,
+        callbacks=[Record()], enable_progress_bar=False, enable_model_summary=False, run_record=False, plots=False,
+        enable_checkpointing=False,
+    )
+    trainer.fit(model, train_dataloaders=DataLoader(TensorDataset(images, labels), batch_size=8))
+    (root / f"rank{trainer.global_rank}.json").write_text(json.dumps(seen))
+    """
+)
+
+
+@pytest.mark.slow
+def test_ddp_ranks_share_the_stage_and_plain_ddp_is_told_what_to_use(tmp_path: Path) -> None:
+    script = tmp_path / "finetune_ddp.py"
+    script.write_text(DDP_SCRIPT)
+    root = tmp_path / "run"
+    root.mkdir()
+    run = [sys.executable, str(script), str(root)]
+    done = subprocess.run([*run, "ddp_find_unused_parameters_true"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [json.loads((root / f"rank{r}.json").read_text()) for r in (0, 1)]
+    # The same stage, and the same backbone weights, on both ranks.
+    assert [ranks[0][k][:2] for k in ranks[0]] == [ranks[1][k][:2] for k in ranks[1]]
+    start, epoch_0, epoch_1 = ranks[0]["start"], ranks[0]["0"], ranks[0]["1"]
+    assert epoch_0[0] and epoch_0[1:] == start[1:]  # weights and BatchNorm statistics untouched while frozen
+    assert not epoch_1[0] and epoch_1[1] != epoch_0[1]
+
+    done = subprocess.run([*run, "ddp"], capture_output=True, text=True, timeout=600)
+    assert done.returncode != 0 and "ddp_find_unused_parameters_true" in done.stderr
