@@ -9,6 +9,7 @@ Examples:
 
 from autotimm._version import __version__ as __version__
 from autotimm.backbones import BackboneConfig, PretrainedWeightsError, list_backbones
+from autotimm.callbacks import FineTune
 from autotimm.data import DetectionDataModule, ImageDataModule
 from autotimm.loggers import LoggerConfig, LoggerManager, LoggingConfig
 from autotimm.losses import create_loss, list_losses
@@ -22,6 +23,7 @@ __all__ = [
     "AutoTrainer",
     "BackboneConfig",
     "DetectionDataModule",
+    "FineTune",
     "ImageClassifier",
     "ImageDataModule",
     "LoggerConfig",

@@ -3,6 +3,7 @@
 from autotimm.callbacks.checkpoint_io import AtomicCheckpointIO
 from autotimm.callbacks.checkpoints import find_checkpoint
 from autotimm.callbacks.fast_path import FastPath
+from autotimm.callbacks.finetune import FineTune
 from autotimm.callbacks.guards import NonFiniteLossError, StopOnNonFiniteLoss
 from autotimm.callbacks.oom import OOMBackoff
 from autotimm.callbacks.plots import RunPlots
@@ -11,6 +12,7 @@ from autotimm.callbacks.run_record import RunRecord
 __all__ = [
     "AtomicCheckpointIO",
     "FastPath",
+    "FineTune",
     "NonFiniteLossError",
     "OOMBackoff",
     "RunPlots",

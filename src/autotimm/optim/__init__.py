@@ -1,6 +1,7 @@
 """Optimizer and learning-rate scheduler registries (torch and timm names)."""
 
 from autotimm.optim.optimizers import check_optimizer_kwargs, create_optimizer, list_optimizers, resolve_optimizer
+from autotimm.optim.param_groups import backbone_lr_scales, check_backbone_lr_options, scaled_param_groups
 from autotimm.optim.schedulers import (
     SCHEDULER_ALIASES,
     check_scheduler_kwargs,
@@ -12,6 +13,8 @@ from autotimm.optim.schedulers import (
 
 __all__ = [
     "SCHEDULER_ALIASES",
+    "backbone_lr_scales",
+    "check_backbone_lr_options",
     "check_optimizer_kwargs",
     "check_scheduler_kwargs",
     "create_optimizer",
@@ -20,5 +23,6 @@ __all__ = [
     "list_schedulers",
     "resolve_optimizer",
     "resolve_scheduler",
+    "scaled_param_groups",
     "step_scheduler",
 ]

@@ -24,6 +24,7 @@ import functools
 import importlib.util
 import inspect
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import timm.optim
@@ -31,6 +32,7 @@ import torch
 from timm.optim import param_groups_weight_decay
 
 from autotimm._errors import unknown_choice
+from autotimm.optim.param_groups import scaled_param_groups
 
 __all__ = ["list_optimizers", "resolve_optimizer", "check_optimizer_kwargs", "create_optimizer"]
 
@@ -199,6 +201,7 @@ def create_optimizer(
     weight_decay: float = 0.0,
     *,
     allow_fused: bool = True,
+    lr_scales: Mapping[str, float] | None = None,
     **kwargs: Any,
 ) -> torch.optim.Optimizer:
     """Build the optimizer `name` over the trainable parameters of `model`.
@@ -221,6 +224,8 @@ def create_optimizer(
         weight_decay: Weight decay for the weights, >= 0.
         allow_fused: Use the fused implementation where there is one. Lightning refuses to clip
             the gradients of a fused optimizer in mixed precision, so such runs pass False.
+        lr_scales: `{parameter name: scale}` (see `backbone_lr_scales`): those parameters train
+            at `lr * scale`, in parameter groups of their own (see `scaled_param_groups`).
         **kwargs: Further arguments of the optimizer class (for example `betas`);
             they override autotimm's defaults.
 
@@ -247,10 +252,15 @@ def create_optimizer(
             f"`model` ({type(model).__name__}) has no trainable parameter: every parameter has "
             "`requires_grad=False`. Unfreeze at least one layer before creating the optimizer."
         )
-    if key not in _TORCH_CLASSES:
+    if lr_scales:
+        groups = scaled_param_groups(model, lr, weight_decay, lr_scales)
+    elif key in _TORCH_CLASSES:
+        no_weight_decay = getattr(model, "no_weight_decay", lambda: set())()
+        groups = param_groups_weight_decay(model, weight_decay=weight_decay, no_weight_decay_list=no_weight_decay)
+    else:  # timm groups the parameters by the same rule
         return timm.optim.create_optimizer_v2(model, opt=key, lr=lr, weight_decay=weight_decay, **kwargs)
-    no_weight_decay = getattr(model, "no_weight_decay", lambda: set())()
-    groups = param_groups_weight_decay(model, weight_decay=weight_decay, no_weight_decay_list=no_weight_decay)
+    if key not in _TORCH_CLASSES:
+        return timm.optim.create_optimizer_v2(groups, opt=key, lr=lr, weight_decay=weight_decay, **kwargs)
     options = {**_TORCH_DEFAULTS.get(key, {}), **kwargs}
     cls = _optimizer_class(key)
     if allow_fused and _can_fuse(cls, groups, options):

@@ -23,6 +23,8 @@ from autotimm.backbones import BackboneConfig, skip_pretrained_download
 from autotimm.loggers import LoggingConfig
 from autotimm.metrics import STAGES, MetricConfig, create_metrics
 from autotimm.optim import (
+    backbone_lr_scales,
+    check_backbone_lr_options,
     check_optimizer_kwargs,
     check_scheduler_kwargs,
     create_optimizer,
@@ -64,6 +66,13 @@ class BaseTask(pl.LightningModule):
         metrics: Metric configs (or their dict forms); `None` takes `default_metrics()`.
         default_metrics: The task's metrics when `metrics` is `None`.
         freeze_backbone: Train without the backbone (see `freeze_backbone()`).
+        backbone_lr_scale: The backbone's learning rate over `lr` (the head's, and a detector's
+            neck's), > 0: `0.1` fine-tunes a pretrained backbone ten times slower.
+        layer_decay: Layer-wise learning-rate decay inside the backbone, in (0, 1] (timm's
+            `--layer-decay`): each backbone layer of its `group_matcher()` learns `layer_decay`
+            times slower than the one above it, the last one `layer_decay` times slower than
+            the head. `None` for none; a task whose backbone has no `group_matcher()` (the
+            detector's `features_only` backbones) does not take it.
         lr: Learning rate.
         weight_decay: Weight decay (not applied to biases and normalisation weights).
         optimizer: A name from `list_optimizers()`.
@@ -96,6 +105,8 @@ class BaseTask(pl.LightningModule):
         metrics: Sequence[MetricConfig | dict[str, Any]] | None,
         default_metrics: Callable[[], list[MetricConfig]],
         freeze_backbone: bool,
+        backbone_lr_scale: float = 1.0,
+        layer_decay: float | None = None,
         lr: float,
         weight_decay: float,
         optimizer: str,
@@ -107,6 +118,7 @@ class BaseTask(pl.LightningModule):
         super().__init__()
         self._lr = float(check_number("lr", lr, low=0, low_inclusive=False))
         self.weight_decay = float(check_number("weight_decay", weight_decay, low=0))
+        self.backbone_lr_scale, self.layer_decay = check_backbone_lr_options(backbone_lr_scale, layer_decay)
         self.optimizer_name = resolve_optimizer(optimizer)
         self.optimizer_kwargs = check_mapping("optimizer_kwargs", optimizer_kwargs, optional=True)
         check_optimizer_kwargs(self.optimizer_name, self.optimizer_kwargs)
@@ -167,11 +179,15 @@ class BaseTask(pl.LightningModule):
 
     def _training_hparams(self) -> dict[str, Any]:
         """The optimizer, scheduler and logging hyperparameters, for `_save_hparams`."""
+        # Only when set: a task without layers to decay (the detector) does not take `layer_decay`.
+        layer_decay = {} if self.layer_decay is None else {"layer_decay": self.layer_decay}
         return {
             "logging_config": vars(self.logging_config).copy(),
             "optimizer": self.optimizer_name,
             "lr": self._lr,
             "weight_decay": self.weight_decay,
+            "backbone_lr_scale": self.backbone_lr_scale,
+            **layer_decay,
             "optimizer_kwargs": self.optimizer_kwargs,
             "scheduler": self.scheduler_name,
             "scheduler_kwargs": self.scheduler_kwargs,
@@ -248,6 +264,9 @@ class BaseTask(pl.LightningModule):
             lr=self._lr,
             weight_decay=self.weight_decay,
             allow_fused=trainer is None or _can_clip_fused(trainer),
+            lr_scales=backbone_lr_scales(
+                self, self.backbone, backbone_lr_scale=self.backbone_lr_scale, layer_decay=self.layer_decay
+            ),
             **self.optimizer_kwargs,
         )
         if self.scheduler_name is None:

@@ -149,6 +149,9 @@ class ImageClassifier(BaseTask):
         scheduler: A name from `list_schedulers()`, or `None` for a constant learning rate.
         scheduler_kwargs: Extra scheduler arguments.
         freeze_backbone: Train only the head; the backbone's BatchNorm statistics stay frozen too.
+        backbone_lr_scale: The backbone's learning rate over `lr`, which the head keeps
+            (`0.1`: the backbone learns ten times slower).
+        layer_decay: Layer-wise learning-rate decay inside the backbone, in (0, 1] (see `BaseTask`).
         label_smoothing: Label smoothing in [0, 1).
         head_dropout: Dropout before the linear head.
         multi_label: Independent sigmoid outputs with `BCEWithLogitsLoss`.
@@ -191,6 +194,8 @@ class ImageClassifier(BaseTask):
         scheduler: str | None = None,
         scheduler_kwargs: dict[str, Any] | None = None,
         freeze_backbone: bool = False,
+        backbone_lr_scale: float = 1.0,
+        layer_decay: float | None = None,
         label_smoothing: float = 0.0,
         head_dropout: float = 0.0,
         multi_label: bool = False,
@@ -204,6 +209,8 @@ class ImageClassifier(BaseTask):
             metrics=metrics,
             default_metrics=_default_metrics,
             freeze_backbone=freeze_backbone,
+            backbone_lr_scale=backbone_lr_scale,
+            layer_decay=layer_decay,
             lr=lr,
             weight_decay=weight_decay,
             optimizer=optimizer,

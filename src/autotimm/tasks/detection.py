@@ -136,6 +136,8 @@ class ObjectDetector(BaseTask):
         scheduler: A name from `list_schedulers()`, or `None` for a constant learning rate.
         scheduler_kwargs: Extra scheduler arguments.
         freeze_backbone: Train only the pyramid and head; the backbone's BatchNorm statistics stay frozen too.
+        backbone_lr_scale: The backbone's learning rate over `lr`, which the pyramid and head keep
+            (`0.1`: the backbone learns ten times slower).
         score_thresh: Detections scoring below this are dropped (low values suit mAP; filter for display).
         nms_thresh: IoU above which NMS suppresses the lower-scoring box of a class.
         detections_per_img: Most detections kept per image.
@@ -176,6 +178,7 @@ class ObjectDetector(BaseTask):
         scheduler: str | None = None,
         scheduler_kwargs: dict[str, Any] | None = None,
         freeze_backbone: bool = False,
+        backbone_lr_scale: float = 1.0,
         score_thresh: float = 0.05,
         nms_thresh: float = 0.6,
         detections_per_img: int = 100,
@@ -186,6 +189,7 @@ class ObjectDetector(BaseTask):
             metrics=metrics,
             default_metrics=_default_metrics,
             freeze_backbone=freeze_backbone,
+            backbone_lr_scale=backbone_lr_scale,
             lr=lr,
             weight_decay=weight_decay,
             optimizer=optimizer,

@@ -25,6 +25,7 @@ from autotimm._warnings import warn
 from autotimm.callbacks.checkpoint_io import AtomicCheckpointIO
 from autotimm.callbacks.checkpoints import checkpoint_callbacks, find_checkpoint
 from autotimm.callbacks.fast_path import FastPath, check_compile_options
+from autotimm.callbacks.finetune import FineTune
 from autotimm.callbacks.guards import StopOnNonFiniteLoss
 from autotimm.callbacks.oom import OOMBackoff
 from autotimm.callbacks.plots import RunPlots
@@ -95,6 +96,8 @@ class AutoTrainer(pl.Trainer):
             on where it pays: CUDA runs of a model whose weights are mostly 2-D convolutions.
         compile: `torch.compile` the model when a run starts: `True`, or a dict of
             `torch.compile` arguments (`{"mode": "max-autotune"}`). Checkpoint keys do not change.
+        fine_tune: Train the first `fine_tune` epochs with the backbone frozen, then all of it
+            (adds `FineTune(freeze_epochs=fine_tune)`; pair it with the task's `backbone_lr_scale`).
         trainer_kwargs: Any other `pytorch_lightning.Trainer` argument.
 
     Examples:
@@ -133,6 +136,7 @@ class AutoTrainer(pl.Trainer):
         plots: bool = True,
         channels_last: bool | None = None,
         compile: bool | dict[str, Any] = False,
+        fine_tune: int | None = None,
         **trainer_kwargs: Any,
     ) -> None:
         config = {k: v for k, v in locals().items() if k not in ("self", "trainer_kwargs", "__class__")}
@@ -228,6 +232,11 @@ class AutoTrainer(pl.Trainer):
             )
 
         callbacks = list(callbacks or [])
+        if fine_tune is not None:
+            check_number("fine_tune", fine_tune, low=1, integer=True)
+            if any(isinstance(cb, FineTune) for cb in callbacks):
+                raise ValueError(f"`fine_tune={fine_tune}` adds a FineTune callback, but `callbacks` has one already.")
+            callbacks.append(FineTune(freeze_epochs=fine_tune))
         if enable_checkpointing and not fast_dev_run:
             callbacks.extend(checkpoint_callbacks(checkpoint_monitor, checkpoint_mode, callbacks))
         if stop_on_nonfinite_loss:

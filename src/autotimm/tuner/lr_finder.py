@@ -33,15 +33,16 @@ _OFF = "Turn this step off with `TunerConfig(auto_lr=False)` and set `lr` on the
 class LRRangeTest(Callback):
     """An LR range test: raise the learning rate step by step from `min_lr` to `max_lr` and record the loss.
 
-    Before each of `num_training` optimizer steps the learning rate of every parameter group is
-    set to the next point of an exponential (or linear) ramp, and the step's training loss is
-    recorded unsmoothed (the mean over its accumulated batches) in `lrs` / `losses`. The
-    fit is stopped (`trainer.should_stop`) when the ramp is done, or sooner when the loss
-    diverges: it is not finite, or its moving average exceeds both `early_stop_threshold` times
-    its lowest and the first loss. The fit's learning-rate schedulers are switched off during
-    the test. When the fit ends (or fails), the model's weights and the optimizers' state are
-    put back as they were at its start. Use it in a fit of its own that may run as many epochs as it needs
-    (each epoch makes at least one step: `max_epochs` above `num_training` is enough);
+    Before each of `num_training` optimizer steps the learning rate of the first parameter group (the
+    model's `lr`) is set to the next point of an exponential (or linear) ramp, and every other group's
+    keeps its ratio to it (a backbone at `backbone_lr_scale` or `layer_decay` stays that much slower, as
+    it will train after the test); the step's training loss is recorded unsmoothed (the mean over its
+    accumulated batches) in `lrs` / `losses`. The fit is stopped (`trainer.should_stop`) when the ramp
+    is done, or sooner when the loss diverges: it is not finite, or its moving average exceeds both
+    `early_stop_threshold` times its lowest and the first loss. The fit's learning-rate schedulers are
+    switched off during the test. When the fit ends (or fails), the model's weights and the optimizers'
+    state are put back as they were at its start. Use it in a fit of its own that may run as many epochs
+    as it needs (each epoch makes at least one step: `max_epochs` above `num_training` is enough);
     `AutoTrainer` runs it for `TunerConfig(auto_lr=True)`.
 
     Args:
@@ -82,6 +83,7 @@ class LRRangeTest(Callback):
         self.lrs: list[float] = []
         self.losses: list[float] = []
         self._saved: tuple[dict[str, torch.Tensor], list[dict[str, Any]]] | None = None
+        self._ratios: list[list[float]] = []  # each group's learning rate over its optimizer's first group's
         self._step, self._loss_sum, self._batches = 0, 0.0, 0
         self._average, self._smoothed, self._lowest = 0.0, math.inf, math.inf
 
@@ -98,6 +100,7 @@ class LRRangeTest(Callback):
             [copy.deepcopy(optimizer.state_dict()) for optimizer in trainer.optimizers],
         )
         trainer.strategy.lr_scheduler_configs = []  # the test sets the learning rate itself
+        self._ratios = [_lr_ratios(optimizer) for optimizer in trainer.optimizers]
         self.lrs, self.losses = [], []
         self._step = trainer.global_step
         self._loss_sum, self._batches = 0.0, 0
@@ -107,9 +110,9 @@ class LRRangeTest(Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
         lr = self.lr_at(len(self.lrs))
-        for optimizer in trainer.optimizers:
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+        for optimizer, ratios in zip(trainer.optimizers, self._ratios, strict=True):
+            for group, ratio in zip(optimizer.param_groups, ratios, strict=True):
+                group["lr"] = lr * ratio
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -160,6 +163,12 @@ class LRRangeTest(Callback):
         for optimizer, state in zip(trainer.optimizers, optimizer_states, strict=False):
             optimizer.load_state_dict(state)
         self._saved = None
+
+
+def _lr_ratios(optimizer: torch.optim.Optimizer) -> list[float]:
+    """Each parameter group's starting learning rate over the first group's."""
+    lrs = [group.get("initial_lr", group["lr"]) for group in optimizer.param_groups]
+    return [lr / lrs[0] if lrs[0] > 0 else 1.0 for lr in lrs]
 
 
 def smooth(losses: Sequence[float], window: int) -> list[float]:
