@@ -9,6 +9,7 @@ Examples:
 
 from autotimm._version import __version__ as __version__
 from autotimm.backbones import BackboneConfig, PretrainedWeightsError, list_backbones
+from autotimm.callbacks import ModelEMA
 from autotimm.data import DetectionDataModule, ImageDataModule
 from autotimm.loggers import LoggerConfig, LoggerManager, LoggingConfig
 from autotimm.losses import create_loss, list_losses
@@ -28,6 +29,7 @@ __all__ = [
     "LoggerManager",
     "LoggingConfig",
     "MetricConfig",
+    "ModelEMA",
     "NonFiniteLossError",
     "ObjectDetector",
     "PretrainedWeightsError",

@@ -2,6 +2,7 @@
 
 from autotimm.callbacks.checkpoint_io import AtomicCheckpointIO
 from autotimm.callbacks.checkpoints import find_checkpoint
+from autotimm.callbacks.ema import ModelEMA
 from autotimm.callbacks.fast_path import FastPath
 from autotimm.callbacks.guards import NonFiniteLossError, StopOnNonFiniteLoss
 from autotimm.callbacks.oom import OOMBackoff
@@ -11,6 +12,7 @@ from autotimm.callbacks.run_record import RunRecord
 __all__ = [
     "AtomicCheckpointIO",
     "FastPath",
+    "ModelEMA",
     "NonFiniteLossError",
     "OOMBackoff",
     "RunPlots",

@@ -16,6 +16,7 @@ from pytorch_lightning.callbacks import (
     DeviceStatsMonitor,
     LearningRateMonitor,
     ModelSummary,
+    WeightAveraging,
 )
 from pytorch_lightning.loggers import Logger
 from pytorch_lightning.utilities import rank_zero_info
@@ -24,6 +25,7 @@ from autotimm._errors import check_bool, check_choice, check_number, check_seed,
 from autotimm._warnings import warn
 from autotimm.callbacks.checkpoint_io import AtomicCheckpointIO
 from autotimm.callbacks.checkpoints import checkpoint_callbacks, find_checkpoint
+from autotimm.callbacks.ema import ema_callback
 from autotimm.callbacks.fast_path import FastPath, check_compile_options
 from autotimm.callbacks.guards import StopOnNonFiniteLoss
 from autotimm.callbacks.oom import OOMBackoff
@@ -95,6 +97,11 @@ class AutoTrainer(pl.Trainer):
             on where it pays: CUDA runs of a model whose weights are mostly 2-D convolutions.
         compile: `torch.compile` the model when a run starts: `True`, or a dict of
             `torch.compile` arguments (`{"mode": "max-autotune"}`). Checkpoint keys do not change.
+        ema: Keep an exponential moving average of the weights (`autotimm.ModelEMA`): `True` for
+            the default decay (0.9998, with a warm-up that makes it useful in short runs too), a
+            decay in (0, 1), or `False`/`None` for none. Validation uses the averaged weights,
+            checkpoints hold them (`load_from_checkpoint` gives the EMA model), resuming goes on
+            averaging, and the model keeps them when training ends.
         trainer_kwargs: Any other `pytorch_lightning.Trainer` argument.
 
     Examples:
@@ -133,6 +140,7 @@ class AutoTrainer(pl.Trainer):
         plots: bool = True,
         channels_last: bool | None = None,
         compile: bool | dict[str, Any] = False,
+        ema: bool | float | None = False,
         **trainer_kwargs: Any,
     ) -> None:
         config = {k: v for k, v in locals().items() if k not in ("self", "trainer_kwargs", "__class__")}
@@ -176,6 +184,7 @@ class AutoTrainer(pl.Trainer):
         if channels_last is not None:
             check_bool("channels_last", channels_last)
         compile_options = check_compile_options(compile)
+        ema_averaging = ema_callback(ema)
         check_bool("stop_on_nonfinite_loss", stop_on_nonfinite_loss)
         if oom_backoff is not None:
             check_bool("oom_backoff", oom_backoff)
@@ -228,6 +237,14 @@ class AutoTrainer(pl.Trainer):
             )
 
         callbacks = list(callbacks or [])
+        if ema_averaging is not None:
+            averaging = [type(cb).__name__ for cb in callbacks if isinstance(cb, WeightAveraging)]
+            if averaging:
+                raise ValueError(
+                    f"`ema={ema!r}` adds a ModelEMA callback, but `callbacks` already average the weights "
+                    f"({', '.join(averaging)}); use one of them."
+                )
+            callbacks.append(ema_averaging)
         if enable_checkpointing and not fast_dev_run:
             callbacks.extend(checkpoint_callbacks(checkpoint_monitor, checkpoint_mode, callbacks))
         if stop_on_nonfinite_loss:
