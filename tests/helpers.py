@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,21 @@ def cpu_trainer(root: Path, **kwargs: Any) -> AutoTrainer:
         "plots": False,  # drawn and checked in test_plots.py; elsewhere they only cost time
     }
     return AutoTrainer(**{**defaults, **kwargs})
+
+
+def run_ddp_script(script: str, tmp_path: Path, data_root: Path) -> Path:
+    """Run `script` (which starts a DDP run) as `python script.py <run root> <data_root>`; return the run root.
+
+    A script rather than a function: Lightning's DDP launcher starts the other ranks by running it again.
+    """
+    path = tmp_path / "train_ddp.py"
+    path.write_text(script)
+    root = tmp_path / "run"
+    done = subprocess.run(
+        [sys.executable, str(path), str(root), str(data_root)], capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return root
 
 
 # Three solid colours: a loss the learning-rate finder sees fall within a few steps.

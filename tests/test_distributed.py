@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import torch
 
 from autotimm import read_run
+from helpers import run_ddp_script
 
 # Lightning's DDP launcher starts the other rank by running this script again.
 SCRIPT = textwrap.dedent(
@@ -43,13 +42,7 @@ SCRIPT = textwrap.dedent(
 def test_ddp_on_two_cpu_processes_writes_one_set_of_files_with_synchronised_metrics(
     digits_root: Path, tmp_path: Path
 ) -> None:
-    script = tmp_path / "train_ddp.py"
-    script.write_text(SCRIPT)
-    root = tmp_path / "run"
-    done = subprocess.run(
-        [sys.executable, str(script), str(root), str(digits_root)], capture_output=True, text=True, timeout=600
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    root = run_ddp_script(SCRIPT, tmp_path, digits_root)
     ranks = [json.loads((root / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert all(r["world_size"] == 2 and r["global_step"] == 2 * 10 for r in ranks)
     # Validation metrics are reduced across the processes: both ranks hold the same values.

@@ -9,7 +9,7 @@ Examples:
 
 from autotimm._version import __version__ as __version__
 from autotimm.backbones import BackboneConfig, PretrainedWeightsError, list_backbones
-from autotimm.callbacks import FineTune
+from autotimm.callbacks import FineTune, ModelEMA
 from autotimm.data import DetectionDataModule, ImageDataModule
 from autotimm.loggers import LoggerConfig, LoggerManager, LoggingConfig
 from autotimm.losses import create_loss, list_losses
@@ -30,6 +30,7 @@ __all__ = [
     "LoggerManager",
     "LoggingConfig",
     "MetricConfig",
+    "ModelEMA",
     "NonFiniteLossError",
     "ObjectDetector",
     "PretrainedWeightsError",

@@ -2,6 +2,7 @@
 
 from autotimm.callbacks.checkpoint_io import AtomicCheckpointIO
 from autotimm.callbacks.checkpoints import find_checkpoint
+from autotimm.callbacks.ema import ModelEMA
 from autotimm.callbacks.fast_path import FastPath
 from autotimm.callbacks.finetune import FineTune
 from autotimm.callbacks.guards import NonFiniteLossError, StopOnNonFiniteLoss
@@ -13,6 +14,7 @@ __all__ = [
     "AtomicCheckpointIO",
     "FastPath",
     "FineTune",
+    "ModelEMA",
     "NonFiniteLossError",
     "OOMBackoff",
     "RunPlots",

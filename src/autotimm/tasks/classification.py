@@ -15,9 +15,10 @@ import timm.data
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from timm.data.mixup import mixup_target
 from torchmetrics.classification import BinaryConfusionMatrix, MulticlassConfusionMatrix
 
-from autotimm._errors import check_bool, check_mapping, check_number
+from autotimm._errors import check_bool, check_choice, check_mapping, check_number
 from autotimm.backbones import BackboneConfig, create_backbone, pooled_width
 from autotimm.export import TorchScriptMethod, export_onnx, export_torchscript
 from autotimm.loggers import LoggingConfig
@@ -87,6 +88,65 @@ def _check_loss(
     weights = None if class_weights == "balanced" else class_weights
     create_loss(name, multi_label=multi_label, class_weights=weights, label_smoothing=label_smoothing, **kwargs)
     return _LossChoice(name, kwargs, class_weights, None)
+
+
+MixupMode = Literal["batch", "pair", "elem"]
+_MIXUP_DEFAULTS: dict[str, Any] = {
+    "mixup_prob": 1.0,
+    "mixup_switch_prob": 0.5,
+    "mixup_mode": "batch",
+    "mixup_off_epoch": 0,
+}
+
+
+def _check_mixup(
+    mixup_alpha: float,
+    cutmix_alpha: float,
+    mixup_prob: float,
+    mixup_switch_prob: float,
+    mixup_mode: str,
+    mixup_off_epoch: int,
+) -> dict[str, Any]:
+    """Check the Mixup / CutMix arguments of `ImageClassifier`; return them as hyperparameters."""
+    check_number("mixup_alpha", mixup_alpha, low=0)
+    check_number("cutmix_alpha", cutmix_alpha, low=0)
+    check_number("mixup_prob", mixup_prob, low=0, high=1, high_inclusive=True)
+    check_number("mixup_switch_prob", mixup_switch_prob, low=0, high=1, high_inclusive=True)
+    check_choice("mixup_mode", mixup_mode, ("batch", "pair", "elem"))
+    check_number("mixup_off_epoch", mixup_off_epoch, low=0, integer=True)
+    given = {
+        "mixup_prob": float(mixup_prob),
+        "mixup_switch_prob": float(mixup_switch_prob),
+        "mixup_mode": mixup_mode,
+        "mixup_off_epoch": int(mixup_off_epoch),
+    }
+    if mixup_alpha == 0 and cutmix_alpha == 0:
+        changed = [f"{name}={value!r}" for name, value in given.items() if value != _MIXUP_DEFAULTS[name]]
+        if changed:
+            raise ValueError(
+                f"{', '.join(changed)} apply to Mixup / CutMix, which are off: set `mixup_alpha` and/or "
+                "`cutmix_alpha` > 0 (1.0 is usual) to turn them on."
+            )
+    return {"mixup_alpha": float(mixup_alpha), "cutmix_alpha": float(cutmix_alpha), **given}
+
+
+def _check_soft_target_loss(loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], num_classes: int) -> None:
+    """Mixup gives the loss probability rows `[B, C]`: a custom loss must take them (tried on a tiny batch)."""
+    logits, targets = torch.zeros(2, num_classes), torch.full((2, num_classes), 1.0 / num_classes)
+    problem = None
+    try:
+        value = loss(logits, targets)
+        if not isinstance(value, torch.Tensor) or value.numel() != 1 or not torch.isfinite(value).all():
+            problem = f"it returned {value!r} rather than a finite scalar tensor"
+    except Exception as error:  # noqa: BLE001 (any failure means the loss cannot take soft targets)
+        problem = f"it raised {type(error).__name__}: {error}"
+    if problem is not None:
+        raise ValueError(
+            f"Mixup / CutMix train on soft targets (rows of class probabilities [B, {num_classes}]), but the "
+            f"`loss_fn` {_qualified_name(loss)} cannot take them: {problem}. Use a named loss (for example "
+            "'cross_entropy' or 'binary_cross_entropy'), a loss that takes soft targets "
+            "(timm.loss.SoftTargetCrossEntropy), or turn Mixup / CutMix off."
+        )
 
 
 def _num_weights(num_classes: int, multi_label: bool) -> int:
@@ -164,6 +224,21 @@ class ImageClassifier(BaseTask):
         class_weights: One weight per class (a binary classifier: negative, positive) for a named
             loss, or `"balanced"`: `n_samples / (n_classes * count)` from the data module's training
             labels at `fit`, so that rare classes count as much as common ones.
+        mixup_alpha: Mixup's Beta(alpha, alpha) for training batches, through timm's `Mixup`; 0 (the
+            default) is off. With Mixup or CutMix on, training uses the soft-target form of the loss
+            (timm's `SoftTargetCrossEntropy` for the default cross-entropy; a named loss without label
+            smoothing otherwise) and `label_smoothing` goes into the mixed targets. Validation and
+            testing are never mixed. Train metrics are not logged while batches are mixed (they would
+            compare predictions with labels the batch no longer has); `train/loss` is.
+        cutmix_alpha: CutMix's alpha; 0 (the default) is off. With both alphas > 0, each batch uses
+            one of the two (see `mixup_switch_prob`).
+        mixup_prob: The probability of mixing a batch (or an image, in the `"pair"` and `"elem"` modes).
+        mixup_switch_prob: With both on, the probability of CutMix rather than Mixup.
+        mixup_mode: `"batch"` (one mix for the whole batch), `"pair"` (one per pair of images) or
+            `"elem"` (one per image). An odd batch mixes all but its last image.
+        mixup_off_epoch: The epoch (0-based) from which training stops mixing and uses the loss and
+            train metrics of plain batches, as timm's `--mixup-off-epoch`; 0 mixes to the end. Read
+            from the trainer's epoch, so a resumed run switches off at the same epoch.
 
     Raises:
         TypeError: If an argument has the wrong type (`freeze_backbone="no"`, `lr="1e-3"`).
@@ -202,6 +277,12 @@ class ImageClassifier(BaseTask):
         loss_fn: str | nn.Module | Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
         loss_kwargs: dict[str, Any] | None = None,
         class_weights: Sequence[float] | Literal["balanced"] | None = None,
+        mixup_alpha: float = 0.0,
+        cutmix_alpha: float = 0.0,
+        mixup_prob: float = 1.0,
+        mixup_switch_prob: float = 0.5,
+        mixup_mode: MixupMode = "batch",
+        mixup_off_epoch: int = 0,
     ) -> None:
         super().__init__(
             backbone=backbone,
@@ -230,12 +311,14 @@ class ImageClassifier(BaseTask):
         check_number("head_dropout", head_dropout, low=0, high=1)
         num_weights = None if num_classes is None else _num_weights(num_classes, multi_label)
         loss_choice = _check_loss(loss_fn, loss_kwargs, class_weights, label_smoothing, multi_label, num_weights)
+        mixup = _check_mixup(mixup_alpha, cutmix_alpha, mixup_prob, mixup_switch_prob, mixup_mode, mixup_off_epoch)
         self._save_hparams(
             {
                 "label_smoothing": float(label_smoothing),
                 "head_dropout": float(head_dropout),
                 "multi_label": multi_label,
                 **loss_choice.hparams(),
+                **mixup,
             }
         )
         self.multi_label = multi_label
@@ -243,7 +326,8 @@ class ImageClassifier(BaseTask):
         self._loss_choice = loss_choice
         self._num_weights = num_weights
         self._balanced_weights: list[float] | None = None  # set at `fit` for class_weights="balanced"
-        self.loss_fn = self._create_loss()
+        self._mixup: timm.data.Mixup | None = None  # built with the head when mixup or cutmix is on
+        self._build_losses()
         self._summaries: dict[str, Any] = {}  # see `epoch_summaries`
 
         backbone_cfg = self._backbone_config
@@ -267,6 +351,31 @@ class ImageClassifier(BaseTask):
         task = ("binary" if num_classes == 1 else "multilabel") if self.multi_label else "multiclass"
         self._create_stage_metrics(self.metric_configs, num_classes=num_classes, task=task)
         self.val_confusion = _confusion_matrix(num_classes, self.multi_label)
+        self._build_mixup(num_classes)
+
+    def _build_mixup(self, num_classes: int) -> None:
+        """timm's `Mixup` for `num_classes` outputs, when mixup or cutmix is on."""
+        hp = self.hparams
+        if hp["mixup_alpha"] == 0 and hp["cutmix_alpha"] == 0:
+            return
+        if self._loss_choice.custom is not None:
+            _check_soft_target_loss(self._loss_choice.custom, num_classes)
+        self._mixup = timm.data.Mixup(
+            mixup_alpha=hp["mixup_alpha"],
+            cutmix_alpha=hp["cutmix_alpha"],
+            prob=hp["mixup_prob"],
+            switch_prob=hp["mixup_switch_prob"],
+            mode=hp["mixup_mode"],
+            label_smoothing=self.label_smoothing,
+            num_classes=num_classes,
+            multi_label=self.multi_label,
+        )
+
+    @property
+    def mixing(self) -> bool:
+        """Whether training batches are mixed now: Mixup or CutMix is on and `mixup_off_epoch` not reached."""
+        off = self.hparams["mixup_off_epoch"]
+        return self._mixup is not None and (off == 0 or self.current_epoch < off)
 
     def _built_head(self) -> nn.Module:
         if self.head is None:
@@ -342,19 +451,31 @@ class ImageClassifier(BaseTask):
         return f"{kind}, but got label(s) {bad}" if bad else None
 
     # ---- loss ----------------------------------------------------------------------------
-    def _create_loss(self) -> nn.Module | Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-        """The loss of `self._loss_choice`, with the class weights known now."""
+    def _create_loss(self, mixed: bool = False) -> nn.Module | Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """The loss of `self._loss_choice`, with the class weights known now.
+
+        `mixed=True` gives the loss of mixed batches: without label smoothing (Mixup smooths the
+        targets), and timm's `SoftTargetCrossEntropy` in place of an unweighted cross-entropy.
+        """
         choice = self._loss_choice
         if choice.custom is not None:
             return choice.custom
         weights = choice.class_weights if choice.class_weights != "balanced" else self._balanced_weights
+        name = "soft_target_cross_entropy" if mixed and choice.name == "cross_entropy" and not weights else choice.name
         return create_loss(
-            choice.name,
+            name,
             multi_label=self.multi_label,
             class_weights=weights,
-            label_smoothing=self.label_smoothing,
+            label_smoothing=0.0 if mixed else self.label_smoothing,
             **choice.kwargs,
         )
+
+    def _build_losses(self) -> None:
+        """`loss_fn`, and `mixup_loss_fn` for mixed batches when Mixup or CutMix is on (a custom loss serves both)."""
+        self.loss_fn = self._create_loss()
+        hp = self.hparams
+        mixes = hp["mixup_alpha"] > 0 or hp["cutmix_alpha"] > 0
+        self.mixup_loss_fn = self._create_loss(mixed=True) if mixes and self._loss_choice.custom is None else None
 
     def _balance_class_weights(self, datamodule: Any, stage: str) -> None:
         """For `class_weights="balanced"`, weigh the classes by the inverse frequency of the training labels."""
@@ -370,7 +491,7 @@ class ImageClassifier(BaseTask):
             )
         self._balanced_weights = balanced_class_weights(labels, self._num_weights)
         log.info("Balanced class weights (inverse frequency of the training labels): %s", self._balanced_weights)
-        self.loss_fn = self._create_loss()
+        self._build_losses()
 
     def _checkpoint_extras(self) -> dict[str, Any]:
         custom = self._loss_choice.custom
@@ -382,7 +503,7 @@ class ImageClassifier(BaseTask):
     def _restore_checkpoint_extras(self, saved: Mapping[str, Any]) -> None:
         if saved.get("class_weights") is not None and self._loss_choice.class_weights == "balanced":
             self._balanced_weights = saved["class_weights"]
-            self.loss_fn = self._create_loss()
+            self._build_losses()
         if saved.get("custom_loss") and self._loss_choice.custom is None:
             log.warning(
                 "This model was trained with the loss %s, which checkpoints do not store; it now uses %r. Pass "
@@ -433,6 +554,10 @@ class ImageClassifier(BaseTask):
     def on_fit_start(self) -> None:
         super().on_fit_start()
         self._summaries = {}
+        if self._mixup is not None and len(self.train_metrics):
+            off = self.hparams["mixup_off_epoch"]
+            until = f"before epoch {off}" if off else "in this run"
+            log.info("Train metrics are not logged while Mixup / CutMix mix the batches (%s).", until)
 
     def on_validation_epoch_start(self) -> None:
         if self.val_confusion is not None:
@@ -463,7 +588,36 @@ class ImageClassifier(BaseTask):
         return copy.deepcopy(self._summaries)
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "train")
+        if not self.mixing:
+            return self._step(batch, "train")
+        x, targets = self._mix(batch[0], batch[1])
+        loss_fn = self.loss_fn if self.mixup_loss_fn is None else self.mixup_loss_fn
+        loss = loss_fn(self(x), targets)
+        self._log_loss("train", loss, x.shape[0])
+        return loss
+
+    def _mix(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch mixed by timm's `Mixup`, with its soft targets `[B, C]`; the loader's tensors stay as they were.
+
+        Mixup mixes pairs of images, so an odd batch mixes all but its last image, whose target is
+        its own (smoothed) label.
+        """
+        targets = self._targets(y)
+        if not self.multi_label and targets.ndim != 1:
+            raise ValueError(
+                "Mixup / CutMix mix class-index labels [B] of a multi-class classifier, but got targets of shape "
+                f"{tuple(targets.shape)}; turn them off (mixup_alpha=0, cutmix_alpha=0) to train on these targets."
+            )
+        even = x.shape[0] - x.shape[0] % 2
+        mixed_x, mixed_targets = [x[even:]], []
+        if even:
+            mixed, soft = self._mixup(x[:even].clone(), targets[:even])
+            mixed_x.insert(0, mixed)
+            mixed_targets.append(soft)
+        if even < x.shape[0]:
+            last = mixup_target(targets[even:], self.num_classes, 1.0, self.label_smoothing, self.multi_label)
+            mixed_targets.append(last.to(x.dtype))
+        return torch.cat(mixed_x), torch.cat(mixed_targets)
 
     def validation_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         return self._step(batch, "val")

@@ -16,6 +16,7 @@ from pytorch_lightning.callbacks import (
     DeviceStatsMonitor,
     LearningRateMonitor,
     ModelSummary,
+    WeightAveraging,
 )
 from pytorch_lightning.loggers import Logger
 from pytorch_lightning.utilities import rank_zero_info
@@ -24,6 +25,7 @@ from autotimm._errors import check_bool, check_choice, check_number, check_seed,
 from autotimm._warnings import warn
 from autotimm.callbacks.checkpoint_io import AtomicCheckpointIO
 from autotimm.callbacks.checkpoints import checkpoint_callbacks, find_checkpoint
+from autotimm.callbacks.ema import ema_callback
 from autotimm.callbacks.fast_path import FastPath, check_compile_options
 from autotimm.callbacks.finetune import FineTune
 from autotimm.callbacks.guards import StopOnNonFiniteLoss
@@ -98,6 +100,11 @@ class AutoTrainer(pl.Trainer):
             `torch.compile` arguments (`{"mode": "max-autotune"}`). Checkpoint keys do not change.
         fine_tune: Train the first `fine_tune` epochs with the backbone frozen, then all of it
             (adds `FineTune(freeze_epochs=fine_tune)`; pair it with the task's `backbone_lr_scale`).
+        ema: Keep an exponential moving average of the weights (`autotimm.ModelEMA`): `True` for
+            the default decay (0.9998, with a warm-up that makes it useful in short runs too), a
+            decay in (0, 1), or `False`/`None` for none. Validation uses the averaged weights,
+            checkpoints hold them (`load_from_checkpoint` gives the EMA model), resuming goes on
+            averaging, and the model keeps them when training ends.
         trainer_kwargs: Any other `pytorch_lightning.Trainer` argument.
 
     Examples:
@@ -137,6 +144,7 @@ class AutoTrainer(pl.Trainer):
         channels_last: bool | None = None,
         compile: bool | dict[str, Any] = False,
         fine_tune: int | None = None,
+        ema: bool | float | None = False,
         **trainer_kwargs: Any,
     ) -> None:
         config = {k: v for k, v in locals().items() if k not in ("self", "trainer_kwargs", "__class__")}
@@ -180,6 +188,7 @@ class AutoTrainer(pl.Trainer):
         if channels_last is not None:
             check_bool("channels_last", channels_last)
         compile_options = check_compile_options(compile)
+        ema_averaging = ema_callback(ema)
         check_bool("stop_on_nonfinite_loss", stop_on_nonfinite_loss)
         if oom_backoff is not None:
             check_bool("oom_backoff", oom_backoff)
@@ -237,6 +246,14 @@ class AutoTrainer(pl.Trainer):
             if any(isinstance(cb, FineTune) for cb in callbacks):
                 raise ValueError(f"`fine_tune={fine_tune}` adds a FineTune callback, but `callbacks` has one already.")
             callbacks.append(FineTune(freeze_epochs=fine_tune))
+        if ema_averaging is not None:
+            averaging = [type(cb).__name__ for cb in callbacks if isinstance(cb, WeightAveraging)]
+            if averaging:
+                raise ValueError(
+                    f"`ema={ema!r}` adds a ModelEMA callback, but `callbacks` already average the weights "
+                    f"({', '.join(averaging)}); use one of them."
+                )
+            callbacks.append(ema_averaging)
         if enable_checkpointing and not fast_dev_run:
             callbacks.extend(checkpoint_callbacks(checkpoint_monitor, checkpoint_mode, callbacks))
         if stop_on_nonfinite_loss:
