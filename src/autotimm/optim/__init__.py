@@ -7,6 +7,7 @@ from autotimm.optim.schedulers import (
     create_scheduler,
     list_schedulers,
     resolve_scheduler,
+    set_schedule_length,
     step_scheduler,
 )
 
@@ -20,5 +21,6 @@ __all__ = [
     "list_schedulers",
     "resolve_optimizer",
     "resolve_scheduler",
+    "set_schedule_length",
     "step_scheduler",
 ]
