@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from pytorch_lightning.callbacks import LearningRateMonitor
 
 from autotimm import ImageClassifier, ImageDataModule
@@ -43,6 +44,9 @@ def test_the_schedule_ends_with_the_planned_epochs_within_the_budget(make_image_
     # The plan is in the run record.
     epochs = json.loads((trainer.run_dir / "metrics.json").read_text())
     assert epochs[-1]["time_budget/planned_epochs"] == planned
+    # ... and in the checkpoints, for a resumed run.
+    checkpoint = torch.load(trainer.checkpoint_callback.last_model_path, weights_only=False)
+    assert checkpoint["callbacks"]["TimeBudget"] == {"planned_epochs": planned}
 
 
 def test_time_budget_needs_max_time(make_image_folder, backbone, tmp_path):
