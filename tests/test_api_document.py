@@ -574,7 +574,8 @@ def _first_scheduler_and_optimizer(run: Run, model: ImageClassifier) -> tuple[An
 def check_custom_optimizer(run: Run) -> None:
     _, optimizer = _first_scheduler_and_optimizer(run, run.last("model"))
     assert isinstance(optimizer, torch.optim.AdamW)
-    assert {g["lr"] for g in optimizer.param_groups} == {1e-3}
+    # The block's lr, from which the default schedule (warmup, then cosine) starts.
+    assert {g.get("initial_lr", g["lr"]) for g in optimizer.param_groups} == {1e-3}
     assert 1e-4 in {g["weight_decay"] for g in optimizer.param_groups}
 
 

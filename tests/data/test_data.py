@@ -24,6 +24,7 @@ from autotimm.data import (
     create_train_transform,
     list_augmentations,
     make_digits_folder,
+    resolve_data_config,
 )
 
 # --------------------------------------------------------------------------- helpers
@@ -187,6 +188,52 @@ def test_augmentation_presets_build(preset: str) -> None:
     assert out.shape == (3, 24, 24)
     if preset == "none":
         assert torch.equal(out, create_eval_transform({"input_size": (3, 24, 24)})(image))
+
+
+_PLAIN = {"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)}  # tensors hold the pixel values / 255
+
+
+def _coordinates_image(size: int = 32) -> Image.Image:
+    """Red = 4 * column, green = 4 * row, blue = 255: every pixel says where it comes from."""
+    x, y = np.meshgrid(np.arange(size) * 4, np.arange(size) * 4)
+    return Image.fromarray(np.stack([x, y, np.full_like(x, 255)], axis=-1).astype(np.uint8))
+
+
+def _pixels_kept(out: torch.Tensor) -> tuple[float, torch.Tensor]:
+    """Fraction of the 32 x 32 source pixels in `out` (padding has blue 0), and the columns of its middle row."""
+    pixels = (out * 255).round().long()
+    source = pixels[2] == 255
+    coordinates = {(int(r), int(g)) for r, g in zip(pixels[0][source], pixels[1][source], strict=True)}
+    return len(coordinates) / 32**2, pixels[0, 16][source[16]] // 4
+
+
+def test_small_images_keep_their_content_and_the_default_preset_flips() -> None:
+    image, config = _coordinates_image(), {"input_size": (3, 32, 32), **_PLAIN}
+    kept, columns = _pixels_kept(create_eval_transform(config)(image))
+    assert kept == 1.0 and columns.tolist() == list(range(32))  # no centre crop at 32 px
+    assert resolve_data_config(config)["crop_pct"] == 1.0
+    assert resolve_data_config({**config, "input_size": (3, 96, 96)})["crop_pct"] == 0.875  # larger: timm's crop
+
+    torch.manual_seed(0)
+    auto = create_train_transform(config)  # "auto": at 32 px a shift of at most 4 px, and a flip
+    draws = [_pixels_kept(auto(image)) for _ in range(40)]
+    assert min(kept for kept, _ in draws) >= (28 / 32) ** 2  # at least 28 x 28 of the 32 x 32 pixels
+    flipped = [bool((cols[1:] < cols[:-1]).all()) for _, cols in draws]
+    assert any(flipped) and not all(flipped)
+    no_flip = create_train_transform(config, "no_flip")
+    assert all(bool((_pixels_kept(no_flip(image))[1].diff() == 1).all()) for _ in range(20))
+    # An explicit preset does what it says: "default" is timm's random-resized-crop down to 8%.
+    assert min(_pixels_kept(create_train_transform(config, "default")(image))[0] for _ in range(40)) < 0.5
+
+
+def test_auto_preset_is_the_timm_recipe_for_large_images() -> None:
+    config = {"input_size": (3, 96, 96), **_PLAIN}
+    steps = [type(t).__name__ for t in create_train_transform(config).transforms]
+    assert steps == [type(t).__name__ for t in create_train_transform(config, "default").transforms]
+    assert "RandomResizedCropAndInterpolation" in steps and "RandomHorizontalFlip" in steps
+    assert "RandomHorizontalFlip" not in [
+        type(t).__name__ for t in create_train_transform(config, "no_flip").transforms
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -457,7 +504,8 @@ def test_bad_arguments_name_the_value(make_image_folder, kwargs: dict, error: ty
 
 
 def test_bad_augmentation_lists_presets(make_image_folder) -> None:
-    with pytest.raises(ValueError, match=r"`augmentation_preset`.*\['default', 'light', 'none', 'strong'\].*'heavy'"):
+    presets = r"\['auto', 'default', 'light', 'no_flip', 'none', 'small', 'strong'\]"
+    with pytest.raises(ValueError, match=rf"`augmentation_preset`.*{presets}.*'heavy'"):
         ImageDataModule(make_image_folder(), augmentation_preset="heavy")
 
 

@@ -298,6 +298,43 @@ def test_step_schedulers_span_the_run_that_max_steps_cuts(
         assert recorder.final_lr == pytest.approx(0.0, abs=1e-12)
 
 
+@pytest.mark.slow
+def test_default_schedule_warms_up_then_ends_at_zero_on_the_real_last_step(digits_data, backbone, tmp_path, one_thread):
+    model = ImageClassifier(backbone, num_classes=10, lr=1e-2)  # the default scheduler, "cosine_warmup"
+    recorder = _LrRecorder()
+    trainer = cpu_trainer(
+        tmp_path,
+        max_epochs=4,
+        limit_train_batches=5,
+        limit_val_batches=0,
+        enable_checkpointing=False,
+        callbacks=[recorder],
+    )
+    trainer.fit(model, datamodule=digits_data)
+    lrs = recorder.step_lrs
+    assert len(lrs) == trainer.global_step == 20  # 4 epochs of 5 steps
+    assert lrs[0] == pytest.approx(1e-2 / 1)  # 5% of 20 steps: a one-step warmup at the full lr...
+    assert max(lrs) == pytest.approx(1e-2)
+    assert all(a >= b for a, b in zip(lrs, lrs[1:], strict=False))  # ...then the cosine only falls
+    assert 0 < lrs[-1] < 0.01 * 1e-2 and recorder.final_lr == pytest.approx(0.0, abs=1e-12)
+
+
+@pytest.mark.slow
+def test_scheduler_none_keeps_the_lr_constant(digits_data, backbone, tmp_path, one_thread):
+    model = ImageClassifier(backbone, num_classes=10, lr=1e-2, scheduler=None)
+    recorder = _LrRecorder()
+    trainer = cpu_trainer(
+        tmp_path,
+        max_epochs=2,
+        limit_train_batches=3,
+        limit_val_batches=0,
+        enable_checkpointing=False,
+        callbacks=[recorder],
+    )
+    trainer.fit(model, datamodule=digits_data)
+    assert recorder.step_lrs == [1e-2] * 6 and trainer.lr_scheduler_configs == []
+
+
 def test_onecycle_total_steps_given_by_the_user_wins(digits_data, backbone, tmp_path):
     model = ImageClassifier(backbone, num_classes=10, scheduler="onecycle", scheduler_kwargs={"total_steps": 20})
     trainer = cpu_trainer(

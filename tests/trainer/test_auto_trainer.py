@@ -12,7 +12,7 @@ import pytest
 import torch
 from pytorch_lightning.callbacks import Callback, EarlyStopping
 
-from autotimm import ImageClassifier, ImageDataModule, LoggerConfig, TunerConfig
+from autotimm import AutoTrainer, ImageClassifier, ImageDataModule, LoggerConfig, TunerConfig
 from helpers import cpu_trainer
 
 
@@ -314,3 +314,15 @@ def test_resume_with_no_checkpoint_fails_instead_of_starting_from_scratch(digits
     with pytest.raises(FileNotFoundError, match=rf"`ckpt_path='{which}'` found no checkpoint.*{looked}"):
         trainer.fit(ImageClassifier(backbone, num_classes=10), datamodule=digits_data, ckpt_path=which)
     assert trainer.global_step == 0
+
+
+def test_max_time_adds_a_time_budget_and_lifts_the_epoch_default(tmp_path):
+    from autotimm.callbacks import TimeBudget
+
+    timed = AutoTrainer(max_time={"minutes": 10}, default_root_dir=tmp_path, logger=False)
+    assert sum(isinstance(cb, TimeBudget) for cb in timed.callbacks) == 1
+    assert timed.max_epochs is None  # no cap: the budget plans the epochs
+    capped = AutoTrainer(max_time="00:00:10:00", max_epochs=30, default_root_dir=tmp_path)
+    assert capped.max_epochs == 30 and any(isinstance(cb, TimeBudget) for cb in capped.callbacks)
+    untimed = AutoTrainer(default_root_dir=tmp_path)
+    assert untimed.max_epochs == 10 and not any(isinstance(cb, TimeBudget) for cb in untimed.callbacks)

@@ -21,6 +21,9 @@ def test_batch_size_finder_never_exceeds_the_data_set(make_image_folder, backbon
     trainer.fit(ImageClassifier(backbone, num_classes=2), datamodule=data)
     assert trainer.tuning_results["batch_size"] == data.batch_size
     assert 4 < data.batch_size <= 24
+    # The default schedule (warmup, cosine) was sized for the batch size found, not the one given.
+    schedule = trainer.lr_scheduler_configs[0].scheduler.lr_lambdas[0]
+    assert schedule.total == trainer.global_step == len(data.train_dataloader()) < 24 // 2
 
 
 def test_batch_size_finder_needs_a_datamodule(digits_data, backbone, tmp_path):

@@ -9,6 +9,7 @@ from autotimm.callbacks.guards import NonFiniteLossError, StopOnNonFiniteLoss
 from autotimm.callbacks.oom import OOMBackoff
 from autotimm.callbacks.plots import RunPlots
 from autotimm.callbacks.run_record import RunRecord
+from autotimm.callbacks.time_budget import TimeBudget
 
 __all__ = [
     "AtomicCheckpointIO",
@@ -20,5 +21,6 @@ __all__ = [
     "RunPlots",
     "RunRecord",
     "StopOnNonFiniteLoss",
+    "TimeBudget",
     "find_checkpoint",
 ]

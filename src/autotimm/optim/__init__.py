@@ -8,6 +8,7 @@ from autotimm.optim.schedulers import (
     create_scheduler,
     list_schedulers,
     resolve_scheduler,
+    set_schedule_length,
     step_scheduler,
 )
 
@@ -24,5 +25,6 @@ __all__ = [
     "resolve_optimizer",
     "resolve_scheduler",
     "scaled_param_groups",
+    "set_schedule_length",
     "step_scheduler",
 ]

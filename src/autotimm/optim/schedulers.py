@@ -36,6 +36,7 @@ __all__ = [
     "check_scheduler_kwargs",
     "create_scheduler",
     "step_scheduler",
+    "set_schedule_length",
 ]
 
 SCHEDULER_ALIASES: Mapping[str, str] = MappingProxyType(
@@ -74,6 +75,7 @@ class _WarmupCosineFactor:
     warmup: int
     total: int
     floor: float
+    default_warmup: bool = False  # the warmup is `_default_warmup(total)`, so it follows a new `total`
 
     def __call__(self, step: int) -> float:
         peak = max(self.warmup - 1, 0)  # the one step that runs at the full lr
@@ -93,13 +95,14 @@ def _cosine_warmup(
     eta_min: float = 0.0,
 ) -> lr_scheduler.LambdaLR:
     """Linear warmup to each group's lr, then cosine decay that reaches `eta_min` at `total_steps`."""
+    default_warmup = warmup_steps is None and warmup_epochs is None
     if warmup_steps is not None and warmup_epochs is not None:
         raise ValueError(f"Give `warmup_steps` or `warmup_epochs`, not both (got {warmup_steps} and {warmup_epochs}).")
     if warmup_epochs is not None:
         check_number("warmup_epochs", warmup_epochs, low=0)
         warmup_steps = round(warmup_epochs * steps_per_epoch)
     elif warmup_steps is None:
-        warmup_steps = min(max(1, round(0.05 * total_steps)), total_steps - 1)
+        warmup_steps = _default_warmup(total_steps)
     check_number("warmup_steps", warmup_steps, low=0, integer=True)
     if warmup_steps >= total_steps:
         raise ValueError(f"The warmup ({warmup_steps} steps) must be shorter than the run ({total_steps} steps).")
@@ -109,8 +112,14 @@ def _cosine_warmup(
         base_lr = group.get("initial_lr", group["lr"])
         if eta_min > base_lr:
             raise ValueError(f"`eta_min` ({eta_min}) is above the learning rate ({base_lr}) it should decay from.")
-        factors.append(_WarmupCosineFactor(warmup_steps, total_steps, eta_min / base_lr if base_lr else 0.0))
+        floor = eta_min / base_lr if base_lr else 0.0
+        factors.append(_WarmupCosineFactor(warmup_steps, total_steps, floor, default_warmup))
     return lr_scheduler.LambdaLR(optimizer, factors)
+
+
+def _default_warmup(total_steps: int) -> int:
+    """5% of the run's steps, at least 1 and shorter than the run (0 for a one-step run)."""
+    return min(max(1, round(0.05 * total_steps)), total_steps - 1)
 
 
 def _timm_scheduler(optimizer: Optimizer, **kwargs: Any) -> TimmScheduler:
@@ -381,6 +390,55 @@ def create_scheduler(
         extra = {"monitor": monitor, "reduce_on_plateau": True}
     options = {**spec.defaults(optimizer, _Run(max_epochs, steps_per_epoch, total_steps)), **options}
     return {"scheduler": spec.build(optimizer, **options), "interval": spec.interval, "frequency": 1, **extra}
+
+
+def set_schedule_length(scheduler: Any, *, total_steps: int, max_epochs: int) -> bool:
+    """Stretch or shrink a running schedule so that it ends with a run of a new length.
+
+    What `autotimm.callbacks.TimeBudget` calls once it knows how many epochs fit in the time
+    budget. The schedule keeps its position (the steps already taken); from there it follows the
+    schedule of the new length. Supported: `cosine_warmup` (its default warmup, 5% of the run,
+    follows the new length; the next step's lr is set at once) and `cosineannealinglr`
+    (`T_max` becomes `max_epochs`); other schedules are left as they are.
+
+    Args:
+        scheduler: The `"scheduler"` entry of a `create_scheduler` config.
+        total_steps: Optimizer steps in the whole new run, >= 1.
+        max_epochs: Epochs in the whole new run, >= 1.
+
+    Returns:
+        Whether the schedule was changed (`False` for a schedule this cannot change).
+
+    Examples:
+        >>> opt = torch.optim.SGD(torch.nn.Linear(2, 1).parameters(), lr=0.1)
+        >>> config = create_scheduler("cosine_warmup", opt, max_epochs=100, steps_per_epoch=10)
+        >>> set_schedule_length(config["scheduler"], total_steps=20, max_epochs=2)
+        True
+        >>> config["scheduler"].lr_lambdas[0].total
+        20
+    """
+    check_number("total_steps", total_steps, low=1, integer=True)
+    check_number("max_epochs", max_epochs, low=1, integer=True)
+    if isinstance(scheduler, lr_scheduler.LambdaLR) and all(
+        isinstance(f, _WarmupCosineFactor) for f in scheduler.lr_lambdas
+    ):
+        factors = [
+            _WarmupCosineFactor(
+                _default_warmup(total_steps) if f.default_warmup else min(f.warmup, total_steps - 1),
+                total_steps,
+                f.floor,
+                f.default_warmup,
+            )
+            for f in scheduler.lr_lambdas
+        ]
+        scheduler.lr_lambdas = factors
+        for group, base_lr, factor in zip(scheduler.optimizer.param_groups, scheduler.base_lrs, factors, strict=True):
+            group["lr"] = base_lr * factor(scheduler.last_epoch)
+        return True
+    if isinstance(scheduler, lr_scheduler.CosineAnnealingLR):
+        scheduler.T_max = max_epochs
+        return True
+    return False
 
 
 def step_scheduler(

@@ -287,7 +287,9 @@ class BaseTask(pl.LightningModule):
         """Optimizer steps in the whole run and in one epoch, as the trainer will run them.
 
         The total is `trainer.estimated_stepping_batches`, which honours `max_epochs`,
-        `max_steps`, `limit_train_batches` and `accumulate_grad_batches`.
+        `max_steps`, `limit_train_batches` and `accumulate_grad_batches`, read when `fit` builds the
+        optimizer: after the batch-size finder (which runs in a trainer of its own before `fit`) and
+        after `TimeBudget` set a provisional length (it re-plans the schedule after the first epoch).
         """
         trainer = self.trainer
         total = trainer.estimated_stepping_batches  # loads the train dataloader when it can end
@@ -295,7 +297,8 @@ class BaseTask(pl.LightningModule):
             raise ValueError(
                 f"The learning-rate scheduler {self.scheduler_name!r} needs to know how long the run is, but the "
                 f"trainer has no end (`max_epochs={trainer.max_epochs}`, `max_steps={trainer.max_steps}`). "
-                "Set `max_epochs` or `max_steps`, or use `scheduler=None`."
+                "Set `max_epochs` or `max_steps`, or `max_time` with the `TimeBudget` callback (which "
+                "`AutoTrainer(max_time=...)` adds), or use `scheduler=None`."
             )
         batches = trainer.num_training_batches
         if not math.isfinite(batches):

@@ -206,7 +206,11 @@ class ImageClassifier(BaseTask):
         lr: Learning rate (also settable as `model._lr` before `fit`).
         weight_decay: Weight decay, not applied to biases and norm weights.
         optimizer_kwargs: Extra optimizer arguments.
-        scheduler: A name from `list_schedulers()`, or `None` for a constant learning rate.
+        scheduler: A name from `list_schedulers()`, or `None` for a constant learning rate. The
+            default, `"cosine_warmup"`, warms up linearly over the first 5% of the optimizer steps,
+            then follows a cosine to 0 at the run's last step (the run's real length:
+            `trainer.estimated_stepping_batches`, after the batch-size finder, re-planned by
+            `TimeBudget` under `max_time`).
         scheduler_kwargs: Extra scheduler arguments.
         freeze_backbone: Train only the head; the backbone's BatchNorm statistics stay frozen too.
         backbone_lr_scale: The backbone's learning rate over `lr`, which the head keeps
@@ -266,7 +270,7 @@ class ImageClassifier(BaseTask):
         lr: float = 1e-3,
         weight_decay: float = 1e-4,
         optimizer_kwargs: dict[str, Any] | None = None,
-        scheduler: str | None = None,
+        scheduler: str | None = "cosine_warmup",
         scheduler_kwargs: dict[str, Any] | None = None,
         freeze_backbone: bool = False,
         backbone_lr_scale: float = 1.0,

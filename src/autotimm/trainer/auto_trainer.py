@@ -32,6 +32,7 @@ from autotimm.callbacks.guards import StopOnNonFiniteLoss
 from autotimm.callbacks.oom import OOMBackoff
 from autotimm.callbacks.plots import RunPlots
 from autotimm.callbacks.run_record import RunRecord
+from autotimm.callbacks.time_budget import TimeBudget
 from autotimm.loggers import LoggerConfig, LoggerManager, resolve_loggers
 from autotimm.trainer.quiet import CompactModelSummary, quiet
 from autotimm.tuner import TunerConfig, run_tuning
@@ -62,7 +63,11 @@ class AutoTrainer(pl.Trainer):
       until it fits (`OOMBackoff`).
 
     Args:
-        max_epochs: Training epochs.
+        max_epochs: Training epochs; `None` means 10, or, with a time budget (`max_time`), as many as
+            fit in it. With `max_time` (Lightning's `"DD:HH:MM:SS"`, a dict such as `{"minutes": 10}`
+            or a `timedelta`), a `TimeBudget` callback measures the first epoch and plans the epochs
+            and the learning-rate schedule to end within the budget (`max_epochs`, if given, caps
+            the plan) instead of Lightning stopping the run mid-schedule.
         accelerator: `"auto"`, `"gpu"`, `"cpu"`, `"tpu"`, ...
         devices: Number of devices or `"auto"`.
         precision: `32`, `16`, `"bf16-mixed"`, `"16-mixed"`, ...: any precision Lightning takes (it checks the value).
@@ -116,7 +121,7 @@ class AutoTrainer(pl.Trainer):
     @quiet
     def __init__(
         self,
-        max_epochs: int = 10,
+        max_epochs: int | None = None,
         accelerator: str = "auto",
         devices: int | str | list[int] = "auto",
         precision: int | str = 32,
@@ -254,6 +259,11 @@ class AutoTrainer(pl.Trainer):
                     f"({', '.join(averaging)}); use one of them."
                 )
             callbacks.append(ema_averaging)
+        timed = trainer_kwargs.get("max_time") is not None
+        if max_epochs is None and not timed:
+            max_epochs = config["max_epochs"] = 10
+        if timed and not fast_dev_run and not any(isinstance(cb, TimeBudget) for cb in callbacks):
+            callbacks.append(TimeBudget())
         if enable_checkpointing and not fast_dev_run:
             callbacks.extend(checkpoint_callbacks(checkpoint_monitor, checkpoint_mode, callbacks))
         if stop_on_nonfinite_loss:

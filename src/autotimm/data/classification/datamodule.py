@@ -55,8 +55,11 @@ class ImageDataModule(BaseDataModule):
         val_split: Fraction of each class of `train` held out for validation when there is no
             `val/` folder (built-ins always split). `0` means no validation set.
         seed: Seed of that split, an int in `[0, 2**32)` (its own generator; global RNGs are untouched).
-        augmentation_preset: Training augmentation preset: `"default"`, `"light"`, `"strong"` or `"none"`
-            (see `autotimm.data.create_train_transform`).
+        augmentation_preset: Training augmentation preset from `list_augmentations()` (see
+            `autotimm.data.create_train_transform`). `"auto"` fits the image size: shifts and flips
+            for images of at most 64 px, timm's random-resized-crop recipe for larger ones; for
+            the MNIST built-in it is `"no_flip"`. Pass `"no_flip"` when orientation matters in your
+            images; any other name does exactly what it says.
         train_transforms: A callable (PIL image -> tensor) used instead of the preset.
         eval_transforms: A callable used instead of the eval transform built from the data config.
         pin_memory: `None` pins memory only when the trainer runs on CUDA.
@@ -104,7 +107,7 @@ class ImageDataModule(BaseDataModule):
         num_workers: int | None = None,
         val_split: float = 0.1,
         seed: int = 42,
-        augmentation_preset: AugmentationName = "default",
+        augmentation_preset: AugmentationName = "auto",
         train_transforms: Callable | None = None,
         eval_transforms: Callable | None = None,
         pin_memory: bool | None = None,
@@ -118,7 +121,7 @@ class ImageDataModule(BaseDataModule):
         check_number("val_split", val_split, low=0, high=1)
         check_seed(seed)
         augmentation_preset = renamed_argument(
-            "augmentation", augmentation, "augmentation_preset", augmentation_preset, "default", owner="ImageDataModule"
+            "augmentation", augmentation, "augmentation_preset", augmentation_preset, "auto", owner="ImageDataModule"
         )
         check_augmentation_preset(augmentation_preset)
         for name, tf in (("train_transforms", train_transforms), ("eval_transforms", eval_transforms)):
@@ -250,7 +253,10 @@ class ImageDataModule(BaseDataModule):
         self._data_config = self._resolve_data_config()
         train_tf = self._train_transforms
         if train_tf is None:
-            train_tf = create_train_transform(self._data_config, self.augmentation_preset)
+            preset = self.augmentation_preset
+            if preset == "auto" and self._builtin is not None and self._builtin.upright:
+                preset = "no_flip"
+            train_tf = create_train_transform(self._data_config, preset)
         eval_tf = self._eval_transforms
         if eval_tf is None:
             eval_tf = create_eval_transform(self._data_config)

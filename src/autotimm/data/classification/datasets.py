@@ -115,6 +115,7 @@ class BuiltinDataset:
     name: str  # class name in `torchvision.datasets`
     classes: tuple[str, ...]
     grayscale: bool
+    upright: bool = False  # a mirrored image is not of its class (digits): no horizontal flip under "auto"
 
     def load(self, root: Path, train: bool, download: bool) -> Dataset:
         cls = getattr(torchvision.datasets, self.name)
@@ -124,7 +125,7 @@ class BuiltinDataset:
 _BUILTINS: dict[str, BuiltinDataset] = {
     "cifar10": BuiltinDataset("CIFAR10", _CIFAR10_CLASSES, grayscale=False),
     "cifar100": BuiltinDataset("CIFAR100", _CIFAR100_CLASSES, grayscale=False),
-    "mnist": BuiltinDataset("MNIST", tuple(torchvision.datasets.MNIST.classes), grayscale=True),
+    "mnist": BuiltinDataset("MNIST", tuple(torchvision.datasets.MNIST.classes), grayscale=True, upright=True),
     "fashionmnist": BuiltinDataset("FashionMNIST", tuple(torchvision.datasets.FashionMNIST.classes), grayscale=True),
 }
 _BUILTIN_ALIASES = {"fashion_mnist": "fashionmnist", "fashion-mnist": "fashionmnist"}

@@ -12,11 +12,14 @@ from typing import Any, Literal
 
 from PIL import Image
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform
+from timm.data.transforms import str_to_interp_mode
+from torchvision import transforms as T
 
 from autotimm._deprecation import deprecated_alias, renamed_argument
 from autotimm._errors import check_choice, check_image_size
 
 __all__ = [
+    "SMALL_IMAGE_SIZE",
     "AugmentationName",
     "ToRGB",
     "build_eval_transform",
@@ -29,10 +32,15 @@ __all__ = [
     "resolve_data_config",
 ]
 
-AugmentationName = Literal["default", "light", "strong", "none"]
+AugmentationName = Literal["auto", "default", "light", "no_flip", "small", "strong", "none"]
+
+SMALL_IMAGE_SIZE = 64
+"""Images whose shorter side is at most this many pixels count as small: the `"auto"` preset trains
+them with `"small"` (shift, not crop), and their eval transform keeps the whole image (`crop_pct` 1.0)."""
 
 # Keyword arguments given to `timm.data.create_transform(is_training=True, ...)` per
-# preset. `None` means: train with the eval transform (no augmentation at all).
+# preset. `None` means: train with the eval transform (no augmentation at all). The presets
+# that depend on the image size (`auto`, `small`, `no_flip`) are built by `create_train_transform`.
 _AUGMENTATIONS: dict[str, dict[str, Any] | None] = {
     # timm's standard ImageNet recipe: random-resized-crop (0.08, 1), flip, colour jitter 0.4.
     "default": {},
@@ -42,6 +50,7 @@ _AUGMENTATIONS: dict[str, dict[str, Any] | None] = {
     "strong": {"auto_augment": "rand-m9-mstd0.5-inc1", "re_prob": 0.25, "re_mode": "pixel"},
     "none": None,
 }
+_SIZED_PRESETS = ("auto", "no_flip", "small")
 
 _DATA_CONFIG_KEYS = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
 
@@ -51,9 +60,9 @@ def list_augmentations() -> list[str]:
 
     Examples:
         >>> list_augmentations()
-        ['default', 'light', 'none', 'strong']
+        ['auto', 'default', 'light', 'no_flip', 'none', 'small', 'strong']
     """
-    return sorted(_AUGMENTATIONS)
+    return sorted([*_AUGMENTATIONS, *_SIZED_PRESETS])
 
 
 def default_data_config() -> dict[str, Any]:
@@ -87,7 +96,10 @@ def resolve_data_config(
             images, or `(height, width)`), each side >= `autotimm._errors.MIN_IMAGE_SIZE` (32).
 
     Returns:
-        A new dict with the six keys above; `input_size` is `(channels, height, width)`.
+        A new dict with the six keys above; `input_size` is `(channels, height, width)`. For
+        small images (shorter side <= `SMALL_IMAGE_SIZE`, 64 px) `crop_pct` is 1.0: the usual
+        centre crop (0.875 for most backbones) would cut off an eighth of the content, and a
+        32-px digit with it.
 
     Raises:
         TypeError: If `data_config` is not a mapping or `image_size` is not an int or pair.
@@ -95,8 +107,8 @@ def resolve_data_config(
 
     Examples:
         >>> cfg = resolve_data_config({"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}, image_size=64)
-        >>> cfg["input_size"], cfg["mean"]
-        ((3, 64, 64), (0.5, 0.5, 0.5))
+        >>> cfg["input_size"], cfg["mean"], cfg["crop_pct"]
+        ((3, 64, 64), (0.5, 0.5, 0.5), 1.0)
     """
     if data_config is not None and not isinstance(data_config, Mapping):
         raise TypeError(
@@ -116,9 +128,29 @@ def resolve_data_config(
     if image_size is not None:
         input_size = (input_size[0], *check_image_size(image_size))
     config["input_size"] = tuple(int(s) for s in input_size)
+    if _is_small(config):
+        config["crop_pct"] = 1.0
     config["mean"] = tuple(float(m) for m in config["mean"])
     config["std"] = tuple(float(s) for s in config["std"])
     return config
+
+
+def _is_small(config: Mapping[str, Any]) -> bool:
+    return min(config["input_size"][1:]) <= SMALL_IMAGE_SIZE
+
+
+def _shift_transform(config: Mapping[str, Any], *, flip: bool) -> Callable[[Image.Image], Any]:
+    """Resize as the eval transform does, then shift: a random crop of the image padded by 1/8 of its side."""
+    height, width = config["input_size"][1:]
+    steps = [
+        T.Resize(
+            height if height == width else (height, width), interpolation=str_to_interp_mode(config["interpolation"])
+        ),
+        T.RandomCrop((height, width), padding=max(1, round(min(height, width) / 8)), pad_if_needed=True),
+    ]
+    if flip:
+        steps.append(T.RandomHorizontalFlip())
+    return T.Compose([*steps, T.ToTensor(), T.Normalize(config["mean"], config["std"])])
 
 
 def create_eval_transform(data_config: Mapping[str, Any] | None = None) -> Callable[[Image.Image], Any]:
@@ -150,7 +182,7 @@ def create_eval_transform(data_config: Mapping[str, Any] | None = None) -> Calla
 
 def create_train_transform(
     data_config: Mapping[str, Any] | None = None,
-    augmentation_preset: AugmentationName = "default",
+    augmentation_preset: AugmentationName = "auto",
     *,
     augmentation: AugmentationName | None = None,
 ) -> Callable[[Image.Image], Any]:
@@ -158,8 +190,15 @@ def create_train_transform(
 
     Presets (see `list_augmentations()`):
 
+    - `"auto"` (the default): `"small"` for small images (shorter side <= `SMALL_IMAGE_SIZE`,
+      64 px), `"default"` for larger ones.
     - `"default"`: timm's standard recipe: random-resized-crop (scale 0.08-1), horizontal
-      flip, colour jitter 0.4.
+      flip, colour jitter 0.4. Crops down to 8% of the image suit ImageNet-sized photos, not
+      a 32-px image.
+    - `"small"`: CIFAR's recipe at any size: resize, pad by 1/8 of the side (4 px at 32 px),
+      random crop back to the size (a shift), horizontal flip. The whole object stays in view.
+    - `"no_flip"`: `"auto"` without the horizontal flip, for data whose orientation matters
+      (digits, text, road signs).
     - `"light"`: random-resized-crop with scale (0.5, 1) and horizontal flip, no colour
       jitter; for small data sets.
     - `"strong"`: random-resized-crop, flip, RandAugment `rand-m9-mstd0.5-inc1` and
@@ -188,13 +227,16 @@ def create_train_transform(
         augmentation,
         "augmentation_preset",
         augmentation_preset,
-        "default",
+        "auto",
         owner="create_train_transform",
     )
-    kwargs = _AUGMENTATIONS[check_augmentation_preset(preset)]
+    preset = check_augmentation_preset(preset)
+    cfg = resolve_data_config(data_config)
+    if preset == "small" or (preset in ("auto", "no_flip") and _is_small(cfg)):
+        return _shift_transform(cfg, flip=preset != "no_flip")
+    kwargs = {"hflip": 0.0} if preset == "no_flip" else _AUGMENTATIONS["default" if preset == "auto" else preset]
     if kwargs is None:
         return create_eval_transform(data_config)
-    cfg = resolve_data_config(data_config)
     return create_transform(
         input_size=cfg["input_size"],
         is_training=True,
