@@ -52,6 +52,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--weight-decay", type=float, default=1e-4)
+    parser.add_argument("--scheduler", default="cosine", help="a name from autotimm.optim.list_schedulers()")
+    parser.add_argument("--ema", type=float, default=0.0, help="AutoTrainer(ema=...): a decay, 0 for none")
     parser.add_argument("--fpn-channels", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
@@ -84,11 +87,13 @@ def main() -> None:
             image_size=IMAGE_SIZE,
             fpn_channels=args.fpn_channels,
             lr=args.lr,
-            scheduler="cosine",
+            weight_decay=args.weight_decay,
+            scheduler=args.scheduler,
         )
         regression = RegressionLoss()
         trainer = AutoTrainer(
             max_epochs=args.epochs,
+            ema=args.ema or False,
             callbacks=[regression],
             accelerator="cpu",
             gradient_clip_val=1.0,

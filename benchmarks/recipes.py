@@ -87,8 +87,12 @@ class _EpochClock(pl.Callback):
         self.val_accuracy.append(round(float(value), 4) if value is not None else float("nan"))
 
 
-def run_once(root: Path, variant: str, seed: int, epochs: int, image_size: int, work: Path) -> dict[str, Any]:
+def run_once(
+    root: Path, variant: str, seed: int, epochs: int, image_size: int, work: Path, extra: dict[str, Any]
+) -> dict[str, Any]:
     model_kwargs, data_kwargs = _settings(variant, image_size)
+    model_kwargs.update(extra.get("model", {}))
+    data_kwargs.update(extra.get("data", {}))
     pl.seed_everything(seed, workers=True, verbose=False)  # the initial weights
     model = ImageClassifier(BackboneConfig("resnet18", pretrained=False), **model_kwargs)
     data = ImageDataModule(root, image_size=image_size, **data_kwargs)
@@ -96,6 +100,7 @@ def run_once(root: Path, variant: str, seed: int, epochs: int, image_size: int, 
     trainer = AutoTrainer(
         max_epochs=epochs,
         seed=seed,
+        **extra.get("trainer", {}),
         callbacks=[clock],
         default_root_dir=work / f"{variant}-{seed}-{epochs}",
         enable_progress_bar=False,
@@ -131,6 +136,13 @@ def main() -> None:
     parser.add_argument(
         "--threads", type=int, default=None, help="torch threads (1 on a busy machine: spinning threads cost more)"
     )
+    parser.add_argument(
+        "--extra",
+        type=json.loads,
+        default={},
+        help='settings on top of the variant, e.g. \'{"model": {"lr": 3e-3}, "trainer": {"ema": true}}\'',
+    )
+    parser.add_argument("--name", default=None, help="record the runs under this name (default: the variant)")
     parser.add_argument("--quick", action="store_true", help="1 seed, 1 epoch, 12 digits per class")
     parser.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/recipes.json")
     args = parser.parse_args()
@@ -145,10 +157,14 @@ def main() -> None:
     for variant in args.variants:
         for epochs in args.epochs:
             for seed in args.seeds:
-                result = run_once(root, variant, seed, epochs, args.image_size, work)
+                result = run_once(root, variant, seed, epochs, args.image_size, work, args.extra)
+                if args.name:
+                    result["variant"] = args.name
+                if args.extra:
+                    result["extra"] = args.extra
                 result["epochs_to_target_val"] = _epochs_to(result["val_accuracy"], args.target)
                 print(json.dumps(result), flush=True)
-                key = (variant, seed, epochs)
+                key = (result["variant"], seed, epochs)
                 record["runs"] = [r for r in record["runs"] if (r["variant"], r["seed"], r["epochs"]) != key]
                 record["runs"].append(result)
                 record.update(
@@ -162,7 +178,7 @@ def main() -> None:
                 out.parent.mkdir(parents=True, exist_ok=True)
                 out.write_text(json.dumps(record, indent=1))
     print(f"\n{'variant':<18}{'epochs':>7}{'seeds':>6}{'test acc (mean, min)':>24}{'s/epoch':>9}")
-    for variant in args.variants:
+    for variant in [args.name] if args.name else args.variants:
         for epochs in args.epochs:
             rows = [r for r in record["runs"] if r["variant"] == variant and r["epochs"] == epochs]
             accs = [r["test_accuracy"] for r in rows]

@@ -63,6 +63,11 @@ SUBSTITUTIONS: tuple[tuple[str, str, str], ...] = (
     (r'ImageClassifier\("resnet50"', f"ImageClassifier({TINY}", "offline: no pretrained weights to download"),
     (r"max_epochs=(\d+)", r"max_epochs=min(\1, 2)", "CPU budget: at most 2 epochs"),
     (r"num_train=\d+, num_val=\d+", "num_train=16, num_val=8", "16 + 8 synthetic detection images"),
+    (
+        r'make_digits_folder\("data/digits", image_size=32\)',
+        'make_digits_folder("data/digits", image_size=32, max_per_class=10)',
+        "CPU budget: 10 digits per class, not all 1,797",
+    ),
     (r'"(path/to/images|my_images)"', "digits_dir", "a small digits folder instead of the reader's images"),
     (r'"path/to/coco"', "coco_dir", "a small synthetic COCO set instead of the reader's"),
     (r"image_size=224", "image_size=32", "CPU-sized images"),

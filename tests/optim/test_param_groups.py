@@ -18,6 +18,7 @@ LR = 1e-2
 
 
 def _classifier(model_name: str = "test_resnet", **kwargs) -> ImageClassifier:
+    kwargs.setdefault("scheduler", None)  # a bare optimizer: the default schedule needs a trainer's step count
     return ImageClassifier(BackboneConfig(model_name, pretrained=False), num_classes=3, lr=LR, **kwargs)
 
 

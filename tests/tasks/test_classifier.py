@@ -51,7 +51,7 @@ def test_predict_returns_probabilities(digits_data, backbone):
 
 
 def test_freeze_backbone_trains_only_the_head(digits_data, backbone, tmp_path):
-    model = ImageClassifier(backbone, num_classes=10, freeze_backbone=True, lr=1e-2)
+    model = ImageClassifier(backbone, num_classes=10, freeze_backbone=True, lr=1e-2, scheduler=None)
     backbone_before = {k: v.clone() for k, v in model.backbone.state_dict().items()}
     head_before = model.head[1].weight.clone()
     trainer = cpu_trainer(tmp_path, max_epochs=1, limit_train_batches=5, limit_val_batches=2)
