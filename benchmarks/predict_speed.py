@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import tempfile
 import time
@@ -86,6 +87,7 @@ def main() -> None:
         "images": args.images,
         "file_size_px": args.size,
         "batch_size": args.batch_size,
+        "load_average_1min_at_start": round(os.getloadavg()[0], 2),  # other processes on the machine
     }
     with tempfile.TemporaryDirectory() as tmp:
         folder = make_folder(Path(tmp), args.images, args.size)
