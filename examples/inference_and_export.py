@@ -9,7 +9,12 @@ After a short training run on the digits demo folder:
    by running the written file against PyTorch, and carries its metadata (class names,
    input size, mean and std, output activation);
 4. the ONNX file runs in ONNX Runtime on real test images, and the script prints its largest
-   difference from PyTorch and its accuracy.
+   difference from PyTorch and its accuracy;
+5. `autotimm.load(run_dir)` takes the run's best checkpoint, `model.predict(folder)` classifies a flat
+   folder of image files (the same accuracy as step 2), writes a CSV and draws the top labels;
+6. a detector trained briefly on synthetic shapes is loaded the same way and predicts boxes on unseen
+   images of other sizes (in their own pixels), with class-agnostic NMS, into a CSV and drawings;
+   both models are saved as portable folders with `save_pretrained`.
 
 A model loaded from a checkpoint has no data module attached, so the export is given the
 size it was trained at (`image_size=32`) and the class names. ONNX export needs the `export`
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -31,10 +37,12 @@ import numpy as np
 import onnx
 import onnxruntime
 import torch
+from PIL import Image
 from pytorch_lightning import seed_everything
 
-from autotimm import AutoTrainer, BackboneConfig, ImageClassifier, ImageDataModule
-from autotimm.data import make_digits_folder
+import autotimm
+from autotimm import AutoTrainer, BackboneConfig, DetectionDataModule, ImageClassifier, ImageDataModule, ObjectDetector
+from autotimm.data import make_coco_shapes, make_digits_folder
 
 SMOKE = os.environ.get("AUTOTIMM_SMOKE") == "1"
 # The smoke run (a wiring check) uses timm's tiny test network; results need a real backbone.
@@ -99,6 +107,49 @@ def main() -> None:
     print(f"ONNX Runtime vs PyTorch: max abs difference of the logits {max_diff_onnx:.2e}")
     print(f"TorchScript vs PyTorch: max abs difference of the logits {max_diff_script:.2e}")
     print(f"ONNX Runtime test accuracy: {correct / len(labels):.3f}")
+
+    # 5. New images, from the run folder alone: a flat folder of files, as a user would have them.
+    new_images = OUT / "new_images"
+    shutil.rmtree(new_images, ignore_errors=True)
+    new_images.mkdir(parents=True)
+    truth = {}
+    for i, path in enumerate(sorted(Path(root, "test").glob("*/*.png"))):
+        shutil.copy(path, new_images / f"{i:04d}.png")
+        truth[str(new_images / f"{i:04d}.png")] = path.parent.name  # the class folder
+    classifier = autotimm.load(trainer.run_dir, device="cpu")
+    predictions = classifier.predict(new_images, batch_size=64)
+    hits = sum(result.label == truth[result.path] for result in predictions)
+    predictions.to_csv(OUT / "digits_predictions.csv")
+    predictions[0].save(OUT / "digits_first.png")
+    print(f"predict(): {len(predictions)} new images, accuracy {hits / len(predictions):.3f}")
+    print(f"saved {classifier.save_pretrained(OUT / 'digits_model')}")
+
+    # 6. A detector, loaded and used the same way on unseen images of other sizes.
+    shapes = make_coco_shapes(
+        "data/shapes", image_size=64 if SMOKE else 128, num_train=16 if SMOKE else 300, num_val=8 if SMOKE else 60
+    )
+    shapes_data = DetectionDataModule(shapes, image_size=64 if SMOKE else 128, batch_size=8 if SMOKE else 16)
+    detector = ObjectDetector(BackboneConfig(BACKBONE, pretrained=False), fpn_channels=64 if SMOKE else 128, lr=1e-3)
+    detection_run = AutoTrainer(
+        max_epochs=1 if SMOKE else 12,
+        accelerator="cpu",
+        default_root_dir=OUT / "detector",
+        checkpoint_monitor="val/map",
+        gradient_clip_val=1.0,
+    )
+    detection_run.fit(detector, datamodule=shapes_data)
+    detector = autotimm.load(detection_run.run_dir, device="cpu")
+    unseen = OUT / "unseen_shapes"
+    unseen.mkdir(exist_ok=True)
+    for i, path in enumerate(sorted((shapes / "val2017").iterdir())[:4]):
+        with Image.open(path) as image:  # other sizes than the training size: boxes come back in their pixels
+            image.resize((image.width * 3 // 2, image.height)).save(unseen / f"wide_{i}.jpg")
+    found = detector.predict(unseen, score_thresh=0.3, class_agnostic_nms=True)
+    found.to_csv(OUT / "shapes_boxes.csv")
+    found.save_images(OUT / "shapes_drawn")
+    boxes = sum(len(result) for result in found)
+    print(f"detector: {len(found)} unseen images, {boxes} boxes scoring >= 0.3, drawings in {OUT / 'shapes_drawn'}")
+    print(f"saved {detector.save_pretrained(OUT / 'shapes_model')}")
     print(f"wall time: {time.perf_counter() - start:.1f} s")
 
 

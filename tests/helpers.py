@@ -115,3 +115,36 @@ def assert_png(path: Path, min_height: int = 200, min_width: int = 300) -> None:
     assert pixels.ndim == 3 and pixels.shape[0] >= min_height and pixels.shape[1] >= min_width, pixels.shape
     assert pixels.shape[0] <= 2000 and pixels.shape[1] <= 2000, pixels.shape
     assert pixels[..., :3].std() > 0  # something is drawn
+
+
+# ---- trained models for inference (tests/tasks/test_predict.py, test_pretrained.py, test_cli.py) ----
+def trained_classifier(root: Path) -> Path:
+    """Fit a tiny 3-colour classifier (32 px, 3 epochs) under `root`; return its best checkpoint."""
+    from autotimm import BackboneConfig
+
+    for split, count in (("train", 8), ("val", 4)):
+        for name, colour in COLOURS.items():
+            folder = root / "data" / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                noise = np.random.default_rng(i).integers(-20, 20, size=(32, 32, 3))
+                pixels = np.clip(np.array(colour) + noise, 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+    data = ImageDataModule(root / "data", image_size=32, batch_size=8, num_workers=0, augmentation_preset="none")
+    model = ImageClassifier(BackboneConfig("test_resnet", pretrained=False), lr=1e-2, scheduler=None)
+    trainer = cpu_trainer(root, max_epochs=3, checkpoint_monitor="val/accuracy", num_sanity_val_steps=0)
+    trainer.fit(model, datamodule=data)
+    return Path(trainer.checkpoint_callback.best_model_path)
+
+
+def trained_detector(root: Path) -> Path:
+    """Fit a tiny detector on 64 px synthetic shapes (1 epoch) under `root`; return its best checkpoint."""
+    from autotimm import BackboneConfig, DetectionDataModule, ObjectDetector
+    from autotimm.data import make_coco_shapes
+
+    coco = make_coco_shapes(root / "coco", image_size=64, num_train=16, num_val=8)
+    data = DetectionDataModule(coco, image_size=64, batch_size=8, num_workers=0, augmentation_preset="none")
+    model = ObjectDetector(BackboneConfig("test_resnet", pretrained=False), fpn_channels=64, lr=1e-3)
+    trainer = cpu_trainer(root, max_epochs=1, checkpoint_monitor="val/map", num_sanity_val_steps=0)
+    trainer.fit(model, datamodule=data)
+    return Path(trainer.checkpoint_callback.best_model_path)

@@ -14,7 +14,7 @@ LAYERS = [
     ["_atomic", "_compat", "_deprecation", "_errors", "_version", "_warnings", "geometry"],
     ["backbones", "loggers", "losses", "metrics", "optim"],
     ["data", "models"],
-    ["export"],
+    ["export", "inference"],
     ["tasks"],
     ["runs"],
     ["callbacks", "tuner"],

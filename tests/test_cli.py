@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import runpy
 import shutil
 import subprocess
@@ -255,3 +256,51 @@ def test_installed_console_script_runs():
     result = subprocess.run([script, "list", "optimizers", "adam*"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "adamw" in result.stdout.splitlines()
+
+
+# ---- `autotimm predict CHECKPOINT SOURCE` on new images ----
+@pytest.mark.slow
+def test_predict_a_folder_of_new_images_from_a_run_folder(
+    classify_run: Path,
+    digits: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+):
+    monkeypatch.chdir(tmp_path)
+    new_images = digits / "test"
+    main(
+        [
+            "predict",
+            str(classify_run),
+            str(new_images),
+            "--out",
+            "results.csv",
+            "--save-images",
+            "drawn",
+            "--top-k",
+            "3",
+        ]
+    )
+    expected = autotimm.load(classify_run, device="cpu").predict(new_images, top_k=3)
+    rows = (tmp_path / "results.csv").read_text().splitlines()
+    assert rows[1:] == [",".join(str(v) for v in row.values()) for row in expected.rows()]
+    assert len(list((tmp_path / "drawn").iterdir())) == len(expected) == 10
+    assert "10 images, results in results.csv" in capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["drawn", "results.csv"]  # no lightning_logs/
+
+    main(["predict", str(classify_run), str(new_images / "0"), "--out", "results.json"])
+    assert len(json.loads((tmp_path / "results.json").read_text())["predictions"]) == 1
+    capsys.readouterr()
+    main(["predict", str(classify_run), str(new_images / "0")])  # no --out: one line per image
+    assert capsys.readouterr().out.startswith(str(new_images / "0"))
+
+
+def test_predict_errors_name_the_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    with pytest.raises(SystemExit, match="autotimm predict: .*missing.ckpt"):
+        main(["predict", str(tmp_path / "missing.ckpt"), str(tmp_path)])
+    with pytest.raises(SystemExit, match=r"--out must name a .csv or .json file, not 'out.txt'"):
+        main(["predict", str(tmp_path / "missing.ckpt"), str(tmp_path), "--out", "out.txt"])
+    with pytest.raises(SystemExit):
+        main(["predict", str(tmp_path / "model.ckpt"), "--help"])
+    assert "--save-images" in capsys.readouterr().out

@@ -143,6 +143,13 @@ def test_inference_and_export_matches_pytorch_in_onnx_runtime(tmp_path):
         r"ONNX Runtime test accuracy: ([\d.]+)", out
     )
     assert "input size [3, 32, 32]" in out and "activation softmax" in out
+    # `predict` on the files gives the accuracy of `trainer.predict` on the test split
+    assert _number(r"predict\(\): \d+ new images, accuracy ([\d.]+)", out) == _number(
+        r"predicted \d+ test images: accuracy ([\d.]+)", out
+    )
+    assert (root / "digits_predictions.csv").read_text().startswith("path,label,label_id,score,top_k")
+    assert "detector: 4 unseen images" in out and (root / "shapes_boxes.csv").is_file()
+    assert (root / "digits_model" / "model.safetensors").is_file() and (root / "shapes_model" / "config.json").is_file()
 
 
 def test_real_vs_fake_ends_with_the_run_summary(tmp_path):

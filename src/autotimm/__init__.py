@@ -16,7 +16,7 @@ from autotimm.losses import create_loss, list_losses
 from autotimm.metrics import MetricConfig
 from autotimm.optim import list_optimizers, list_schedulers
 from autotimm.runs import read_run, summarize
-from autotimm.tasks import ImageClassifier, ObjectDetector
+from autotimm.tasks import ImageClassifier, ObjectDetector, load
 from autotimm.trainer import AutoTrainer, NonFiniteLossError, TunerConfig, TuningError
 
 __all__ = [
@@ -41,6 +41,7 @@ __all__ = [
     "list_losses",
     "list_optimizers",
     "list_schedulers",
+    "load",
     "read_run",
     "summarize",
 ]

@@ -1,4 +1,5 @@
-"""The `autotimm` command line: `fit`, `validate`, `test`, `predict` from a YAML config, and `list`.
+"""The `autotimm` command line: `fit`, `validate`, `test`, `predict` from a YAML config, `list`, and
+`predict CHECKPOINT SOURCE` on new images.
 
 `fit`/`validate`/`test`/`predict` are Lightning's `LightningCLI` (jsonargparse) with
 `AutoTrainer` as the trainer, any `LightningModule` as `model` and any `LightningDataModule`
@@ -12,6 +13,7 @@ Examples:
     autotimm fit --config runs/<run_id>/config.yaml      # repeat a run from its saved config
     autotimm test --config run.yaml --ckpt_path path/to/best.ckpt
     autotimm list backbones "convnext*"
+    autotimm predict runs/<run_id> new_images/ --out results.csv --save-images drawn/
     ```
 """
 
@@ -33,7 +35,9 @@ from pytorch_lightning.utilities import rank_zero_info
 from autotimm._compat import LightningCLIPrivateSteps, instantiation_error
 from autotimm._version import __version__
 from autotimm.backbones import list_backbones
+from autotimm.inference import NotAnImageError
 from autotimm.optim import list_optimizers, list_schedulers
+from autotimm.tasks import ImageClassifier, load
 from autotimm.trainer import AutoTrainer
 
 __all__ = ["AutoTimmCLI", "main"]
@@ -42,7 +46,9 @@ _CONFIG_FILENAME = "config.yaml"
 
 _DESCRIPTION = (
     "Train and evaluate timm backbones from a YAML config: `autotimm fit --config run.yaml`. "
-    "`autotimm list {backbones,optimizers,schedulers} [PATTERN]` prints the registries."
+    "`autotimm list {backbones,optimizers,schedulers} [PATTERN]` prints the registries. "
+    "`autotimm predict CHECKPOINT SOURCE [--out results.csv]` predicts on new images (see `autotimm predict "
+    "CHECKPOINT --help`)."
 )
 _USAGE = (
     "autotimm {} [-h] [-c CONFIG] [--print_config] [--trainer.ARG VALUE] [--model.init_args.ARG VALUE] "
@@ -283,6 +289,64 @@ def _run_list(args: Sequence[str]) -> None:
     print("\n".join(names))
 
 
+def _predict_parser() -> ArgumentParser:
+    parser = ArgumentParser(
+        prog="autotimm predict",
+        description=(
+            "Predict on new images with a trained model: one line per image, or a CSV / JSON file with --out. "
+            "(`autotimm predict --config run.yaml --ckpt_path ...` predicts a data module's test split instead.)"
+        ),
+    )
+    parser.add_argument(
+        "checkpoint", help="A .ckpt file, a run folder (its best checkpoint) or a save_pretrained folder."
+    )
+    parser.add_argument("source", nargs="+", help="Image files, folders (searched recursively) or glob patterns.")
+    parser.add_argument("--out", default=None, help="Write the results to this .csv or .json file.")
+    parser.add_argument("--save-images", default=None, help="Draw each prediction onto its image, into this folder.")
+    parser.add_argument("--batch-size", type=int, default=16, help="Images per forward pass.")
+    parser.add_argument("--tta", action="store_true", help="Test-time augmentation with the mirror image.")
+    parser.add_argument("--top-k", type=int, default=5, help="Classifiers: how many classes each result lists.")
+    parser.add_argument(
+        "--score-thresh", type=float, default=None, help="Detectors: leave out boxes scoring below this."
+    )
+    parser.add_argument("--class-agnostic-nms", action="store_true", help="Detectors: one box per object.")
+    parser.add_argument("--on-bad-file", choices=["skip", "raise"], default="skip", help="Files that are not images.")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps; the best one there is by default.")
+    return parser
+
+
+def _run_predict(args: Sequence[str]) -> None:
+    """`autotimm predict CHECKPOINT SOURCE...`: `autotimm.load` then `predict`, with a progress bar; no trainer."""
+    config = _predict_parser().parse_args(list(args))
+    if config.out is not None and not config.out.lower().endswith((".csv", ".json")):
+        sys.exit(f"autotimm predict: --out must name a .csv or .json file, not {config.out!r}.")
+    try:
+        model = load(config.checkpoint, device=config.device)
+        options: dict[str, Any] = {
+            "batch_size": config.batch_size,
+            "tta": config.tta,
+            "on_bad_file": config.on_bad_file,
+        }
+        if isinstance(model, ImageClassifier):
+            options["top_k"] = config.top_k
+        else:
+            options.update(score_thresh=config.score_thresh, class_agnostic_nms=config.class_agnostic_nms)
+        results = model.predict(config.source, progress=True, **options)
+    except (FileNotFoundError, NotAnImageError, ValueError) as error:
+        sys.exit(f"autotimm predict: {error}")
+    if config.out is None:
+        for row in results.rows():
+            print(",".join(str(value) for value in row.values()))
+    else:
+        written = results.to_json(config.out) if config.out.lower().endswith(".json") else results.to_csv(config.out)
+        print(f"autotimm predict: {len(results)} images, results in {written}")
+    if config.save_images is not None:
+        results.save_images(config.save_images)
+        print(f"autotimm predict: drawings in {config.save_images}")
+    if results.skipped:
+        print(f"autotimm predict: skipped {len(results.skipped)} files that are not readable images", file=sys.stderr)
+
+
 def main(args: Sequence[str] | None = None) -> None:
     """Run the `autotimm` command line (the console script and `python -m autotimm`).
 
@@ -300,5 +364,8 @@ def main(args: Sequence[str] | None = None) -> None:
     argv = sys.argv[1:] if args is None else list(args)
     if argv[:1] == ["list"]:
         _run_list(argv[1:])
+        return
+    if argv[:1] == ["predict"] and len(argv) > 1 and not argv[1].startswith("-"):
+        _run_predict(argv[1:])  # new images; `predict --config ...` is LightningCLI's
         return
     AutoTimmCLI(args)

@@ -7,19 +7,35 @@ steps and how to check a batch's labels (see the class docstring).
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pytorch_lightning as pl
+import safetensors.torch
 import torch
 import torch.nn as nn
+from PIL import Image
 from pytorch_lightning.plugins.precision import MixedPrecision
 from pytorch_lightning.trainer.states import TrainerFn
+from tqdm import tqdm
 
+from autotimm._atomic import atomic_path
 from autotimm._compat import attached_trainer, step_is_logged
 from autotimm._errors import check_bool, check_mapping, check_number
+from autotimm._version import __version__
 from autotimm.backbones import BackboneConfig, skip_pretrained_download
+from autotimm.inference import (
+    ClassificationResult,
+    DetectionResult,
+    ImageSource,
+    Predictions,
+    collect_images,
+    iter_batches,
+)
 from autotimm.loggers import LoggingConfig
 from autotimm.metrics import STAGES, MetricConfig, create_metrics
 from autotimm.optim import (
@@ -34,9 +50,14 @@ from autotimm.optim import (
     step_scheduler,
 )
 
-__all__ = ["BaseTask", "data_value", "labels_outside"]
+__all__ = ["PRETRAINED_CONFIG", "PRETRAINED_KEY", "PRETRAINED_WEIGHTS", "BaseTask", "data_value", "labels_outside"]
 
 _CHECKPOINT_KEY = "autotimm"  # what the model was trained on: class names, data config, task extras
+#: The files of a `save_pretrained` folder, and the key of autotimm's part of its config.
+PRETRAINED_CONFIG = "config.json"
+PRETRAINED_WEIGHTS = "model.safetensors"
+PRETRAINED_KEY = "autotimm"
+PredictBatch = Callable[[list[ImageSource], list[Image.Image]], list[ClassificationResult] | list[DetectionResult]]
 
 
 class BaseTask(pl.LightningModule):
@@ -235,7 +256,12 @@ class BaseTask(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         _sync_hparams(self, checkpoint.get("hyper_parameters"))
-        saved = {"class_names": self.class_names, "data_config": self.trained_data_config}
+        saved = {
+            "task": type(self).__name__,
+            "version": __version__,
+            "class_names": self.class_names,
+            "data_config": self.trained_data_config,
+        }
         checkpoint[_CHECKPOINT_KEY] = {**saved, **self._checkpoint_extras()}
         # The loss is not part of the model: a custom loss module's state would make loading without it fail.
         state = checkpoint.get("state_dict", {})
@@ -442,6 +468,98 @@ class BaseTask(pl.LightningModule):
         """
         for name, value in values.items():
             setattr(self, name, value)
+
+    # ---- prediction on new images ----------------------------------------------------------
+    def _predict_images(
+        self, source: Any, batch_size: int, on_bad_file: str, progress: bool, run_batch: PredictBatch
+    ) -> Predictions:
+        """Run `run_batch` over the images of `source`, `batch_size` at a time, in eval mode without gradients.
+
+        The model's training mode is restored afterwards. Files that cannot be read are skipped
+        (named in a warning and in `Predictions.skipped`) or raise, as `on_bad_file` says.
+        """
+        check_number("batch_size", batch_size, low=1, integer=True)
+        check_bool("progress", progress)
+        sources = collect_images(source, on_bad_file)  # type: ignore[arg-type]
+        results, skipped = Predictions(), []
+        training = self.training
+        self.eval()
+        try:
+            with torch.inference_mode(), tqdm(total=len(sources), unit="image", disable=not progress) as bar:
+                for entries, images in iter_batches(sources, batch_size, on_bad_file, skipped):  # type: ignore[arg-type]
+                    results.extend(run_batch(entries, images))
+                    bar.update(len(entries))
+        finally:
+            self.train(training)
+        results.skipped = skipped
+        if not results:
+            raise ValueError(f"None of the {len(sources)} files could be read as an image: {skipped[:5]}.")
+        return results
+
+    def class_name(self, index: int) -> str:
+        """The name of class `index`: from `class_names` (kept in checkpoints), else the index as text.
+
+        Examples:
+            >>> model.class_name(2)  # doctest: +SKIP
+            'fox'
+        """
+        names = self.class_names
+        return names[index] if names is not None and 0 <= index < len(names) else str(index)
+
+    # ---- a portable model folder -------------------------------------------------------------
+    def save_pretrained(self, folder: str | os.PathLike[str]) -> Path:
+        """Write the model to `folder`: `config.json` (task, hyperparameters, class names, preprocessing)
+        and `model.safetensors`; `autotimm.load(folder)` rebuilds it, offline.
+
+        A classifier's folder is in timm's own layout too: `timm.create_model("local-dir:" + folder,
+        pretrained=True)` loads it offline, with the trained head, `label_names` and preprocessing.
+
+        Returns:
+            The folder.
+
+        Examples:
+            >>> model.save_pretrained("my_model")  # doctest: +SKIP
+            PosixPath('my_model')
+        """
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self._write_pretrained(folder, self._pretrained_section())
+        return folder
+
+    def _pretrained_section(self) -> dict[str, Any]:
+        """autotimm's part of `config.json`: what `autotimm.load` needs to rebuild the task."""
+        section = {
+            "task": type(self).__name__,
+            "version": __version__,
+            "hparams": dict(self.hparams),
+            "class_names": self.class_names,
+            "data_config": self.trained_data_config,
+            **self._checkpoint_extras(),
+        }
+        _sync_hparams(self, section["hparams"])
+        try:
+            return json.loads(json.dumps(section))
+        except TypeError as error:
+            raise ValueError(f"The model's hyperparameters cannot be written to JSON: {error}.") from error
+
+    def _write_pretrained(self, folder: Path, section: dict[str, Any]) -> None:
+        """Write the weights (all of the module's state, the loss's left out) and the config."""
+        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items() if not k.startswith("loss_fn.")}
+        with atomic_path(folder / PRETRAINED_WEIGHTS) as tmp:
+            safetensors.torch.save_file(state, str(tmp))
+        with atomic_path(folder / PRETRAINED_CONFIG) as tmp:
+            tmp.write_text(json.dumps({PRETRAINED_KEY: section}, indent=2), encoding="utf-8")
+
+    def load_pretrained_weights(self, folder: str | os.PathLike[str]) -> None:
+        """Load the weights of a `save_pretrained` folder into this model (built with the folder's config)."""
+        state = safetensors.torch.load_file(str(Path(folder) / PRETRAINED_WEIGHTS))
+        missing, unexpected = self.load_state_dict(state, strict=False)
+        missing = [k for k in missing if not k.startswith("loss_fn.")]
+        if missing or unexpected:
+            raise ValueError(
+                f"The weights in {str(folder)!r} do not fit the model its config describes: missing {missing[:5]}, "
+                f"unexpected {unexpected[:5]}."
+            )
 
     # ---- checkpoints ---------------------------------------------------------------------
     @classmethod

@@ -11,20 +11,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import safetensors.torch
 import timm.data
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from PIL import Image
 from timm.data.mixup import mixup_target
+from timm.models import save_for_hf
 from torchmetrics.classification import BinaryConfusionMatrix, MulticlassConfusionMatrix
 
 from autotimm._errors import check_bool, check_choice, check_mapping, check_number
 from autotimm.backbones import BackboneConfig, create_backbone, pooled_width
+from autotimm.data import create_eval_transform, resolve_data_config
 from autotimm.export import TorchScriptMethod, export_onnx, export_torchscript
+from autotimm.inference import ClassificationResult, ImageSource, OnBadFile, Predictions
 from autotimm.loggers import LoggingConfig
 from autotimm.losses import balanced_class_weights, check_loss_kwargs, create_loss, resolve_loss
 from autotimm.metrics import MetricConfig
-from autotimm.tasks.base import BaseTask, labels_outside
+from autotimm.tasks.base import PRETRAINED_CONFIG, PRETRAINED_KEY, PRETRAINED_WEIGHTS, BaseTask, labels_outside
 
 __all__ = ["ImageClassifier"]
 
@@ -633,6 +638,148 @@ class ImageClassifier(BaseTask):
         """Class probabilities `[B, num_classes]` for a batch `x` or `(x, y)`."""
         x = batch[0] if isinstance(batch, (list, tuple)) else batch
         return self.probabilities(self(x))
+
+    # ---- prediction on new images ------------------------------------------------------------
+    @property
+    def eval_data_config(self) -> dict[str, Any]:
+        """The preprocessing of new images: the data config the model was trained with (kept in its
+        checkpoints), else its backbone's; see `resolve_data_config`."""
+        return resolve_data_config(self.trained_data_config or self.data_config)
+
+    def eval_transform(self) -> Callable[[Image.Image], torch.Tensor]:
+        """The eval transform of `eval_data_config` (resize, centre crop, normalise): an RGB PIL image to `[3, H, W]`.
+
+        Examples:
+            >>> model = ImageClassifier(BackboneConfig("test_resnet", pretrained=False), num_classes=3)
+            >>> tuple(model.eval_transform()(Image.new("RGB", (300, 200))).shape)
+            (3, 160, 160)
+        """
+        return create_eval_transform(self.eval_data_config)
+
+    def predict(
+        self,
+        source: Any,
+        batch_size: int = 32,
+        tta: bool = False,
+        top_k: int = 5,
+        on_bad_file: OnBadFile = "skip",
+        progress: bool = False,
+    ) -> Predictions:
+        """Classify new images: files, a folder, a glob, PIL images, arrays or a tensor batch.
+
+        Each image is converted to 8-bit RGB, preprocessed with `eval_transform()` (the size and
+        normalisation the model was trained with), and run through the model in eval mode on its
+        device, `batch_size` images at a time (a folder streams through memory).
+
+        Args:
+            source: A file, a folder (its images, recursively), a glob pattern, a PIL image, a numpy
+                array, a `[B, 3, H, W]` tensor in [0, 1], or a list of these; see `collect_images`.
+            batch_size: Images per forward pass.
+            tta: Test-time augmentation: average the probabilities of each image and its mirror image.
+            top_k: How many classes each result's `top_k` lists.
+            on_bad_file: `"skip"` files that are not readable images (a warning names each; they are
+                listed in `Predictions.skipped`), or `"raise"` a `NotAnImageError` naming the first.
+            progress: Show a progress bar.
+
+        Returns:
+            One `ClassificationResult` per image, in order, with `.to_csv()` / `.to_json()`.
+
+        Examples:
+            >>> model = ImageClassifier(BackboneConfig("test_resnet", pretrained=False), num_classes=3)
+            >>> result = model.predict(Image.new("RGB", (64, 48)))[0]
+            >>> result.label in ("0", "1", "2"), len(result.probs)
+            (True, 3)
+        """
+        check_bool("tta", tta)
+        top_k = int(check_number("top_k", top_k, low=1, integer=True))
+        transform = self.eval_transform()
+
+        def run(entries: list[ImageSource], images: list[Image.Image]) -> list[ClassificationResult]:
+            dtype = next(self.parameters()).dtype
+            x = torch.stack([transform(image) for image in images]).to(self.device, dtype)
+            probs = self._class_probabilities(x)
+            if tta:
+                probs = (probs + self._class_probabilities(x.flip(-1))) / 2
+            return [
+                self._classification_result(entry, p.float().cpu(), top_k)
+                for entry, p in zip(entries, probs, strict=True)
+            ]
+
+        return self._predict_images(source, batch_size, on_bad_file, progress, run)
+
+    def _class_probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        """`[B, C]` probabilities of a normalised batch; a binary classifier's one output as `[1 - p, p]`."""
+        probs = self.probabilities(self(x))
+        if self.multi_label and self.num_classes == 1:
+            probs = torch.cat([1 - probs, probs], dim=1)
+        return probs
+
+    def _classification_result(self, entry: ImageSource, probs: torch.Tensor, top_k: int) -> ClassificationResult:
+        scores, indices = probs.topk(min(top_k, probs.numel()))
+        best = int(indices[0])
+        return ClassificationResult(
+            path=entry.name,
+            label=self.class_name(best),
+            label_id=best,
+            score=float(scores[0]),
+            top_k=[(self.class_name(int(i)), float(s)) for s, i in zip(scores, indices, strict=True)],
+            probs=probs,
+            source=entry,
+        )
+
+    # ---- a portable model folder, in timm's layout ----------------------------------------------
+    # `save_pretrained` (BaseTask) writes a classifier in timm's own layout: `timm.create_model("local-dir:" +
+    # folder, pretrained=True)` loads it offline with the trained head, its `label_names` and preprocessing.
+    def _timm_model(self) -> nn.Module:
+        """The backbone as a whole timm classifier, its classifier layer holding the trained head; checked."""
+        head = self._built_head()[1]
+        model = copy.deepcopy(self.backbone).cpu().eval()
+        model.reset_classifier(self.num_classes)
+        classifier = model.get_classifier()
+        if not isinstance(classifier, nn.Linear) or classifier.weight.shape != head.weight.shape:
+            raise ValueError(
+                f"The backbone {self._backbone_config.model_name!r} has no single linear classifier of the head's "
+                f"shape {tuple(head.weight.shape)}, so the model cannot be written in timm's layout."
+            )
+        classifier.load_state_dict(head.state_dict())
+        x = torch.randn(2, *self.eval_data_config["input_size"])
+        ours = nn.Sequential(copy.deepcopy(self.backbone), copy.deepcopy(self._built_head())).cpu().eval()
+        with torch.no_grad():
+            if not torch.allclose(model(x), ours(x), atol=1e-4, rtol=1e-4):
+                raise ValueError(
+                    f"timm's {self._backbone_config.model_name!r} with the trained head does not compute the "
+                    "model's logits, so the model cannot be written in timm's layout."
+                )
+        return model
+
+    def _write_pretrained(self, folder: Path, section: dict[str, Any]) -> None:
+        model = self._timm_model()
+        model_config: dict[str, Any] = {PRETRAINED_KEY: section}
+        if self.class_names is not None and len(self.class_names) == self.num_classes:
+            model_config["label_names"] = list(self.class_names)
+        config = self.eval_data_config
+        data_config = {key: config[key] for key in ("input_size", "interpolation", "mean", "std", "crop_pct")}
+        with tempfile.TemporaryDirectory(dir=folder) as tmp:
+            save_for_hf(
+                model,
+                tmp,
+                model_config=model_config,
+                model_args={"num_classes": self.num_classes},
+                safe_serialization=True,
+                data_config=data_config,
+            )
+            for name in (PRETRAINED_WEIGHTS, PRETRAINED_CONFIG):
+                os.replace(Path(tmp) / name, folder / name)
+
+    def load_pretrained_weights(self, folder: str | os.PathLike[str]) -> None:
+        """Load a `save_pretrained` folder's weights (timm's layout: the head is the backbone's classifier)."""
+        state = safetensors.torch.load_file(str(Path(folder) / PRETRAINED_WEIGHTS))
+        name = self.backbone.pretrained_cfg.get("classifier")
+        keys = (f"{name}.weight", f"{name}.bias")
+        if not isinstance(name, str) or not all(k in state for k in keys):
+            raise ValueError(f"The weights in {str(folder)!r} have no classifier layer {name!r} for the head.")
+        self._built_head()[1].load_state_dict({"weight": state.pop(keys[0]), "bias": state.pop(keys[1])})
+        self.backbone.load_state_dict(state)
 
     # ---- export --------------------------------------------------------------------------
     def to_onnx(  # type: ignore[override]

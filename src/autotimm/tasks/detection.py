@@ -11,13 +11,17 @@ from typing import Any
 import timm.data
 import torch
 import torch.nn as nn
+from PIL import Image
 from pytorch_lightning.utilities import rank_zero_info
 from torchmetrics.detection import MeanAveragePrecision
+from torchvision.ops import batched_nms, nms
+from torchvision.transforms.functional import to_tensor
 
-from autotimm._errors import check_choice, check_image_size, check_number
+from autotimm._errors import check_bool, check_choice, check_image_size, check_number
 from autotimm._warnings import warn
 from autotimm.backbones import BackboneConfig
 from autotimm.geometry import boxes_to_original
+from autotimm.inference import DetectionResult, ImageSource, OnBadFile, Predictions
 from autotimm.loggers import LoggingConfig
 from autotimm.metrics import MetricConfig
 from autotimm.models.detectors import (
@@ -401,6 +405,88 @@ class ObjectDetector(BaseTask):
             ]
         return self.detector(batch)
 
+    # ---- prediction on new images ------------------------------------------------------------
+    def predict(
+        self,
+        source: Any,
+        batch_size: int = 8,
+        tta: bool = False,
+        score_thresh: float | None = None,
+        class_agnostic_nms: bool = False,
+        on_bad_file: OnBadFile = "skip",
+        progress: bool = False,
+    ) -> Predictions:
+        """Detect objects in new images: files, a folder, a glob, PIL images, arrays or a tensor batch.
+
+        Each image is converted to 8-bit RGB and run through the model in eval mode on its device,
+        `batch_size` images at a time; the model letterboxes it to `image_size` as in training,
+        and the boxes come back in the pixels of the image as read.
+
+        Args:
+            source: A file, a folder (its images, recursively), a glob pattern, a PIL image, a numpy
+                array, a `[B, 3, H, W]` tensor in [0, 1], or a list of these; see `collect_images`.
+            batch_size: Images per forward pass.
+            tta: Test-time augmentation: detect on each image and its mirror image, and merge the two
+                sets of boxes with NMS (`nms_thresh`).
+            score_thresh: Leave out boxes scoring below this; `None` keeps the model's own
+                `score_thresh` (0.05 by default: suited to mAP; 0.3 or so suits a picture).
+            class_agnostic_nms: Run NMS across classes too, so that one object gets one box (the
+                most likely class) rather than one box per class it might be.
+            on_bad_file: What to do with files that are not readable images (see `ImageClassifier.predict`).
+            progress: Show a progress bar.
+
+        Returns:
+            One `DetectionResult` per image, in order, with `.to_csv()` / `.to_json()`.
+
+        Examples:
+            >>> model = ObjectDetector(BackboneConfig("resnet18", pretrained=False), num_classes=3, image_size=64)
+            >>> result = model.predict(Image.new("RGB", (120, 90)), score_thresh=0.0)[0]
+            >>> result.boxes.shape[1], result.image_size
+            (4, (90, 120))
+        """
+        check_bool("tta", tta)
+        check_bool("class_agnostic_nms", class_agnostic_nms)
+        hparams = self.hparams
+        if score_thresh is None:
+            score_thresh = hparams["score_thresh"]
+        score_thresh = float(check_number("score_thresh", score_thresh, low=0, high=1, high_inclusive=True))
+        self._built()
+
+        def run(entries: list[ImageSource], images: list[Image.Image]) -> list[DetectionResult]:
+            dtype = next(self.parameters()).dtype
+            tensors = [to_tensor(image).to(self.device, dtype) for image in images]
+            detections = self(tensors)
+            if tta:
+                mirrored = self([t.flip(-1) for t in tensors])
+                detections = [
+                    {k: torch.cat([d[k], m[k]]) for k in d} | {"boxes": torch.cat([d["boxes"], _mirror(m, t)])}
+                    for d, m, t in zip(detections, mirrored, tensors, strict=True)
+                ]
+            results = []
+            for entry, image, found in zip(entries, images, detections, strict=True):
+                found = _select(
+                    found,
+                    score_thresh,
+                    hparams["nms_thresh"] if tta or class_agnostic_nms else None,
+                    class_agnostic_nms,
+                    hparams["detections_per_img"],
+                )
+                label_ids = found["labels"].cpu()
+                results.append(
+                    DetectionResult(
+                        path=entry.name,
+                        boxes=found["boxes"].float().cpu(),
+                        scores=found["scores"].float().cpu(),
+                        labels=[self.class_name(int(i)) for i in label_ids],
+                        label_ids=label_ids,
+                        image_size=(image.height, image.width),
+                        source=entry,
+                    )
+                )
+            return results
+
+        return self._predict_images(source, batch_size, on_bad_file, progress, run)
+
     # ---- export --------------------------------------------------------------------------
     def to_onnx(self, *args: Any, **kwargs: Any) -> Any:
         """Not supported: raises a `NotImplementedError` that names the supported path.
@@ -456,6 +542,36 @@ def _check_images(images: Any) -> None:
                 f"Expected float images with values in [0, 1], but got dtype {item.dtype}. "
                 "Convert with `images.float() / 255`."
             )
+
+
+def _mirror(detections: dict[str, torch.Tensor], image: torch.Tensor) -> torch.Tensor:
+    """The boxes found on the mirror image of `image`, mapped back onto `image`."""
+    width = image.shape[-1]
+    boxes = detections["boxes"]
+    return torch.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], dim=1)
+
+
+def _select(
+    detections: dict[str, torch.Tensor],
+    score_thresh: float,
+    nms_thresh: float | None,
+    class_agnostic: bool,
+    limit: int,
+) -> dict[str, torch.Tensor]:
+    """The detections scoring at least `score_thresh`, after NMS when `nms_thresh` is given (across classes
+    with `class_agnostic`), highest score first, at most `limit`."""
+    keep = detections["scores"] >= score_thresh
+    found = {k: v[keep] for k, v in detections.items()}
+    if nms_thresh is not None:
+        boxes, scores = found["boxes"].float(), found["scores"].float()
+        if class_agnostic:
+            order = nms(boxes, scores, nms_thresh)
+        else:
+            order = batched_nms(boxes, scores, found["labels"], nms_thresh)
+    else:
+        order = found["scores"].argsort(descending=True)
+    order = order[:limit]
+    return {k: v[order] for k, v in found.items()}
 
 
 def _without_crowd(target: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,33 @@
+"""Prediction on new images, apart from the tasks that run it: what a source holds and what a result is.
+
+Below the tasks in the package tree: `predict` on `ImageClassifier` and `ObjectDetector` reads its
+images with `collect_images` / `iter_batches` and returns `Predictions` of `ClassificationResult`
+or `DetectionResult`.
+
+Examples:
+    >>> from autotimm.inference import Predictions, collect_images
+"""
+
+from autotimm.inference.results import ClassificationResult, DetectionResult, Predictions
+from autotimm.inference.sources import (
+    IMAGE_EXTENSIONS,
+    ImageSource,
+    NotAnImageError,
+    OnBadFile,
+    collect_images,
+    iter_batches,
+    to_rgb,
+)
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "ClassificationResult",
+    "DetectionResult",
+    "ImageSource",
+    "NotAnImageError",
+    "OnBadFile",
+    "Predictions",
+    "collect_images",
+    "iter_batches",
+    "to_rgb",
+]

@@ -1,0 +1,250 @@
+"""What `predict` returns: one result per image, which draws itself, and a list of them that writes CSV and JSON."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image, ImageDraw
+from torchvision.transforms.functional import pil_to_tensor, to_pil_image
+from torchvision.utils import draw_bounding_boxes
+
+from autotimm._atomic import atomic_path
+from autotimm.inference.sources import ImageSource
+
+__all__ = ["ClassificationResult", "DetectionResult", "Predictions"]
+
+_LINE_WIDTH = 2
+
+
+class _Drawable:
+    """The image a result was predicted on, and `plot()` / `save(path)` onto it."""
+
+    source: ImageSource
+
+    def _image(self) -> Image.Image:
+        return self.source.open()
+
+    def plot(self) -> Image.Image:
+        """The image with the prediction drawn on it (a new RGB PIL image)."""
+        raise NotImplementedError
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write `plot()` to `path` (the format from its extension); return the path.
+
+        Examples:
+            >>> result.save("out/cat.jpg")  # doctest: +SKIP
+            PosixPath('out/cat.jpg')
+        """
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            self.plot().save(tmp, format=Image.registered_extensions().get(path.suffix.lower(), "PNG"))
+        return path
+
+
+@dataclass
+class ClassificationResult(_Drawable):
+    """A classifier's prediction for one image.
+
+    Attributes:
+        path: The image file, or a name such as `"image_0"` for an in-memory image.
+        label: The top class's name (its index as text when the model has no class names).
+        label_id: The top class's index.
+        score: The top class's probability.
+        top_k: The `k` most likely classes as `(name, probability)` pairs, most likely first.
+        probs: The probability of every class, `[num_classes]` (softmax, or sigmoid per class for
+            a multi-label classifier).
+
+    Examples:
+        >>> result = model.predict("cat.jpg")[0]  # doctest: +SKIP
+        >>> result.label, round(result.score, 2)  # doctest: +SKIP
+        ('cat', 0.97)
+    """
+
+    path: str
+    label: str
+    label_id: int
+    score: float
+    top_k: list[tuple[str, float]]
+    probs: torch.Tensor
+    source: ImageSource = field(repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data: `path`, `label`, `label_id`, `score`, `top_k` (a list of `{label, score}`)."""
+        return {
+            "path": self.path,
+            "label": self.label,
+            "label_id": self.label_id,
+            "score": self.score,
+            "top_k": [{"label": name, "score": score} for name, score in self.top_k],
+        }
+
+    def plot(self) -> Image.Image:
+        """The image with its `top_k` labels and scores written at the top left."""
+        image = self._image().copy()
+        draw = ImageDraw.Draw(image)
+        size = max(10, image.height // 16)
+        text = "\n".join(f"{name} {score:.2f}" for name, score in self.top_k[:3])
+        box = draw.multiline_textbbox((4, 4), text, font_size=size)
+        draw.rectangle((box[0] - 2, box[1] - 2, box[2] + 2, box[3] + 2), fill=(0, 0, 0))
+        draw.multiline_text((4, 4), text, fill=(255, 255, 255), font_size=size)
+        return image
+
+
+@dataclass
+class DetectionResult(_Drawable):
+    """A detector's boxes for one image, in the original image's pixels.
+
+    Attributes:
+        path: The image file, or a name such as `"image_0"` for an in-memory image.
+        boxes: `[N, 4]` boxes, `xyxy`, in the pixels of the image as read (before any resize).
+        scores: `[N]` scores, highest first.
+        labels: The `N` class names (indices as text when the model has no class names).
+        label_ids: `[N]` class indices.
+        image_size: The image's `(height, width)`.
+
+    Examples:
+        >>> result = detector.predict("street.jpg")[0]  # doctest: +SKIP
+        >>> result.labels[:2], result.boxes[0]  # doctest: +SKIP
+        (['car', 'person'], tensor([ 12.,  40., 210., 170.]))
+    """
+
+    path: str
+    boxes: torch.Tensor
+    scores: torch.Tensor
+    labels: list[str]
+    label_ids: torch.Tensor
+    image_size: tuple[int, int]
+    source: ImageSource = field(repr=False)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data: `path`, `image_size`, and `detections`: one `{label, label_id, score, box}` per box."""
+        return {
+            "path": self.path,
+            "image_size": list(self.image_size),
+            "detections": [
+                {"label": name, "label_id": int(i), "score": float(s), "box": [float(v) for v in box]}
+                for name, i, s, box in zip(self.labels, self.label_ids, self.scores, self.boxes, strict=True)
+            ],
+        }
+
+    def plot(self) -> Image.Image:
+        """The image with each box and its label and score drawn (torchvision's `draw_bounding_boxes`)."""
+        image = self._image()
+        if not len(self):
+            return image.copy()
+        names = [f"{name} {score:.2f}" for name, score in zip(self.labels, self.scores.tolist(), strict=True)]
+        palette = ["red", "lime", "blue", "orange", "magenta", "cyan", "yellow", "white"]
+        colors = [palette[int(i) % len(palette)] for i in self.label_ids]
+        drawn = draw_bounding_boxes(
+            pil_to_tensor(image),
+            self.boxes.float(),
+            labels=names,
+            colors=colors,
+            width=_LINE_WIDTH,
+        )
+        return to_pil_image(drawn)
+
+
+class Predictions(list):  # type: ignore[type-arg]
+    """The results of `predict`, one per image in order, plus the files it skipped; writes CSV and JSON.
+
+    Attributes:
+        skipped: The files that were left out because they could not be read as images.
+
+    Examples:
+        >>> predictions = model.predict("new_images/")  # doctest: +SKIP
+        >>> predictions.to_csv("results.csv")  # doctest: +SKIP
+        PosixPath('results.csv')
+    """
+
+    def __init__(self, results: Iterable[ClassificationResult | DetectionResult] = (), skipped: Sequence[str] = ()):
+        super().__init__(results)
+        self.skipped = list(skipped)
+
+    def to_dicts(self) -> list[dict[str, Any]]:
+        """Each result's `to_dict()`."""
+        return [result.to_dict() for result in self]
+
+    def to_json(self, path: str | os.PathLike[str]) -> Path:
+        """Write `{"predictions": [...], "skipped": [...]}` as JSON to `path`; return the path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps({"predictions": self.to_dicts(), "skipped": self.skipped}, indent=2))
+        return path
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The CSV rows: one per image for a classifier (`path, label, label_id, score, top_k`), one per
+        box for a detector (`path, label, label_id, score, x1, y1, x2, y2`; an image without boxes
+        gets one row with empty fields)."""
+        rows: list[dict[str, Any]] = []
+        for result in self:
+            if isinstance(result, ClassificationResult):
+                top = "; ".join(f"{name}:{score:.4f}" for name, score in result.top_k)
+                rows.append(
+                    {
+                        "path": result.path,
+                        "label": result.label,
+                        "label_id": result.label_id,
+                        "score": f"{result.score:.6f}",
+                        "top_k": top,
+                    }
+                )
+                continue
+            empty = dict.fromkeys(("label", "label_id", "score", "x1", "y1", "x2", "y2"), "")
+            boxes = result.to_dict()["detections"] or [None]
+            for det in boxes:
+                if det is None:
+                    rows.append({"path": result.path, **empty})
+                    continue
+                x1, y1, x2, y2 = (f"{v:.2f}" for v in det["box"])
+                rows.append(
+                    {
+                        "path": result.path,
+                        "label": det["label"],
+                        "label_id": det["label_id"],
+                        "score": f"{det['score']:.6f}",
+                        "x1": x1,
+                        "y1": y1,
+                        "x2": x2,
+                        "y2": y2,
+                    }
+                )
+        return rows
+
+    def to_csv(self, path: str | os.PathLike[str]) -> Path:
+        """Write `rows()` as CSV to `path`; return the path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        rows = self.rows()
+        fields = list(rows[0]) if rows else ["path"]
+        with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(rows)
+        return path
+
+    def save_images(self, folder: str | os.PathLike[str]) -> list[Path]:
+        """Save each result's drawing into `folder`, named after its image (`.png` for in-memory images)."""
+        folder = Path(folder)
+        written, used = [], set()
+        for result in self:
+            stem = Path(result.path).stem if result.source.path is not None else result.path
+            suffix = result.source.path.suffix if result.source.path is not None else ".png"
+            name = f"{stem}{suffix}"
+            if name in used:  # two files of one name in different sub-folders
+                name = f"{stem}_{len(written)}{suffix}"
+            used.add(name)
+            written.append(result.save(folder / name))
+        return written
