@@ -199,7 +199,8 @@ _HOLD_LOCK = """
 import sys, time
 sys.path.insert(0, {src!r})
 from autotimm.runs import RunLock
-RunLock(sys.argv[1]).acquire({{"run": "killed", "started_at": "then"}})
+lock = RunLock(sys.argv[1])  # held while the object lives
+lock.acquire({{"run": "killed", "started_at": "then"}})
 print("locked", flush=True)
 time.sleep(120)
 """

@@ -325,6 +325,8 @@ class RunRecord(Callback):
             self.create()
         metrics = {k: v for k, v in scalar_metrics(trainer.callback_metrics).items() if k.startswith("test")}
         self._record["test"] = {"metrics": metrics, "checkpoint": _jsonable(trainer.ckpt_path), "at": _now()}
+        if self._record.get("status") == "pending":  # a run that only tested (`autotimm test`) is done
+            self._record.update({"status": "completed", "started_at": self._record["created_at"], "ended_at": _now()})
         self._write(trainer)
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:

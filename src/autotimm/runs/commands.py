@@ -57,7 +57,7 @@ def _show(path: Path) -> None:
     ]
     for key in ("created_at", "started_at", "ended_at", "duration_s", "epochs_completed", "pid", "host"):
         if record.get(key) is not None:
-            lines.append(f"{key:<12} {record[key]}")
+            lines.append(f"{key.removesuffix('_completed'):<12} {record[key]}")
     if record.get("retry_of"):
         lines.append(f"retry_of     {record['retry_of'].get('run')} ({record['retry_of'].get('run_dir')})")
     if run.error:

@@ -102,7 +102,8 @@ class RunLock:
 
     The operating system releases the lock when its process ends, however it ends (a killed
     run's lock is taken over by the next one). Who holds it is written to `.lock.json`, so a
-    refused run names the active run, its start time and process.
+    refused run names the active run, its start time and process. The lock is held until
+    `release()`, or until the object is garbage-collected: keep a reference while the run lasts.
 
     Args:
         runs_dir: The folder of runs to guard.
