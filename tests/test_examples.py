@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from autotimm import read_run
+from autotimm.runs import find_runs
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -168,7 +169,7 @@ def test_real_vs_fake_ends_with_the_run_summary(tmp_path):
 def test_config_driven_runs_keep_each_profilers_output_in_its_run_folder(tmp_path):
     pytest.importorskip("sklearn")
     out = _run("config_driven_runs.py", tmp_path)
-    assert "1. the resolved configuration" in out and "model:" in out.split("2. three runs")[0]
+    assert "1. the resolved configuration" in out and "trainer:" in out.split("2. three runs")[0]
     runs = sorted((tmp_path / "runs" / "real_vs_fake_cli" / "runs").iterdir())
     assert len(runs) == 4  # three profiled runs and the repeat of the first
     assert (runs[0] / "profiler" / "fit-simple.txt").is_file() and (runs[1] / "profiler" / "fit-advanced.txt").is_file()
@@ -189,7 +190,7 @@ def test_gui_backend_runs_create_refuse_fail_and_retry(tmp_path):
     assert "refused: Another exclusive run is active" in out and "the refused run stays pending" in out
     assert out.count("  [poll] epoch ") == 3  # each epoch of the live run, once
     assert "status failed, error RuntimeError: simulated failure" in out and "status completed, retry_of" in out
-    statuses = sorted(read_run(run)["status"] for run in (tmp_path / "runs" / "gui_backend" / "runs").iterdir())
+    statuses = sorted(read_run(run)["status"] for run in find_runs(tmp_path / "runs" / "gui_backend" / "runs"))
     assert statuses == ["completed", "completed", "failed", "pending"]
 
 

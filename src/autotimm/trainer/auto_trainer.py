@@ -413,7 +413,7 @@ class AutoTrainer(pl.Trainer):
             return
         existing = self._existing if not self._started else None
         owner = _run_of(ckpt_path)
-        if owner is not None and owner != self.run_dir.resolve() and self._auto_named and not self._started:
+        if owner is not None and owner.resolve() != self.run_dir.resolve() and self._auto_named and not self._started:
             self._move_to(owner)  # resuming another run: its folder, not a new one
             existing = None
         if existing is not None and existing.get("status") != "pending":
@@ -658,7 +658,8 @@ def _run_folder(
     folder, existed = new_run_dir(
         make_runs_dir(Path(default_root_dir) / "runs" if runs_dir is None else runs_dir), run_name
     )
-    os.environ[_RUN_DIR_ENV] = str(folder.resolve())  # for the processes Lightning's DDP launcher starts
+    folder = Path(os.path.abspath(folder))  # the same folder when the working directory changes
+    os.environ[_RUN_DIR_ENV] = str(folder)  # for the processes Lightning's DDP launcher starts
     if not existed:
         return folder, None
     return folder, read_run(folder) if (folder / RUN_FILE).is_file() else {}
@@ -683,7 +684,7 @@ def _run_of(ckpt_path: str | Path | None) -> Path | None:
     """The run folder a checkpoint file lies in (`<run_dir>/checkpoints/<file>`), or None."""
     if ckpt_path is None or not isinstance(ckpt_path, (str, os.PathLike)):
         return None
-    folder = Path(ckpt_path).resolve().parent
+    folder = Path(os.path.abspath(ckpt_path)).parent
     return folder.parent if folder.name == "checkpoints" and (folder.parent / RUN_FILE).is_file() else None
 
 
