@@ -242,4 +242,4 @@ def test_quickstart_notebook_runs(tmp_path, monkeypatch):
     text = "".join(output.get("text", "") for output in outputs if output.output_type == "stream")
     assert "smoke mode: True" in text and "test accuracy:" in text and "val/accuracy" in text
     assert any("image/png" in output.get("data", {}) for output in outputs)
-    assert list((tmp_path / "runs" / "quickstart" / "checkpoints").glob("*val_accuracy=*.ckpt"))
+    assert list((tmp_path / "runs" / "quickstart" / "runs").glob("*/checkpoints/best.ckpt"))
