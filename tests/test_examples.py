@@ -220,8 +220,8 @@ def test_clip_frozen_then_unfrozen_with_cosine_warmup_and_auroc(tmp_path):
     pytest.importorskip("sklearn")
     out = _run("clip_frozen_then_unfrozen.py", tmp_path)
     root = tmp_path / "runs" / "clip_frozen_then_unfrozen"
-    phase1 = _hparams(root / "phase1_frozen" / "checkpoints" / "last.ckpt")
-    phase2 = _hparams(root / "phase2_unfrozen" / "checkpoints" / "last.ckpt")
+    phase1 = _hparams(next((root / "phase1_frozen").rglob("checkpoints/last.ckpt")))
+    phase2 = _hparams(next((root / "phase2_unfrozen").rglob("checkpoints/last.ckpt")))
     assert phase1["backbone"]["model_name"] == "vit_xsmall_patch16_clip_224"
     assert phase1["scheduler"] == "cosine_warmup" and phase1["freeze_backbone"] is True
     assert phase2["freeze_backbone"] is False and phase2["lr"] < phase1["lr"]
