@@ -60,8 +60,8 @@ def main() -> None:
         accelerator="cpu",
         default_root_dir="runs/multiple_loggers",
         logger=[
-            LoggerConfig("csv"),  # save_dir defaults to default_root_dir
-            LoggerConfig("tensorboard", params={"name": "tensorboard"}),
+            LoggerConfig("csv"),  # without a save_dir: the run folder's logs/csv/
+            LoggerConfig("tensorboard"),  # logs/tensorboard/
         ],
         checkpoint_monitor="val/accuracy",
         log_every_n_steps=2 if SMOKE else 10,

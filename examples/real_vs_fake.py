@@ -7,16 +7,18 @@ profiler chosen on the command line. The data is generated: `real/` holds scikit
 handwritten digit scans, `synthetic/` blends of two scans with a faint checkerboard (the
 trace of a generator's transposed convolutions), some nearly invisible.
 
-Each run leaves, under `runs/real_vs_fake/`: `runs/<run_id>/run.json` (status, the resolved
-configuration of trainer, model and data, library versions, best and final metrics) and
-`metrics.json` (per epoch), CSV logs (`lightning_logs/version_N/metrics.csv`), TensorBoard
-event files (`tensorboard/`), checkpoints (best by `val/loss`, and `last.ckpt`), the
-profiler's report (`profiler/fit-profile.txt`) and the model's `state_dict`
+Each run leaves everything in one folder, `runs/real_vs_fake/runs/<run_name>/`: `run.json`
+(status, the resolved configuration of trainer, model and data, library versions, best,
+final and test metrics), `metrics.json` (per epoch), `config.yaml`, `train.log`, CSV and
+TensorBoard logs (`logs/csv/metrics.csv`, `logs/tensorboard/`), `checkpoints/best.ckpt` (by
+`val/loss`) and `last.ckpt`, the profiler's report (`profiler/fit-simple.txt`,
+`fit-advanced.txt`, or the PyTorch profiler's trace) and the model's `state_dict`
 (`real_vs_fake.pth`). It ends by printing `autotimm.summarize(trainer.run_dir)`: one row
 per epoch. Run:
 
     python examples/real_vs_fake.py
     python examples/real_vs_fake.py --optimizer sgd --precision bf16-mixed --num-workers 0 --epochs 5
+    python examples/real_vs_fake.py --profiler advanced --epochs 1
 
 Set `AUTOTIMM_SMOKE=1` for a quick check that everything is wired up.
 """
@@ -31,7 +33,6 @@ from pathlib import Path
 import torch
 from _data import make_real_vs_fake_folder
 from pytorch_lightning import seed_everything
-from pytorch_lightning.profilers import AdvancedProfiler, SimpleProfiler
 
 import autotimm
 from autotimm import AutoTrainer, BackboneConfig, ImageClassifier, ImageDataModule, LoggerConfig, MetricConfig
@@ -40,7 +41,6 @@ SMOKE = os.environ.get("AUTOTIMM_SMOKE") == "1"
 # The smoke run (a wiring check) uses timm's tiny test network; results need a real backbone.
 BACKBONE = "test_resnet" if SMOKE else "resnet18"
 ROOT = Path("runs/real_vs_fake")
-PROFILERS = {"none": None, "simple": SimpleProfiler, "advanced": AdvancedProfiler}
 
 
 def main() -> None:
@@ -50,7 +50,7 @@ def main() -> None:
     parser.add_argument("--precision", default="32", help="32, bf16-mixed, 16-mixed (GPU) ...")
     parser.add_argument("--num-workers", type=int, default=0 if SMOKE else 2)
     parser.add_argument("--epochs", type=int, default=2 if SMOKE else 8)
-    parser.add_argument("--profiler", choices=sorted(PROFILERS), default="simple")
+    parser.add_argument("--profiler", choices=["none", "simple", "advanced", "pytorch"], default="simple")
     args = parser.parse_args()
     start = time.perf_counter()
     root = make_real_vs_fake_folder("data", per_class=40 if SMOKE else 800, image_size=32)
@@ -65,21 +65,20 @@ def main() -> None:
         optimizer=args.optimizer,
         lr=args.lr,
     )
-    profiler = PROFILERS[args.profiler]
     trainer = AutoTrainer(
         max_epochs=args.epochs,
         accelerator="auto",
         precision=args.precision,
         default_root_dir=ROOT,
-        logger=[LoggerConfig("csv"), LoggerConfig("tensorboard", params={"name": "tensorboard"})],
+        logger=[LoggerConfig("csv"), LoggerConfig("tensorboard")],  # into the run folder's logs/
         checkpoint_monitor="val/loss",
         checkpoint_mode="min",
-        profiler=profiler(dirpath=ROOT / "profiler", filename="profile") if profiler else None,
+        profiler=None if args.profiler == "none" else args.profiler,  # into the run folder's profiler/
         limit_train_batches=2 if SMOKE else 1.0,
     )
     trainer.fit(model, datamodule=data)
     (result,) = trainer.test(model, datamodule=data, verbose=False)
-    torch.save(model.state_dict(), ROOT / "real_vs_fake.pth")
+    torch.save(model.state_dict(), trainer.run_dir / "real_vs_fake.pth")
 
     record = autotimm.read_run(trainer.run_dir)
     print(f"classes: {data.class_names} (label 1, the positive class: {data.class_names[1]})")
@@ -89,9 +88,10 @@ def main() -> None:
     )
     print(f"best checkpoint (val/loss): {record['checkpoints']['best']}")
     print(f"CSV log: {Path(trainer.loggers[0].log_dir) / 'metrics.csv'}; TensorBoard: {trainer.loggers[1].log_dir}")
-    if profiler:
-        print(f"profiler report: {sorted(str(p) for p in (ROOT / 'profiler').iterdir())}")
-    print(f"state dict: {ROOT / 'real_vs_fake.pth'}")
+    if args.profiler != "none":
+        print(f"profiler report: {sorted(str(p) for p in (trainer.run_dir / 'profiler').iterdir())}")
+    print(f"state dict: {trainer.run_dir / 'real_vs_fake.pth'}")
+    print(f"run folder: {sorted(p.name for p in trainer.run_dir.iterdir())}")
     print(f"test accuracy: {result['test/accuracy']:.3f}")
     print("training summary:")
     autotimm.summarize(trainer.run_dir)

@@ -49,7 +49,7 @@ def make_trainer(callbacks: list[Callback]) -> AutoTrainer:
     return AutoTrainer(
         max_epochs=EPOCHS,
         accelerator="cpu",
-        default_root_dir=ROOT,  # with no logger, checkpoints go to ROOT / "checkpoints"
+        default_root_dir=ROOT,  # the run's folder: ROOT / "runs" / <run_name>, checkpoints in its checkpoints/
         checkpoint_monitor="val/accuracy",
         callbacks=callbacks,
         limit_train_batches=3 if SMOKE else 1.0,
@@ -69,12 +69,12 @@ def main() -> None:
     first = make_trainer([StopAfter(epochs=2)])
     first.fit(model, datamodule=data)
     print(f"first run stopped after {first.current_epoch} of {EPOCHS} epochs, at step {first.global_step}")
-    last = ROOT / "checkpoints" / "last.ckpt"
+    last = first.run_dir / "checkpoints" / "last.ckpt"
     saved = torch.load(last, map_location="cpu", weights_only=True)
     print(f"{last} was written in epoch {saved['epoch']} (counted from 0), at global step {saved['global_step']}")
 
-    # A new process would rebuild the model and data the same way; the checkpoint restores the rest.
-    # `ckpt_path="last"` finds the same file.
+    # A new process would rebuild the model and data the same way; the checkpoint restores the rest, and
+    # the run goes on in its own folder. `ckpt_path="last"` finds the same file.
     second = make_trainer([])
     second.fit(model, datamodule=data, ckpt_path=last)
     steps_per_epoch = second.num_training_batches

@@ -1,6 +1,6 @@
 """Manage a run through its record: `run.json` (status, config, results) and `metrics.json` (per epoch).
 
-Every `AutoTrainer.fit` keeps a machine-readable record in `<default_root_dir>/runs/<run_id>/`,
+Every `AutoTrainer` run keeps a machine-readable record in its folder, `<default_root_dir>/runs/<run_name>/`,
 rewritten atomically at each epoch end and when the run ends, so another process (a GUI, a
 job scheduler, a dashboard) can poll it. `autotimm.read_run(trainer.run_dir)` returns
 `run.json` with the per-epoch entries of `metrics.json` under `epochs`.
@@ -8,7 +8,7 @@ job scheduler, a dashboard) can poll it. `autotimm.read_run(trainer.run_dir)` re
 This script plays the whole lifecycle: a run starts (`running`; a callback reads the record
 at each epoch start, as a poller would), crashes in its third epoch (`failed`, with the
 error), and is resumed from the `last.ckpt` that the record names. The resumed run keeps
-its run id and its record: the epochs continue and `resumed_from` says from where; the
+its folder and its record: the epochs continue and `resumed_from` says from where; the
 status ends `completed`. Run:
 
     python examples/run_record_managed.py

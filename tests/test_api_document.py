@@ -309,7 +309,7 @@ def _resume_checkpoint(root: Path, digits_dir: Path) -> tuple[Path, int, int]:
         enable_model_summary=False,
     )
     trainer.fit(model, datamodule=_data(digits_dir))
-    checkpoint = root / "checkpoints" / "last.ckpt"
+    checkpoint = trainer.run_dir / "checkpoints" / "last.ckpt"
     assert checkpoint.is_file()
     return checkpoint, trainer.current_epoch, trainer.global_step
 
@@ -402,7 +402,7 @@ class _GradNorms(Callback):
 def check_basic_training(run: Run) -> None:
     trainer = run.last("trainer")
     assert trainer.current_epoch == 10 and trainer.global_step == 10 * _batches_per_epoch(run)
-    assert (run.tmp_path / "checkpoints" / "last.ckpt").is_file()
+    assert (trainer.run_dir / "checkpoints" / "last.ckpt").is_file()
     assert Path(trainer.ckpt_path).is_file()  # test() evaluated the saved checkpoint
     metrics = trainer.callback_metrics
     assert {"test/accuracy", "test/loss"} <= set(metrics) and _finite(metrics["test/loss"])
@@ -413,7 +413,7 @@ def check_checkpointing(run: Run) -> None:
     trainer = run.last("trainer")
     _fit(run, trainer)
     best = Path(trainer.checkpoint_callback.best_model_path)
-    assert best.is_file() and "val_accuracy=" in best.name
+    assert best == trainer.run_dir / "checkpoints" / "best.ckpt" and best.is_file()
     assert trainer.checkpoint_callback.monitor == "val/accuracy" and trainer.checkpoint_callback.mode == "max"
     assert (best.parent / "last.ckpt").is_file()
 
@@ -436,7 +436,8 @@ def check_fast_dev_run(run: Run) -> None:
     batches = _batches_per_epoch(run)
     assert one.global_step == 1 and five.global_step == min(5, batches)
     assert "val/loss" in five.callback_metrics  # validation ran too
-    assert not (run.tmp_path / "checkpoints").exists()  # a debug run writes no checkpoints
+    assert one.run_dir is None and five.run_dir is None  # a debug run keeps no run folder ...
+    assert not list(run.tmp_path.rglob("*.ckpt"))  # ... and writes no checkpoints
 
 
 def check_tuner_config(run: Run) -> None:
@@ -522,7 +523,7 @@ def check_full_example(run: Run) -> None:
     assert "lr" in trainer.tuning_results
     assert run.last("model")._lr == trainer.tuning_results["lr"]
     best = Path(trainer.checkpoint_callback.best_model_path)
-    assert best.is_file() and "val_accuracy=" in best.name and trainer.ckpt_path == str(best)
+    assert best == trainer.run_dir / "checkpoints" / "best.ckpt" and best.is_file() and trainer.ckpt_path == str(best)
     # Stopped early, or ran its 50 epochs. `test()` reloads the callbacks' state from the best
     # checkpoint, so read EarlyStopping's state from last.ckpt (written after it at each epoch end).
     epochs = trainer.fit_loop.epoch_progress.current.completed

@@ -62,7 +62,8 @@ def test_fit_from_example_config_saves_checkpoint_and_config(classify_run: Path,
     record = read_run(classify_run)
     assert record["status"] == "completed"
     best = Path(record["checkpoints"]["best"])
-    assert best.is_file() and "val_accuracy=" in best.name  # the YAML's checkpoint_monitor
+    assert best == classify_run / "checkpoints" / "best.ckpt" and best.is_file()
+    assert record["metrics"]["best"]["monitor"] == "val/accuracy"  # the YAML's checkpoint_monitor
     assert Path(record["checkpoints"]["last"]).is_file()
 
     config = yaml.safe_load((classify_run / "config.yaml").read_text())
@@ -119,7 +120,7 @@ def test_fit_detection_example_on_a_coco_folder(tmp_path: Path):
     (run_dir,) = _run_dirs(tmp_path / "out")
     record = read_run(run_dir)
     assert record["status"] == "completed" and Path(record["checkpoints"]["last"]).is_file()
-    assert "val_map=" in Path(record["checkpoints"]["best"]).name
+    assert record["metrics"]["best"]["monitor"] == "val/map" and Path(record["checkpoints"]["best"]).is_file()
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert config["model"]["class_path"] == "autotimm.ObjectDetector"
     assert config["data"]["init_args"]["image_size"] == 64

@@ -49,10 +49,10 @@ def test_ddp_on_two_cpu_processes_writes_one_set_of_files_with_synchronised_metr
     for key in ("val/loss", "val/accuracy", "train/loss_epoch"):
         assert ranks[0]["metrics"][key] == ranks[1]["metrics"][key], key
     # One set of checkpoints and one run record, written by rank 0.
-    checkpoints = sorted(p.name for p in (root / "checkpoints").iterdir())
-    assert len(checkpoints) == 2 and "last.ckpt" in checkpoints
-    assert all(torch.load(root / "checkpoints" / name, weights_only=True)["global_step"] > 0 for name in checkpoints)
-    (run_dir,) = (root / "runs").iterdir()
+    (run_dir,) = (root / "runs").iterdir()  # one run folder for both processes
+    checkpoints = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+    assert checkpoints == ["best.ckpt", "last.ckpt"]
+    assert all(torch.load(run_dir / "checkpoints" / name, weights_only=True)["global_step"] > 0 for name in checkpoints)
     record = read_run(run_dir)
     assert record["status"] == "completed" and record["config"]["resolved"]["world_size"] == 2
     assert record["config"]["resolved"]["strategy"] == "DDPStrategy"

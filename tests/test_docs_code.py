@@ -75,8 +75,8 @@ SUBSTITUTIONS: tuple[tuple[str, str, str], ...] = (
     (r"num_classes=80", "num_classes=data.num_classes", "the synthetic COCO set has 3 categories"),
     (r'accelerator="gpu"', "accelerator=ACCELERATOR", '"cpu" without CUDA: GPU blocks are built, not launched'),
     (r'"path/to/last\.ckpt"', "str(resume_checkpoint)", "a checkpoint written by an earlier fit"),
-    (r'"outputs/runs/\d{8}-\d{6}-\w+"', "str(finished_run)", "a finished run"),
-    (r'"runs/quickstart/runs/<run_id>"', "str(finished_run)", "a finished run"),
+    (r'"outputs/runs/\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d"', "str(finished_run)", "a finished run"),
+    (r'"runs/quickstart/runs/<run_name>"', "str(finished_run)", "a finished run"),
     (r'summarize\("outputs"\)', "summarize(finished_run.parent)", "a folder of finished runs"),
     (r"summarize\(trainer\.run_dir\)", "summarize(finished_run)", "a fitted trainer's run (the page's is not)"),
 )

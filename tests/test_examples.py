@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from autotimm import read_run
+from autotimm.runs import find_runs
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -75,7 +76,9 @@ def test_auto_tuning_applies_the_batch_size_and_learning_rate_it_found(tmp_path)
     assert found and found.group(1) == found.group(2)
     lr = _number(r"learning rate found: ([\d.e-]+)", out)
     assert 1e-6 <= lr <= 1.0
-    curve = json.loads((tmp_path / "runs" / "auto_tuning" / "lr_find.json").read_text())
+    (curve_file,) = (tmp_path / "runs" / "auto_tuning").rglob("lr_find*.json")  # one copy, in the run's plots/
+    curve = json.loads(curve_file.read_text())
+    assert curve_file.parent.name == "plots"
     assert curve["suggestion"] == pytest.approx(lr, rel=1e-2) and len(curve["lr"]) >= 8
 
 
@@ -84,7 +87,8 @@ def test_two_phase_detection_trains_frozen_then_unfrozen(tmp_path):
     assert 0 <= _number(r"val mAP after phase 1 \(frozen backbone\): ([\d.]+)", out) <= 1
     assert 0 <= _number(r"val mAP after phase 2 \(whole model\): ([\d.]+)", out) <= 1
     root = tmp_path / "runs" / "two_phase_detection"
-    phase1, phase2 = _hparams(root / "phase1" / "checkpoints" / "last.ckpt"), _hparams(next(root.rglob("*val_map=*")))
+    phase1 = _hparams(next((root / "phase1").rglob("checkpoints/last.ckpt")))
+    phase2 = _hparams(next((root / "phase2").rglob("checkpoints/best.ckpt")))
     assert phase1["freeze_backbone"] is True and phase1["lr"] == 1e-3
     assert phase2["freeze_backbone"] is False and phase2["lr"] == 1e-4
 
@@ -93,7 +97,7 @@ def test_transformer_backbone_detector_uses_a_vit_small_batches_and_clipping(tmp
     out = _run("transformer_backbone.py", tmp_path)
     assert "batch size 8" in out and "gradient clipping: 1.0" in out
     assert 0 <= _number(r"val mAP: ([\d.]+)", out) <= 1
-    (best,) = (tmp_path / "runs" / "transformer_backbone" / "checkpoints").glob("*val_map=*.ckpt")
+    (best,) = (tmp_path / "runs" / "transformer_backbone").rglob("checkpoints/best.ckpt")
     hparams = _hparams(best)
     assert hparams["backbone"]["model_name"] == "test_vit" and hparams["scheduler"] == "cosineannealinglr"
 
@@ -105,7 +109,7 @@ def test_multiple_loggers_write_csv_and_tensorboard(tmp_path):
     (csv_file,) = root.rglob("metrics.csv")
     header = csv_file.read_text().splitlines()[0].split(",")
     assert {"val/accuracy", "val/f1", "train/lr", "train/grad_norm"} <= set(header)
-    assert list((root / "tensorboard").rglob("events.out.tfevents.*"))
+    assert list(root.rglob("logs/tensorboard/events.out.tfevents.*"))
     assert "CSVLogger wrote to" in out and "TensorBoardLogger wrote to" in out
     assert out.count("  epoch ") == 2  # one val/accuracy row per epoch read back from the CSV
 
@@ -125,8 +129,8 @@ def test_ddp_cpu_trains_on_two_processes_and_prints_once(tmp_path):
     out = _run("ddp_cpu.py", tmp_path)
     assert out.count("processes: 2 (DDPStrategy") == 1  # rank 0 only
     root = tmp_path / "runs" / "ddp_cpu"
-    assert (root / "checkpoints" / "last.ckpt").is_file()
-    (run_dir,) = (root / "runs").iterdir()
+    (run_dir,) = (root / "runs").iterdir()  # one run folder for both processes
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file() and (run_dir / "checkpoints" / "best.ckpt").is_file()
     record = read_run(run_dir)
     assert record["status"] == "completed" and record["config"]["resolved"]["world_size"] == 2
 
@@ -159,12 +163,42 @@ def test_real_vs_fake_ends_with_the_run_summary(tmp_path):
     assert summary[1].split()[:2] == ["epoch", "step"] and "val/accuracy" in summary[1]
     assert [line.split()[0] for line in summary[3:5]] == ["0", "1"]  # one row per epoch
     root = tmp_path / "runs" / "real_vs_fake"
-    assert (root / "profiler" / "fit-profile.txt").is_file()
-    (run_dir,) = (root / "runs").iterdir()
+    (run_dir,) = (root / "runs").iterdir()  # everything of the run in its folder
+    assert os.listdir(root) == ["runs"] and (run_dir / "profiler" / "fit-simple.txt").is_file()
+    assert (run_dir / "logs" / "csv" / "metrics.csv").is_file() and (run_dir / "checkpoints" / "best.ckpt").is_file()
     record = read_run(run_dir)
     assert record["status"] == "completed" and record["config"]["model"]["hparams"]["multi_label"] is True
-    state = torch.load(root / "real_vs_fake.pth", weights_only=True)
+    assert record["test"]["metrics"]["test/accuracy"] >= 0
+    state = torch.load(run_dir / "real_vs_fake.pth", weights_only=True)
     assert state["head.1.weight"].shape[0] == 1  # one logit
+
+
+def test_config_driven_runs_keep_each_profilers_output_in_its_run_folder(tmp_path):
+    pytest.importorskip("sklearn")
+    out = _run("config_driven_runs.py", tmp_path)
+    assert "1. the resolved configuration" in out and "trainer:" in out.split("2. three runs")[0]
+    runs = sorted((tmp_path / "runs" / "real_vs_fake_cli" / "runs").iterdir())
+    assert len(runs) == 4  # three profiled runs and the repeat of the first
+    assert (runs[0] / "profiler" / "fit-simple.txt").is_file() and (runs[1] / "profiler" / "fit-advanced.txt").is_file()
+    assert any(p.name.endswith(".pt.trace.json") for p in (runs[2] / "profiler").iterdir())
+    assert [read_run(run)["config"]["model"]["hparams"]["optimizer"] for run in runs] == [
+        "adam",
+        "sgd",
+        "adamw",
+        "adam",
+    ]
+    assert "status       completed" in out and "images_per_s" in out  # runs show: the summary
+
+
+def test_gui_backend_runs_create_refuse_fail_and_retry(tmp_path):
+    pytest.importorskip("sklearn")
+    out = _run("gui_backend_runs.py", tmp_path)
+    assert re.search(r"runs/gui_backend/runs/\S+: status pending", out)
+    assert "refused: Another exclusive run is active" in out and "the refused run stays pending" in out
+    assert out.count("  [poll] epoch ") == 3  # each epoch of the live run, once
+    assert "status failed, error RuntimeError: simulated failure" in out and "status completed, retry_of" in out
+    statuses = sorted(read_run(run)["status"] for run in find_runs(tmp_path / "runs" / "gui_backend" / "runs"))
+    assert statuses == ["completed", "completed", "failed", "pending"]
 
 
 def test_medical_classifier_reports_sensitivity_specificity_auroc_auprc(tmp_path):
@@ -193,8 +227,8 @@ def test_clip_frozen_then_unfrozen_with_cosine_warmup_and_auroc(tmp_path):
     pytest.importorskip("sklearn")
     out = _run("clip_frozen_then_unfrozen.py", tmp_path)
     root = tmp_path / "runs" / "clip_frozen_then_unfrozen"
-    phase1 = _hparams(root / "phase1_frozen" / "checkpoints" / "last.ckpt")
-    phase2 = _hparams(root / "phase2_unfrozen" / "checkpoints" / "last.ckpt")
+    phase1 = _hparams(next((root / "phase1_frozen").rglob("checkpoints/last.ckpt")))
+    phase2 = _hparams(next((root / "phase2_unfrozen").rglob("checkpoints/last.ckpt")))
     assert phase1["backbone"]["model_name"] == "vit_xsmall_patch16_clip_224"
     assert phase1["scheduler"] == "cosine_warmup" and phase1["freeze_backbone"] is True
     assert phase2["freeze_backbone"] is False and phase2["lr"] < phase1["lr"]
@@ -215,4 +249,4 @@ def test_quickstart_notebook_runs(tmp_path, monkeypatch):
     text = "".join(output.get("text", "") for output in outputs if output.output_type == "stream")
     assert "smoke mode: True" in text and "test accuracy:" in text and "val/accuracy" in text
     assert any("image/png" in output.get("data", {}) for output in outputs)
-    assert list((tmp_path / "runs" / "quickstart" / "checkpoints").glob("*val_accuracy=*.ckpt"))
+    assert list((tmp_path / "runs" / "quickstart" / "runs").glob("*/checkpoints/best.ckpt"))

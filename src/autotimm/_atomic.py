@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-__all__ = ["atomic_path"]
+__all__ = ["atomic_path", "write_json_atomic"]
 
 
 @contextlib.contextmanager
@@ -69,3 +71,13 @@ def _fsync(path: Path, flags: int) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write `data` as indented JSON so that a reader (or a crash, even SIGKILL) never sees half a file.
+
+    Examples:
+        >>> write_json_atomic(Path(folder) / "run.json", {"status": "running"})  # doctest: +SKIP
+    """
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")

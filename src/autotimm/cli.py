@@ -10,10 +10,12 @@ Every argument is settable in the YAML file and on the command line
 Examples:
     ```bash
     autotimm fit --config examples/configs/classify_folder.yaml --data.init_args.data_dir path/to/images
-    autotimm fit --config runs/<run_id>/config.yaml      # repeat a run from its saved config
+    autotimm fit --config runs/<run_name>/config.yaml    # repeat a run (in a new run folder)
     autotimm test --config run.yaml --ckpt_path path/to/best.ckpt
     autotimm list backbones "convnext*"
-    autotimm predict runs/<run_id> new_images/ --out results.csv --save-images drawn/
+    autotimm predict runs/<run_name> new_images/ --out results.csv --save-images drawn/
+    autotimm runs list runs                                  # one row per run, at any depth
+    autotimm runs show 2026-12-05_14-03-22                  # one run: status, best, checkpoints, epochs
     ```
 """
 
@@ -37,16 +39,20 @@ from autotimm._version import __version__
 from autotimm.backbones import list_backbones
 from autotimm.inference import NotAnImageError
 from autotimm.optim import list_optimizers, list_schedulers
+from autotimm.runs.commands import runs_command
 from autotimm.tasks import ImageClassifier, load
 from autotimm.trainer import AutoTrainer
 
 __all__ = ["AutoTimmCLI", "main"]
 
 _CONFIG_FILENAME = "config.yaml"
+# What names one run: a repeat of it from its saved config gets a new one.
+_NOT_REPEATED = ("run_name", "run_dir", "retry_of")
 
 _DESCRIPTION = (
     "Train and evaluate timm backbones from a YAML config: `autotimm fit --config run.yaml`. "
-    "`autotimm list {backbones,optimizers,schedulers} [PATTERN]` prints the registries. "
+    "`autotimm list {backbones,optimizers,schedulers} [PATTERN]` prints the registries; "
+    "`autotimm runs {list [DIR],show RUN}` the runs on disk; "
     "`autotimm predict CHECKPOINT SOURCE [--out results.csv]` predicts on new images (see `autotimm predict "
     "CHECKPOINT --help`)."
 )
@@ -75,10 +81,10 @@ _TRAINER_DEFAULTS = {
 class _SaveRunConfig(Callback):
     """Write the resolved command-line config to the run folder, `<run_dir>/config.yaml`, when `fit` starts.
 
-    `trainer.run_dir` is `<default_root_dir>/runs/<run_id>`, the folder of the run record;
-    a new run gets a new folder, and a resumed run (the same run id) rewrites its file.
-    `autotimm fit --config <run_dir>/config.yaml` repeats the run. Without a run record
-    (`run_record=False`, `fast_dev_run`) nothing is written.
+    `trainer.run_dir` is `<runs_dir>/<run_name>`, the run's folder; a new run gets a new
+    folder, and a resumed run rewrites its file. `autotimm fit --config <run_dir>/config.yaml`
+    repeats the run in a new folder (the file leaves out `run_name`, `run_dir` and `retry_of`).
+    Under `fast_dev_run` (no run folder) nothing is written.
 
     Args:
         parser: The parser of the subcommand (it writes the file, with every default filled in).
@@ -99,10 +105,14 @@ class _SaveRunConfig(Callback):
         if not trainer.is_global_zero:
             return
         if run_dir is None:
-            rank_zero_info("autotimm: no run folder (`run_record=False` or `fast_dev_run`); the config is not saved.")
+            rank_zero_info("autotimm: no run folder (`fast_dev_run`); the config is not saved.")
             return
         path = run_dir / _CONFIG_FILENAME
-        self.parser.save(self.config, path, overwrite=True, multifile=False, **_KEEP_NONE)
+        config = self.config.clone()
+        for key in _NOT_REPEATED:
+            if f"trainer.{key}" in config:
+                config[f"trainer.{key}"] = None
+        self.parser.save(config, path, overwrite=True, multifile=False, **_KEEP_NONE)
         rank_zero_info(f"autotimm: config saved to {path}; repeat the run with `autotimm fit --config {path}`.")
 
 
@@ -135,7 +145,7 @@ class AutoTimmCLI(LightningCLIPrivateSteps, LightningCLI):
       from the data's fails before training, naming both;
     - there is no `seed_everything` key: `trainer.seed` seeds before the model is built
       (so initial weights repeat) and again at the start of `fit` (AutoTrainer's own seeding);
-    - `fit` saves the resolved config to the run folder, `<default_root_dir>/runs/<run_id>/config.yaml`,
+    - `fit` saves the resolved config to the run folder, `<runs_dir>/<run_name>/config.yaml`,
       instead of the logger's folder, so runs in the same `default_root_dir` never collide;
     - with `ckpt_path`, the model is built from the config and the checkpoint's weights are
       loaded into it (Lightning's merging of checkpoint hyperparameters into `model` is off).
@@ -367,5 +377,8 @@ def main(args: Sequence[str] | None = None) -> None:
         return
     if argv[:1] == ["predict"] and len(argv) > 1 and not argv[1].startswith("-"):
         _run_predict(argv[1:])  # new images; `predict --config ...` is LightningCLI's
+        return
+    if argv[:1] == ["runs"]:
+        runs_command(argv[1:])
         return
     AutoTimmCLI(args)

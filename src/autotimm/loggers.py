@@ -90,9 +90,19 @@ class LoggerConfig:
         module_name, _, name = _LOGGERS[self.backend].class_path.rpartition(".")
         return getattr(importlib.import_module(module_name), name)
 
-    def build(self, default_save_dir: str | Path = ".") -> Logger:
-        """Create the Lightning logger."""
+    def build(self, default_save_dir: str | Path = ".", run_folder: bool = False) -> Logger:
+        """Create the Lightning logger.
+
+        Args:
+            default_save_dir: `save_dir` unless `params` gives one.
+            run_folder: `default_save_dir` belongs to one run (`<run_dir>/logs`): TensorBoard and CSV
+                files go to `<default_save_dir>/<backend>/` (no `version_N` folder) unless `params`
+                name another `save_dir`, `name` or `version`.
+        """
         params = dict(self.params)
+        if run_folder and "save_dir" not in params and self.backend in ("tensorboard", "csv"):
+            params.setdefault("name", self.backend)
+            params.setdefault("version", "")
         params.setdefault("save_dir", str(default_save_dir))
         return self._logger_cls(**params)
 
@@ -117,17 +127,22 @@ class LoggerManager:
                 )
         self.configs = configs
 
-    def build(self, default_save_dir: str | Path = ".") -> list[Logger]:
-        """Create the Lightning loggers; ready-made loggers are passed through."""
-        return [c.build(default_save_dir) if isinstance(c, LoggerConfig) else c for c in self.configs]
+    def build(self, default_save_dir: str | Path = ".", run_folder: bool = False) -> list[Logger]:
+        """Create the Lightning loggers (see `LoggerConfig.build`); ready-made loggers are passed through."""
+        return [c.build(default_save_dir, run_folder) if isinstance(c, LoggerConfig) else c for c in self.configs]
 
 
-def resolve_loggers(logger: Any, default_save_dir: str | Path) -> bool | Logger | list[Logger]:
+def resolve_loggers(
+    logger: Any, default_save_dir: str | Path, run_folder: bool = False
+) -> bool | Logger | list[Logger]:
     """Turn `AutoTrainer(logger=...)` into what `pytorch_lightning.Trainer` takes.
 
     Accepts `False`/`True`/`None`, a `LoggerManager`, a `LoggerConfig`, a Lightning `Logger`,
-    or a list mixing `LoggerConfig` and `Logger`.
+    or a list mixing `LoggerConfig` and `Logger`. With `run_folder`, `True` is Lightning's
+    default logger (TensorBoard) built in `default_save_dir` as `LoggerConfig.build` does.
     """
+    if run_folder and logger is True:
+        logger = LoggerConfig("tensorboard")
     if logger is None or isinstance(logger, bool):
         return bool(logger)
     if isinstance(logger, Logger):
@@ -135,7 +150,7 @@ def resolve_loggers(logger: Any, default_save_dir: str | Path) -> bool | Logger 
     if isinstance(logger, (LoggerConfig, list, tuple)):
         logger = LoggerManager(logger)
     if isinstance(logger, LoggerManager):
-        return logger.build(default_save_dir)
+        return logger.build(default_save_dir, run_folder)
     raise TypeError(
         "Expected `logger` to be False, True, a LoggerManager, a LoggerConfig, a Lightning Logger or a list of "
         f"them, but got {logger!r}."

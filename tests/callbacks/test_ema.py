@@ -171,7 +171,8 @@ def test_ddp_ranks_keep_the_same_average_and_save_it(digits_root: Path, tmp_path
     root = run_ddp_script(DDP_SCRIPT, tmp_path, digits_root)
     heads = [json.loads((root / f"rank{r}.json").read_text())["head"] for r in (0, 1)]
     assert heads[0] == heads[1]
-    last = torch.load(root / "checkpoints" / "last.ckpt", weights_only=False)
+    (last_file,) = root.glob("runs/*/checkpoints/last.ckpt")  # the one run folder of both processes
+    last = torch.load(last_file, weights_only=False)
     assert last["state_dict"]["head.1.weight"].flatten().tolist() == pytest.approx(heads[0])
     assert int(last["averaging_state"]["n_averaged"]) == 3
     assert not torch.equal(last["state_dict"]["head.1.weight"], last["current_model_state"]["head.1.weight"])

@@ -11,6 +11,7 @@ import torch
 
 import autotimm
 from autotimm import ImageClassifier, ImageDataModule, TunerConfig
+from autotimm.callbacks import RunPlots
 from autotimm.runs import plot_run
 from helpers import PLOT_CLASSES, QUICK, assert_png, cpu_trainer, finished_fit, noise_data
 
@@ -67,14 +68,25 @@ def test_plots_off_and_without_a_run_record(make_image_folder, backbone, tmp_pat
     off.fit(ImageClassifier(backbone, num_classes=3), datamodule=data)
     assert not list((tmp_path / "off").rglob("*.png"))
 
-    stale = tmp_path / "no_record" / "plots" / "lr_finder.png"  # from an earlier fit that tuned
-    stale.parent.mkdir(parents=True)
-    stale.write_bytes(b"old")
+    # Without a run record the pictures still go to the run's folder (drawn from what the callback kept).
     no_record = cpu_trainer(tmp_path / "no_record", run_record=False, plots=True, **QUICK)
     no_record.fit(ImageClassifier(backbone, num_classes=3), datamodule=data)
-    assert no_record.run_dir is None and not stale.exists()
+    assert not (no_record.run_dir / "run.json").exists()
     for name in ("loss.png", "metrics.png", "confusion_matrix.png"):
-        assert_png(tmp_path / "no_record" / "plots" / name)
+        assert_png(no_record.run_dir / "plots" / name)
+
+    # In a plain Trainer (no run folder), into `<default_root_dir>/plots`, where an earlier fit's pictures go.
+    stale = tmp_path / "plain" / "plots" / "lr_finder.png"  # from an earlier fit that tuned
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"old")
+    plain = pl.Trainer(
+        default_root_dir=tmp_path / "plain", callbacks=[RunPlots()], logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, **QUICK,
+    )  # fmt: skip
+    plain.fit(ImageClassifier(backbone, num_classes=3), datamodule=data)
+    assert not stale.exists()
+    for name in ("loss.png", "metrics.png", "confusion_matrix.png"):
+        assert_png(tmp_path / "plain" / "plots" / name)
 
     with pytest.raises(TypeError, match="plots"):
         cpu_trainer(tmp_path, plots="yes")
@@ -93,9 +105,8 @@ def test_failed_plots_never_fail_the_run_and_failed_runs_keep_their_curves(
     make_image_folder, backbone, tmp_path: Path
 ) -> None:
     data = noise_data(make_image_folder)
-    (tmp_path / "blocked").mkdir()
-    (tmp_path / "blocked" / "plots").write_text("a file where the plots folder should go")
     blocked = cpu_trainer(tmp_path / "blocked", run_record=False, plots=True, **QUICK)
+    (blocked.run_dir / "plots").write_text("a file where the plots folder should go")
     with pytest.warns(UserWarning, match="could not write the plots folder"):
         blocked.fit(ImageClassifier(backbone, num_classes=3), datamodule=data)
     assert blocked.state.finished and blocked.current_epoch == 1

@@ -31,6 +31,7 @@ from autotimm.callbacks import AtomicCheckpointIO
 from helpers import cpu_trainer
 
 EPOCHS, BATCHES = 20, 8
+JOB = Path("runs") / "job"  # the subprocess's run folder under its root
 
 # A training script run in a subprocess: a model with a large weight matrix (so checkpoints
 # take a while to write and a kill often lands mid-save), Adam and a step scheduler, random
@@ -67,10 +68,11 @@ SCRIPT = textwrap.dedent(
     torch.manual_seed(0)
     data = DataLoader(TensorDataset(torch.randn({BATCHES} * 16, 2048)), batch_size=16)
     trainer = AutoTrainer(
-        max_epochs={EPOCHS}, accelerator="cpu", default_root_dir=root, enable_progress_bar=False,
+        max_epochs={EPOCHS}, accelerator="cpu", default_root_dir=root, run_name="job", enable_progress_bar=False,
         enable_model_summary=False,
     )
-    trainer.fit(Big(), data, ckpt_path="last" if (root / "checkpoints" / "last.ckpt").exists() else None)
+    # As a job restarted by a scheduler: the same run, resumed when it has a checkpoint.
+    trainer.fit(Big(), data, ckpt_path="last" if (trainer.run_dir / "checkpoints" / "last.ckpt").exists() else None)
     """
 )
 
@@ -93,7 +95,9 @@ def _wait_for(path: Path, process: subprocess.Popen, timeout: float = 120) -> No
 
 
 def _checkpoints_load(root: Path) -> list[dict]:
-    loaded = [torch.load(path, map_location="cpu", weights_only=True) for path in (root / "checkpoints").glob("*.ckpt")]
+    loaded = [
+        torch.load(path, map_location="cpu", weights_only=True) for path in (root / JOB / "checkpoints").glob("*.ckpt")
+    ]
     for checkpoint in loaded:
         assert {"state_dict", "optimizer_states", "lr_schedulers", "loops"} <= set(checkpoint)
     return loaded
@@ -112,7 +116,7 @@ def test_sigkill_at_any_moment_leaves_loadable_checkpoints_and_resume_finishes_t
         # From the first checkpoint on, so every restart resumes the same run (before it, a restart
         # is a new run with its own record: nothing to resume from). How early that comes depends
         # on the machine's load, so it is waited for, not guessed.
-        _wait_for(tmp_path / "checkpoints" / "last.ckpt", process)
+        _wait_for(tmp_path / JOB / "checkpoints" / "last.ckpt", process)
         time.sleep(rng.uniform(0.1, 1.5))
         if process.poll() is not None:
             assert process.returncode == 0, process.stderr.read()[-2000:]
@@ -123,13 +127,14 @@ def test_sigkill_at_any_moment_leaves_loadable_checkpoints_and_resume_finishes_t
         _checkpoints_load(tmp_path)
         if _run_record(tmp_path)["status"] == "completed":
             break  # killed while shutting down after the last epoch
-        assert _run_record(tmp_path)["status"] == "running"  # SIGKILL leaves no chance to write
+        record = _run_record(tmp_path)  # SIGKILL leaves no chance to write: the record says running, ...
+        assert record["status"] == "lost" and record["alive"] is False  # ... and its reader sees the dead process
         kills += 1
     assert kills >= 2
     process = _launch(tmp_path)
     assert process.wait(timeout=300) == 0, process.stderr.read()[-2000:]
 
-    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    last = torch.load(tmp_path / JOB / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     # The same number of optimizer steps and epochs as an uninterrupted run, scheduler included.
     assert last["global_step"] == EPOCHS * BATCHES and last["epoch"] == EPOCHS - 1
     assert last["lr_schedulers"][0]["last_epoch"] == EPOCHS
@@ -137,18 +142,18 @@ def test_sigkill_at_any_moment_leaves_loadable_checkpoints_and_resume_finishes_t
     assert record["status"] == "completed" and record["global_step"] == EPOCHS * BATCHES
     assert len(record["resumed_from"]) >= 1
     assert [e["epoch"] for e in record["epochs"]] == list(range(EPOCHS))  # each epoch once, in order
-    assert not list((tmp_path / "checkpoints").glob(".*.tmp"))  # no half-written files left behind
+    assert not list((tmp_path / JOB / "checkpoints").glob(".*.tmp"))  # no half-written files left behind
 
 
 def test_ctrl_c_marks_the_run_interrupted_and_keeps_last_checkpoint(tmp_path: Path) -> None:
     process = _launch(tmp_path)
-    _wait_for(tmp_path / "checkpoints" / "last.ckpt", process)
+    _wait_for(tmp_path / JOB / "checkpoints" / "last.ckpt", process)
     process.send_signal(signal.SIGINT)
     assert process.wait(timeout=120) != 0
     record = _run_record(tmp_path)
     assert record["status"] == "interrupted" and record["ended_at"] and record["error"] is None
-    assert record["checkpoints"]["last"] == str(tmp_path / "checkpoints" / "last.ckpt")
-    assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] >= BATCHES
+    assert record["checkpoints"]["last"] == str(tmp_path / JOB / "checkpoints" / "last.ckpt")
+    assert torch.load(tmp_path / JOB / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] >= BATCHES
 
 
 # --------------------------------------------------------------------------- in-process faults
@@ -215,7 +220,7 @@ def test_nan_loss_stops_at_once_naming_epoch_and_step_and_keeps_the_last_good_ch
     assert "stop_on_nonfinite_loss=False" in message and "last.ckpt" in message
     # Stopped before the bad loss reached the weights; the checkpoint of epoch 0 is intact and finite.
     assert all(torch.isfinite(p).all() for p in model.parameters())
-    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    last = torch.load(trainer.run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["epoch"] == 0 and all(torch.isfinite(v).all() for v in last["state_dict"].values())
     record = read_run(trainer.run_dir)
     assert record["status"] == "failed" and record["error"]["type"] == "NonFiniteLossError"
@@ -288,9 +293,9 @@ def test_durable_checkpoints_are_flushed_and_load(tmp_path: Path) -> None:
     trainer = cpu_trainer(tmp_path, max_epochs=2, plugins=[AtomicCheckpointIO(durable=True)])
     trainer.fit(Regression(), _regression_data())
     assert trainer.strategy.checkpoint_io.durable
-    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    last = torch.load(trainer.run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["epoch"] == 1 and last["global_step"] == 8
-    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["last.ckpt"]
+    assert [p.name for p in (trainer.run_dir / "checkpoints").iterdir()] == ["last.ckpt"]
 
 
 @pytest.mark.slow
@@ -306,7 +311,7 @@ def test_written_files_get_the_mode_a_plain_open_would_give(digits_data, backbon
         trainer = cpu_trainer(tmp_path, max_epochs=1, limit_train_batches=1, limit_val_batches=1, plots=True)
         trainer.fit(model, datamodule=digits_data)
         written = [
-            tmp_path / "checkpoints" / "last.ckpt",
+            trainer.run_dir / "checkpoints" / "last.ckpt",
             trainer.run_dir / "run.json",
             trainer.run_dir / "metrics.json",
             trainer.run_dir / "plots" / "confusion_matrix.json",

@@ -207,10 +207,11 @@ def test_missing_onnx_extra_says_what_to_install(tmp_path, monkeypatch):
 def test_model_loaded_from_a_checkpoint_exports_at_its_training_size_with_its_class_names(images_root, tmp_path):
     data = ImageDataModule(images_root, image_size=40, batch_size=8, num_workers=0, augmentation_preset="none")
     model = ImageClassifier(TINY, num_classes=len(CLASSES), lr=3e-3)
-    cpu_trainer(tmp_path, max_epochs=1).fit(model, datamodule=data)
+    trainer = cpu_trainer(tmp_path, max_epochs=1)
+    trainer.fit(model, datamodule=data)
     assert model.data_config["input_size"] != (3, 40, 40)  # so the size below can only come from the checkpoint
 
-    loaded = ImageClassifier.load_from_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
+    loaded = ImageClassifier.load_from_checkpoint(trainer.run_dir / "checkpoints" / "last.ckpt")
     assert loaded.class_names == CLASSES and loaded.trained_data_config["input_size"] == (3, 40, 40)
     image = Image.open(next((images_root / "val" / "dog").iterdir()))
     assert create_eval_transform(loaded.trained_data_config)(image).shape == (3, 40, 40)

@@ -12,11 +12,11 @@ import pytest
 import torch
 from pytorch_lightning.callbacks import Callback, EarlyStopping
 
-from autotimm import AutoTrainer, ImageClassifier, ImageDataModule, LoggerConfig, TunerConfig
+from autotimm import AutoTrainer, ImageClassifier, ImageDataModule, LoggerConfig, TunerConfig, read_run
 from helpers import cpu_trainer
 
 
-def test_checkpoint_name_shows_the_real_metric_value(digits_data, backbone, tmp_path):
+def test_best_checkpoint_has_a_fixed_name_and_its_value_in_the_record(digits_data, backbone, tmp_path):
     model = ImageClassifier(backbone, num_classes=10)
     trainer = cpu_trainer(
         tmp_path,
@@ -29,9 +29,13 @@ def test_checkpoint_name_shows_the_real_metric_value(digits_data, backbone, tmp_
     trainer.fit(model, datamodule=digits_data)
     callback = trainer.checkpoint_callback
     best = Path(callback.best_model_path)
-    assert best.is_file() and best.parent.name == "checkpoints"  # no sub-folder from the '/' in 'val/loss'
-    value = float(re.search(r"val_loss=([0-9.]+)\.ckpt$", best.name).group(1))
-    assert value == pytest.approx(callback.best_model_score.item(), abs=1e-4) and value > 0
+    assert best == trainer.run_dir / "checkpoints" / "best.ckpt" and best.is_file()
+    record = read_run(trainer.run_dir)
+    assert record["checkpoints"]["best"] == str(best) and record["metrics"]["best"]["monitor"] == "val/loss"
+    value = record["metrics"]["best"]["value"]
+    assert value == pytest.approx(callback.best_model_score.item()) and value > 0
+    states = torch.load(best, weights_only=True)["callbacks"]
+    assert any(state.get("best_model_score") is not None for state in states.values())
     assert (best.parent / "last.ckpt").is_file()
 
 
@@ -144,8 +148,10 @@ def test_second_run_keeps_the_first_runs_files(digits_data, backbone, tmp_path):
             tmp_path, max_epochs=1, checkpoint_monitor="val/accuracy", limit_train_batches=2, limit_val_batches=1
         )
         trainer.fit(ImageClassifier(backbone, num_classes=10), datamodule=digits_data)
-    files = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
-    assert len([f for f in files if f.startswith("last")]) == 2 and len(files) == 4
+    runs = sorted((tmp_path / "runs").iterdir())
+    assert len(runs) == 2
+    for run in runs:
+        assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
 
 
 def test_missing_resume_checkpoint_is_named(digits_data, backbone, tmp_path):
@@ -219,15 +225,15 @@ def test_last_checkpoint_follows_every_epoch(digits_data, backbone, tmp_path):
         tmp_path, max_epochs=3, checkpoint_monitor="val/accuracy", limit_train_batches=2, limit_val_batches=2
     )
     trainer.fit(model, datamodule=digits_data)
-    assert "epoch=00" in Path(trainer.checkpoint_callback.best_model_path).name
-    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert torch.load(trainer.checkpoint_callback.best_model_path, weights_only=True)["epoch"] == 0
+    last = torch.load(trainer.run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["epoch"] == 2 and last["global_step"] == 6
 
 
 def test_default_run_saves_last_checkpoint(digits_data, backbone, tmp_path):
     trainer = cpu_trainer(tmp_path, max_epochs=2, limit_train_batches=2, limit_val_batches=1)
     trainer.fit(ImageClassifier(backbone, num_classes=10), datamodule=digits_data)
-    assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 4
+    assert torch.load(trainer.run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 4
 
 
 def test_loss_monitored_for_its_maximum_warns(tmp_path):
@@ -268,8 +274,8 @@ class _BatchCounter(Callback):
 
 
 def test_resume_from_last_with_a_logger_continues_the_newest_run(digits_data, backbone, tmp_path):
-    # Issue 12, defect 9: each run logs to a new `version_N/checkpoints`, where Lightning looked for
-    # `last.ckpt`, found none, warned and trained from scratch.
+    # Issue 12, defect 9: each run logged to a new `version_N/checkpoints`, where Lightning looked for
+    # `last.ckpt`, found none, warned and trained from scratch. Issue 14: the resumed run goes on in its folder.
     last_paths = []
     for epochs in (1, 2, 3):
         counter = _BatchCounter()
@@ -288,7 +294,9 @@ def test_resume_from_last_with_a_logger_continues_the_newest_run(digits_data, ba
             assert trainer.ckpt_path == last_paths[-1]  # the previous run's, the newest last.ckpt
         assert counter.batches == 2 and trainer.global_step == 2 * epochs  # one more epoch, not all again
         last_paths.append(trainer.checkpoint_callback.last_model_path)
-    assert [Path(p).parts[-3] for p in last_paths] == ["version_0", "version_1", "version_2"]
+    (run,) = (tmp_path / "runs").iterdir()  # one run, resumed twice in its own folder
+    assert last_paths == [str(run / "checkpoints" / "last.ckpt")] * 3
+    assert len(read_run(run)["resumed_from"]) == 2 and (run / "logs" / "csv" / "metrics.csv").is_file()
 
 
 def test_resume_from_best_finds_the_previous_runs_best_checkpoint(digits_data, backbone, tmp_path):
@@ -300,7 +308,7 @@ def test_resume_from_best_finds_the_previous_runs_best_checkpoint(digits_data, b
         tmp_path, max_epochs=2, limit_train_batches=2, limit_val_batches=1, logger=[LoggerConfig("csv")]
     )
     second.fit(ImageClassifier(backbone, num_classes=10), datamodule=digits_data, ckpt_path="best")
-    assert second.ckpt_path == first.checkpoint_callback.best_model_path and "val_accuracy=" in second.ckpt_path
+    assert second.ckpt_path == first.checkpoint_callback.best_model_path and second.run_dir == first.run_dir
     assert second.global_step == 4
 
 

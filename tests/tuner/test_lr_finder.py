@@ -111,19 +111,22 @@ def test_lr_finder_with_accumulation_sweeps_the_whole_range(digits_data, backbon
         trainer.fit(ImageClassifier(backbone, num_classes=10), datamodule=digits_data)
     except TuningError:
         pass  # only the sweep is checked here
-    curve = json.loads(next(tmp_path.rglob("lr_find.json")).read_text())
+    curve = json.loads(next(tmp_path.rglob("lr_finder.json")).read_text())
     assert curve["lr"][-1] > 0.1  # reached the top of the range (or diverged high up), not 1e-5
 
 
-def test_second_run_keeps_the_first_lr_curve(digits_data, backbone, tmp_path):
+def test_each_run_keeps_its_own_lr_curve(digits_data, backbone, tmp_path):
+    run_dirs = []
     for _ in range(2):
         config = TunerConfig(auto_lr=True, lr_find_kwargs={"num_training": 10})
         trainer = cpu_trainer(tmp_path, max_epochs=1, max_steps=1, tuner_config=config, limit_val_batches=0)
+        run_dirs.append(trainer.run_dir)
         try:
             trainer.fit(ImageClassifier(backbone, num_classes=10), datamodule=digits_data)
         except TuningError:
             pass
-    assert sorted(p.name for p in tmp_path.glob("lr_find*.json")) == ["lr_find-v1.json", "lr_find.json"]
+    curves = sorted(p for p in tmp_path.rglob("*.json") if p.name.startswith("lr_find"))
+    assert curves == sorted(run_dir / "plots" / "lr_finder.json" for run_dir in run_dirs)
 
 
 def test_training_after_a_multi_epoch_lr_sweep_with_a_progress_bar(digits_data, backbone, tmp_path):

@@ -13,7 +13,10 @@ from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 
 from autotimm._errors import closest
 
-__all__ = ["checkpoint_callbacks", "find_checkpoint", "last_checkpoint"]
+__all__ = ["BEST_NAME", "checkpoint_callbacks", "find_checkpoint", "last_checkpoint"]
+
+# The best checkpoint's file name, `best.ckpt` (the last is Lightning's `last.ckpt`).
+BEST_NAME = "best"
 
 
 class _BestCheckpoint(ModelCheckpoint):
@@ -53,30 +56,46 @@ class _LastCheckpoint(ModelCheckpoint):
         self.best_model_path = path
 
 
-def checkpoint_callbacks(monitor: str | None, mode: str, user_callbacks: list[Callback]) -> list[ModelCheckpoint]:
-    """The checkpoint callbacks autotimm adds: the best by `monitor` (if any) and `last.ckpt`.
+def checkpoint_callbacks(
+    monitor: str | None, mode: str, user_callbacks: list[Callback], dirpath: str | os.PathLike | None = None
+) -> list[ModelCheckpoint]:
+    """The checkpoint callbacks autotimm adds: `best.ckpt` by `monitor` (if any) and `last.ckpt`.
 
-    `last.ckpt` is written at every epoch end by a callback of its own: Lightning's
-    `save_last=True` writes it only when a top-k checkpoint is saved at the same step. With
-    no `monitor` and a `ModelCheckpoint` of the user's, none is added.
+    The names are fixed, so that a program can open them; the best value is in the checkpoint
+    (its `ModelCheckpoint` state) and in the run record. `last.ckpt` is written at every epoch
+    end by a callback of its own: Lightning's `save_last=True` writes it only when a top-k
+    checkpoint is saved at the same step. With no `monitor` and a `ModelCheckpoint` of the
+    user's, none is added.
+
+    Args:
+        monitor: The metric to keep the best checkpoint by, or None.
+        mode: `"max"` or `"min"`.
+        user_callbacks: The user's callbacks.
+        dirpath: The folder of both files (`<run_dir>/checkpoints`); None for Lightning's choice.
 
     Examples:
         >>> [type(cb).__name__ for cb in checkpoint_callbacks("val/accuracy", "max", [])]
         ['_BestCheckpoint', '_LastCheckpoint']
     """
-    last = _LastCheckpoint(filename=ModelCheckpoint.CHECKPOINT_NAME_LAST, monitor=None, save_top_k=1)
+    last = _LastCheckpoint(
+        dirpath=dirpath,
+        filename=ModelCheckpoint.CHECKPOINT_NAME_LAST,
+        monitor=None,
+        save_top_k=1,
+        enable_version_counter=False,
+    )
     if monitor is None:
         if any(isinstance(cb, ModelCheckpoint) for cb in user_callbacks):
             return []
         return [last]  # one file per epoch, not Lightning's `epoch=...ckpt` plus a copy as `last.ckpt`
     best = _BestCheckpoint(
+        dirpath=dirpath,
         monitor=monitor,
         mode=mode,
         save_top_k=1,
-        # A '/' in the metric name must not become a sub-folder; the value is formatted from
-        # the metric itself, so the name shows the real score.
-        filename=f"epoch={{epoch:02d}}-step={{step}}-{monitor.replace('/', '_')}={{{monitor}:.4f}}",
+        filename=BEST_NAME,
         auto_insert_metric_name=False,
+        enable_version_counter=False,
     )
     return [best, last]
 
@@ -115,11 +134,15 @@ def find_checkpoint(trainer: pl.Trainer, which: Literal["last", "best"]) -> str:
         if which == "last" or cb.monitor
     ]
     own = [path for path in own if path and Path(path).is_file()]
+    run_dir = getattr(trainer, "run_dir", None)
+    if run_dir is not None:
+        own += [str(p) for p in (_recorded_checkpoint(run_dir / "run.json", which),) if p and Path(p).is_file()]
     if own:
         return max(own, key=os.path.getmtime)
     root = Path(trainer.default_root_dir)
-    places = [str(root / "runs" / "*" / "run.json")]
-    candidates = [_recorded_checkpoint(path, which) for path in root.glob("runs/*/run.json")]
+    runs_dir = Path(getattr(trainer, "runs_dir", None) or root / "runs")
+    places = [str(runs_dir / "*" / "run.json")]
+    candidates = [_recorded_checkpoint(path, which) for path in runs_dir.glob("*/run.json")]
     if which == "last":
         folders = {Path(cb.dirpath) for cb in callbacks if cb.dirpath} | {root / "checkpoints"}
         versions = {Path(lg.save_dir) / str(lg.name or "") for lg in trainer.loggers if lg.save_dir}

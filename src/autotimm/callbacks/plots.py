@@ -13,8 +13,9 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities import rank_zero_info
 
+from autotimm._atomic import write_json_atomic
 from autotimm._warnings import warn
-from autotimm.callbacks.run_record import RunRecord, scalar_metrics, write_json_atomic
+from autotimm.callbacks.run_record import RunRecord, scalar_metrics
 from autotimm.runs.plots import CONFUSION_DATA, LR_FINDER_DATA, PLOT_FILES, plot_jobs
 
 log = logging.getLogger(__name__)
@@ -25,8 +26,8 @@ __all__ = ["RunPlots"]
 class RunPlots(Callback):
     """Draw a run's pictures at the end of `fit` (also after an early stop or a failure).
 
-    Into `<run_dir>/plots/` (`trainer.run_dir`, with a `RunRecord` callback), or
-    `<default_root_dir>/plots/` without one (overwritten by the next `fit`):
+    Into `<run_dir>/plots/` (`trainer.run_dir`: an AutoTrainer's run folder, or a `RunRecord`
+    callback's), or `<default_root_dir>/plots/` without one (overwritten by the next `fit`):
 
     - `loss.png`: train and val loss per epoch;
     - `metrics.png`: one panel per logged metric, its train/val/test curves together;
@@ -72,8 +73,9 @@ class RunPlots(Callback):
 
     def _draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule, failed: bool) -> None:
         record = _run_record(trainer)
+        run_dir = getattr(trainer, "run_dir", None)
         if record is None:
-            root, epochs = Path(trainer.default_root_dir), self._epochs
+            root, epochs = Path(run_dir or trainer.default_root_dir), self._epochs
         elif record.run_dir is not None and (record.run_dir / "metrics.json").is_file():
             root, epochs = record.run_dir, json.loads((record.run_dir / "metrics.json").read_text(encoding="utf-8"))
         else:
@@ -84,11 +86,11 @@ class RunPlots(Callback):
         if _guarded("the plots folder", lambda: out.mkdir(parents=True, exist_ok=True) or out) is None:
             return
         self.plots_dir = out
-        if record is None:  # the folder is shared by every fit: what an earlier fit drew must not stay
+        if record is None and run_dir is None:  # shared by every fit: what an earlier fit drew must not stay
             for name in PLOT_FILES:
                 _guarded(name, lambda name=name: (out / name).unlink(missing_ok=True))
         curve = getattr(trainer, "tuning_results", {}).get("lr_find_curve")
-        if curve is not None and Path(curve).is_file():
+        if curve is not None and Path(curve).is_file() and Path(curve).resolve() != (out / LR_FINDER_DATA).resolve():
             _guarded(LR_FINDER_DATA, lambda: shutil.copyfile(curve, out / LR_FINDER_DATA))
         if not failed:
             _guarded(CONFUSION_DATA, lambda: _save_confusion(pl_module, out / CONFUSION_DATA))

@@ -25,7 +25,8 @@ _STAGES = ("train", "val", "test")
 _STAGE_COLORS = {"train": "tab:blue", "val": "tab:orange", "test": "tab:green"}
 _STAGE_STYLES = {"train": "--", "val": "-", "test": ":"}
 _STAGE_ORDER = (*_STAGES, "")
-_BOOKKEEPING = frozenset({"epoch", "step", "time"})
+# Not metrics of the model: no panel of their own.
+_BOOKKEEPING = frozenset({"epoch", "step", "time", "images_per_s", "peak_memory_mb"})
 _MAX_PANELS = 24
 _MAX_ANNOTATED_CLASSES = 30  # more classes: shading only, no counts written in the cells
 _MAX_LABELLED_CLASSES = 60  # more classes: no class names on the axes

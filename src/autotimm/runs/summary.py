@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from autotimm._errors import check_bool
-from autotimm.runs.record import read_run
+from autotimm._warnings import warn
+from autotimm.runs.record import RunRecordError, find_runs, read_run
 
 __all__ = ["summarize"]
 
@@ -20,14 +21,16 @@ def summarize(path: str | os.PathLike[str], print_table: bool = True) -> list[di
 
     For a run folder (`trainer.run_dir`, holding `run.json`) each row is one epoch of
     `metrics.json`: `epoch`, `step` and every logged scalar under its logged name
-    (`train/loss_epoch`, `val/loss`, `val/accuracy`, ...). For a folder of runs (a
-    `default_root_dir` or its `runs/` folder) each row is one run, oldest first: `run_id`,
-    `status`, `epochs`, `started_at`, `duration_s`, the checkpoint `monitor` and its `best`
-    value (`None` without a monitor), and the last epoch's `val/...` values. Every row has
-    the same keys; a value a row lacks is `None`.
+    (`train/loss_epoch`, `val/loss`, `val/accuracy`, ...). For any folder above runs (a
+    `runs_dir`, a `default_root_dir`, a folder of sweeps: runs are found at any depth) each row
+    is one run, oldest first: `run_id`, `status` (`lost` for a running record whose process
+    died), `epochs`, `started_at`, `duration_s`, the checkpoint `monitor` and its `best` value
+    (`None` without a monitor), the last epoch's `val/...` values and the `test/...` results of
+    `trainer.test`. A corrupt `run.json` is a row with status `corrupt` (and a warning), never a
+    failure. Every row has the same keys; a value a row lacks is `None`.
 
     Args:
-        path: A run folder, a `default_root_dir`, or its `runs/` folder.
+        path: A run folder, or any folder with runs under it.
         print_table: Print the rows as an aligned text table.
 
     Returns:
@@ -54,23 +57,21 @@ def summarize(path: str | os.PathLike[str], print_table: bool = True) -> list[di
     if (folder / "run.json").is_file():
         rows = _epoch_rows(read_run(folder)["epochs"])
     else:
-        rows = _fill([_run_row(read_run(run)) for run in _run_folders(folder)])
+        rows = _fill([_run_row(run) for run in _run_folders(folder)])
     if print_table:
         print(_table(rows) if rows else f"No epochs recorded yet in {folder}.")
     return rows
 
 
 def _run_folders(folder: Path) -> list[Path]:
-    """The run folders under `folder` or `folder/runs`, oldest first (run ids begin with their start time)."""
+    """The run folders at any depth under `folder`, oldest first."""
     if not folder.is_dir():
         raise FileNotFoundError(f"No run record at {str(folder)!r}: no such folder.")
-    parent = folder / "runs" if (folder / "runs").is_dir() else folder
-    runs = sorted(child for child in parent.iterdir() if (child / "run.json").is_file())
+    runs = find_runs(folder)
     if not runs:
         raise FileNotFoundError(
-            f"No run record in {str(folder)!r}: expected a run folder (holding run.json) or a folder of runs "
-            "(`<default_root_dir>` or `<default_root_dir>/runs`, holding `<run_id>/run.json`). AutoTrainer "
-            "writes them unless `run_record=False`."
+            f"No run record in {str(folder)!r}: expected a run folder (holding run.json) or a folder with run "
+            "folders under it (`<runs_dir>/<run_name>/run.json`). AutoTrainer writes them unless `run_record=False`."
         )
     return runs
 
@@ -86,7 +87,12 @@ def _metric_order(key: str) -> tuple[int, str]:
     return _STAGE_ORDER.get(key.split("/", 1)[0], len(_STAGE_ORDER)), key
 
 
-def _run_row(record: dict[str, Any]) -> dict[str, Any]:
+def _run_row(run: Path) -> dict[str, Any]:
+    try:
+        record = read_run(run)
+    except RunRecordError as e:
+        warn(f"autotimm: {e}")
+        return {"run_id": run.name, "status": "corrupt"}
     best = (record.get("metrics") or {}).get("best") or {}
     final = (record.get("metrics") or {}).get("final") or {}
     row = {
@@ -99,6 +105,8 @@ def _run_row(record: dict[str, Any]) -> dict[str, Any]:
         "best": best.get("value"),
     }
     row.update({key: final[key] for key in sorted(final) if key.startswith("val/")})
+    tested = (record.get("test") or {}).get("metrics") or {}
+    row.update({key: tested[key] for key in sorted(tested)})
     return row
 
 

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import logging
 import os
+import threading
+from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,10 +20,12 @@ from pytorch_lightning.callbacks import (
     Callback,
     DeviceStatsMonitor,
     LearningRateMonitor,
+    ModelCheckpoint,
     ModelSummary,
     WeightAveraging,
 )
 from pytorch_lightning.loggers import Logger
+from pytorch_lightning.profilers import PassThroughProfiler
 from pytorch_lightning.utilities import rank_zero_info
 
 from autotimm._errors import check_bool, check_choice, check_number, check_seed, closest
@@ -34,6 +41,8 @@ from autotimm.callbacks.plots import RunPlots
 from autotimm.callbacks.run_record import RunRecord
 from autotimm.callbacks.time_budget import TimeBudget
 from autotimm.loggers import LoggerConfig, LoggerManager, resolve_loggers
+from autotimm.runs.folder import RUN_FILE, RunLock, check_run_name, make_runs_dir, new_run_dir
+from autotimm.runs.record import read_run
 from autotimm.trainer.quiet import CompactModelSummary, quiet
 from autotimm.tuner import TunerConfig, run_tuning
 
@@ -42,6 +51,10 @@ __all__ = ["AutoTrainer"]
 # Lightning callbacks that fail without a logger.
 _CALLBACKS_NEEDING_A_LOGGER = (LearningRateMonitor, DeviceStatsMonitor)
 _TRAINER_ARGS = frozenset(inspect.signature(pl.Trainer.__init__).parameters) - {"self"}
+# How rank 0 tells the processes it launches (DDP) which run folder is theirs.
+_RUN_DIR_ENV = "AUTOTIMM_RUN_DIR"
+# The loggers whose lines of a run go to its `train.log`.
+_LOGGED = ("autotimm", "pytorch_lightning", "lightning_fabric")
 
 
 class AutoTrainer(pl.Trainer):
@@ -56,11 +69,14 @@ class AutoTrainer(pl.Trainer):
     - `tuner_config`: learning-rate and batch-size finding before training (skipped with
       `fast_dev_run` and when resuming with `ckpt_path`), results in `trainer.tuning_results`;
     - `test()` after `fit()` evaluates the best checkpoint when there is one;
-    - reliability: checkpoints are written atomically (a crash never leaves half a file),
-      each `fit` keeps a run record (`runs/<run_id>/run.json` and `metrics.json` under
-      `default_root_dir`, see `trainer.run_dir`), training stops at the first NaN/Inf
-      loss, and on CUDA a trial step before the run halves the data module's `batch_size`
-      until it fits (`OOMBackoff`).
+    - one folder per run, `<runs_dir>/<run_name>/` (`trainer.run_dir`, made by `AutoTrainer(...)`
+      with a `pending` record that `fit` starts): `checkpoints/best.ckpt` and `last.ckpt`,
+      `run.json` (status, heartbeat, config, results), `metrics.json` (per epoch),
+      `config.yaml` (for `autotimm fit --config`), `train.log`, `plots/`, `logs/` (loggers
+      without a `save_dir`) and `profiler/` (with a profiler); see the "Runs" guide;
+    - reliability: checkpoints and records are written atomically (a crash never leaves half a
+      file), training stops at the first NaN/Inf loss, and on CUDA a trial step before the run
+      halves the data module's `batch_size` until it fits (`OOMBackoff`).
 
     Args:
         max_epochs: Training epochs; `None` means 10, or, with a time budget (`max_time`), as many as
@@ -91,14 +107,14 @@ class AutoTrainer(pl.Trainer):
         seed: Seed Python, NumPy and torch (data loader workers too) at the start of each
             `fit`, so shuffling, augmentation and dropout repeat. The model's initial weights
             come from where it was built: seed before building it for identical starts.
-        run_record: Write the run record (`runs/<run_id>/run.json`, `metrics.json`).
+        run_record: Write the run record (`run.json`, `metrics.json`, `config.yaml` in the run folder).
         stop_on_nonfinite_loss: Stop with `NonFiniteLossError` at the first NaN/Inf training loss.
         oom_backoff: Before the run starts, try a training and a validation step and, on an
             out-of-memory error, halve the data module's `batch_size` until one fits (see
             `autotimm.callbacks.OOMBackoff`). `None` turns it on for CUDA runs on one device.
         plots: At the end of each `fit`, draw `loss.png`, `metrics.png`, `lr_finder.png` (after
             tuning) and `confusion_matrix.png` (classifiers) into `<run_dir>/plots/` (see
-            `RunPlots`); with `run_record=False`, into `<default_root_dir>/plots/`.
+            `RunPlots`).
         channels_last: Channels-last memory format for the model. `None` (the default) turns it
             on where it pays: CUDA runs of a model whose weights are mostly 2-D convolutions.
         compile: `torch.compile` the model when a run starts: `True`, or a dict of
@@ -110,7 +126,24 @@ class AutoTrainer(pl.Trainer):
             decay in (0, 1), or `False`/`None` for none. Validation uses the averaged weights,
             checkpoints hold them (`load_from_checkpoint` gives the EMA model), resuming goes on
             averaging, and the model keeps them when training ends.
-        trainer_kwargs: Any other `pytorch_lightning.Trainer` argument.
+        runs_dir: The folder of runs; `None` for `<default_root_dir>/runs`.
+        run_name: The run's folder name in `runs_dir`; `None` for a fresh one (the local time,
+            `2026-12-05_14-03-22`). A name whose folder holds a run is refused by `fit` unless it
+            resumes (`ckpt_path="last"`) or its record is still `pending`.
+        run_dir: The run's folder itself (instead of `runs_dir` and `run_name`), e.g. an earlier run's
+            to resume it with `fit(ckpt_path="last")`.
+        exclusive: Allow one exclusive run at a time in `runs_dir`: `fit` takes a lock
+            (`<runs_dir>/.lock`) and fails at once with `RunLockedError`, naming the active run and
+            its start time, while another exclusive run holds it. A killed run's lock is taken over.
+        retry_of: The folder of an earlier (failed) run that this run retries; recorded as
+            `retry_of` in the new run's `run.json`.
+        trainer_kwargs: Any other `pytorch_lightning.Trainer` argument. A `profiler` (`"simple"`,
+            `"advanced"`, `"pytorch"` or a profiler without `dirpath`) writes to `<run_dir>/profiler/`.
+
+    Attributes:
+        run_dir: The run's folder (`None` under `fast_dev_run`, which keeps no run).
+        runs_dir: The folder of runs it is in.
+        run_name: Its name.
 
     Examples:
         >>> trainer = AutoTrainer(max_epochs=3, checkpoint_monitor="val/accuracy")  # doctest: +SKIP
@@ -150,6 +183,11 @@ class AutoTrainer(pl.Trainer):
         compile: bool | dict[str, Any] = False,
         fine_tune: int | None = None,
         ema: bool | float | None = False,
+        runs_dir: str | Path | None = None,
+        run_name: str | None = None,
+        run_dir: str | Path | None = None,
+        exclusive: bool = False,
+        retry_of: str | Path | None = None,
         **trainer_kwargs: Any,
     ) -> None:
         config = {k: v for k, v in locals().items() if k not in ("self", "trainer_kwargs", "__class__")}
@@ -245,7 +283,10 @@ class AutoTrainer(pl.Trainer):
                 "highest loss; pass checkpoint_mode='min' to keep the lowest."
             )
 
+        check_bool("exclusive", exclusive)
+        retried = _retried_run(retry_of)
         callbacks = list(callbacks or [])
+        config["callbacks"] = [type(cb).__name__ for cb in callbacks]
         if fine_tune is not None:
             check_number("fine_tune", fine_tune, low=1, integer=True)
             if any(isinstance(cb, FineTune) for cb in callbacks):
@@ -264,13 +305,19 @@ class AutoTrainer(pl.Trainer):
             max_epochs = config["max_epochs"] = 10
         if timed and not fast_dev_run and not any(isinstance(cb, TimeBudget) for cb in callbacks):
             callbacks.append(TimeBudget())
+        folder, existing = _run_folder(default_root_dir, runs_dir, run_name, run_dir, fast_dev_run)
+        if folder is not None:  # a user's ModelCheckpoint without a folder writes into the run's
+            for cb in callbacks:
+                if isinstance(cb, ModelCheckpoint) and cb.dirpath is None:
+                    cb.dirpath = str((folder / "checkpoints").resolve())
         if enable_checkpointing and not fast_dev_run:
-            callbacks.extend(checkpoint_callbacks(checkpoint_monitor, checkpoint_mode, callbacks))
+            dirpath = None if folder is None else folder / "checkpoints"
+            callbacks.extend(checkpoint_callbacks(checkpoint_monitor, checkpoint_mode, callbacks, dirpath))
         if stop_on_nonfinite_loss:
             callbacks.append(StopOnNonFiniteLoss())
-        if run_record and not fast_dev_run:
-            config["callbacks"] = [type(cb).__name__ for cb in callbacks]
-            callbacks.append(RunRecord(config))
+        record = RunRecord(config, run_dir=folder) if run_record and folder is not None else None
+        if record is not None:
+            callbacks.append(record)
         if plots and not fast_dev_run:
             callbacks.append(RunPlots())
         if channels_last is not False or compile_options is not None:
@@ -285,24 +332,31 @@ class AutoTrainer(pl.Trainer):
         if not any(isinstance(plugin, CheckpointIO) for plugin in plugins):
             plugins.append(AtomicCheckpointIO())
 
-        super().__init__(
-            max_epochs=max_epochs,
-            accelerator=accelerator,
-            devices=devices,
-            precision=precision,
-            logger=_loggers(logger, default_root_dir, callbacks),
-            callbacks=callbacks,
-            default_root_dir=default_root_dir,
-            gradient_clip_val=gradient_clip_val,
-            accumulate_grad_batches=accumulate_grad_batches,
-            # None is Lightning's "every epoch" and, unlike an explicit 1.0, logs nothing at construction.
-            val_check_interval=None if val_check_interval == 1.0 else val_check_interval,
-            enable_checkpointing=enable_checkpointing,
-            fast_dev_run=fast_dev_run,
-            plugins=plugins,
-            enable_model_summary=False,  # the summary callback, if any, is in `callbacks`
-            **trainer_kwargs,
-        )
+        try:
+            super().__init__(
+                max_epochs=max_epochs,
+                accelerator=accelerator,
+                devices=devices,
+                precision=precision,
+                logger=_loggers(logger, default_root_dir if folder is None else folder / "logs", callbacks, folder),
+                callbacks=callbacks,
+                default_root_dir=default_root_dir,
+                gradient_clip_val=gradient_clip_val,
+                accumulate_grad_batches=accumulate_grad_batches,
+                # None is Lightning's "every epoch" and, unlike an explicit 1.0, logs nothing at construction.
+                val_check_interval=None if val_check_interval == 1.0 else val_check_interval,
+                enable_checkpointing=enable_checkpointing,
+                fast_dev_run=fast_dev_run,
+                plugins=plugins,
+                enable_model_summary=False,  # the summary callback, if any, is in `callbacks`
+                **trainer_kwargs,
+            )
+        except BaseException:
+            if folder is not None and existing is None and not any(folder.iterdir()):
+                folder.rmdir()  # the fresh folder of a trainer that could not be built
+                with contextlib.suppress(OSError):
+                    folder.parent.rmdir()  # and `runs_dir`, when it holds nothing else
+            raise
         if tuner_config is not None and tuner_config.enabled and self.world_size > 1:
             raise ValueError(
                 f"Tuning (TunerConfig) cannot run with {self.world_size} processes (strategy "
@@ -327,12 +381,87 @@ class AutoTrainer(pl.Trainer):
         if self.oom_backoff:
             # First, so that every other callback's `on_fit_start` (the run record's too) sees the batch size that fits.
             self.callbacks.insert(0, OOMBackoff())
+        self.run_dir: Path | None = folder
+        self.runs_dir: Path | None = None if folder is None else folder.parent
+        self.run_name: str | None = None if folder is None else folder.name
+        self._logger_arg = logger
+        self._record = record
+        self._existing = existing
+        self._auto_named = run_name is None and run_dir is None
+        self._started = False
+        self._lock = RunLock(self.runs_dir) if exclusive and folder is not None else None
+        if folder is not None:
+            self._place_profiler(folder, isinstance(trainer_kwargs.get("profiler"), str))
+        if record is not None and self.is_global_zero:
+            if existing is None:
+                record.create(**({"retry_of": retried} if retried else {}))
+            elif existing.get("status") == "pending":
+                record.adopt(existing)
 
-    @property
-    def run_dir(self) -> Path | None:
-        """The folder of the current (or last) run's record, `<default_root_dir>/runs/<run_id>`."""
-        record = next((cb for cb in self.callbacks if isinstance(cb, RunRecord)), None)
-        return None if record is None else record.run_dir
+    def _place_profiler(self, folder: Path, by_name: bool) -> None:
+        """A profiler without a folder writes into `<run_dir>/profiler/` (named by its kind when given by name)."""
+        profiler = self.profiler
+        if isinstance(profiler, PassThroughProfiler) or profiler.dirpath is not None:
+            return
+        profiler.dirpath = folder / "profiler"
+        if by_name and profiler.filename is None:
+            profiler.filename = type(profiler).__name__.removesuffix("Profiler").lower()
+
+    def _enter_run(self, ckpt_path: str | Path | None) -> None:
+        """Before `fit`: refuse a run that exists, continue the run a checkpoint belongs to, take the lock."""
+        if self.run_dir is None:
+            return
+        existing = self._existing if not self._started else None
+        owner = _run_of(ckpt_path)
+        if owner is not None and owner.resolve() != self.run_dir.resolve() and self._auto_named and not self._started:
+            self._move_to(owner)  # resuming another run: its folder, not a new one
+            existing = None
+        if existing is not None and existing.get("status") != "pending":
+            status = existing.get("status")
+            if status == "running":
+                raise RuntimeError(
+                    f"Run {self.run_name!r} in {str(self.runs_dir)!r} is running in process {existing.get('pid')} on "
+                    f"{existing.get('host')}; wait for it to end, or choose another `run_name`."
+                )
+            if ckpt_path is None:
+                state = f"a {status} run" if status else "files"
+                raise FileExistsError(
+                    f"Run {self.run_name!r} exists in {str(self.runs_dir)!r} ({state}); nothing there is overwritten. "
+                    "Pass `ckpt_path='last'` to continue it, another `run_name`, or none for a fresh name."
+                )
+        if existing and ckpt_path is not None and self._record is not None and self.is_global_zero:
+            self._record.adopt(existing)  # resuming this run: its record goes on
+        self._started = True
+        if self._lock is not None and self.is_global_zero:
+            self._lock.acquire(
+                {
+                    "run": self.run_name,
+                    "run_dir": str(self.run_dir),
+                    "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                }
+            )
+
+    def _move_to(self, owner: Path) -> None:
+        """Make `owner`, the folder of the run a resumed checkpoint belongs to, this trainer's run folder."""
+        old = self.run_dir
+        self.run_dir, self.runs_dir, self.run_name = owner, owner.parent, owner.name
+        checkpoints = str((owner / "checkpoints").resolve())
+        for cb in self.checkpoint_callbacks:
+            if isinstance(cb, ModelCheckpoint) and cb.dirpath == str((old / "checkpoints").resolve()):
+                cb.dirpath = checkpoints
+        if self.loggers and not isinstance(self._logger_arg, Logger):
+            self.loggers = _loggers(self._logger_arg, owner / "logs", list(self.callbacks), owner)
+        if self.profiler.dirpath == old / "profiler":
+            self.profiler.dirpath = owner / "profiler"
+        if self._record is not None:
+            self._record.run_dir, self._record.run_id = owner, owner.name
+            if self.is_global_zero:
+                self._record.adopt(read_run(owner))
+        if self._lock is not None:
+            self._lock = RunLock(owner.parent)
+        if self.is_global_zero:
+            _remove_unused(old)
+        rank_zero_info(f"autotimm: continuing run {owner.name} in {owner}")
 
     @quiet
     def fit(
@@ -352,18 +481,65 @@ class AutoTrainer(pl.Trainer):
         if ckpt_path in ("last", "best"):
             ckpt_path = find_checkpoint(self, ckpt_path)
             rank_zero_info(f"autotimm: resuming from {ckpt_path}")
-        if self.seed is not None:
-            seed_everything(self.seed, workers=True, verbose=False)
-        tuning = self.tuner_config is not None and self.tuner_config.enabled
-        if tuning and self.fast_dev_run:
-            rank_zero_info("autotimm: tuning skipped under fast_dev_run.")
-        elif tuning and ckpt_path is not None:
-            rank_zero_info("autotimm: tuning skipped when resuming from a checkpoint.")
-        elif tuning:
-            self.tuning_results = run_tuning(
-                self, self.tuner_config, model, datamodule, train_dataloaders, val_dataloaders
-            )
-        super().fit(model, train_dataloaders, val_dataloaders, datamodule, ckpt_path, **kwargs)
+        self._enter_run(ckpt_path)
+        record = self._record
+        try:
+            with self._run_log():
+                if record is not None:
+                    record.begin(self)
+                if self.seed is not None:
+                    seed_everything(self.seed, workers=True, verbose=False)
+                tuning = self.tuner_config is not None and self.tuner_config.enabled
+                if tuning and self.fast_dev_run:
+                    rank_zero_info("autotimm: tuning skipped under fast_dev_run.")
+                elif tuning and ckpt_path is not None:
+                    rank_zero_info("autotimm: tuning skipped when resuming from a checkpoint.")
+                elif tuning:
+                    self._tune(model, datamodule, train_dataloaders, val_dataloaders)
+                super().fit(model, train_dataloaders, val_dataloaders, datamodule, ckpt_path, **kwargs)
+        except BaseException as error:  # recorded wherever it happened (Lightning records its own first)
+            if record is not None:
+                record.finish(self, "interrupted" if isinstance(error, KeyboardInterrupt) else "failed", error)
+            raise
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+
+    def _tune(self, model: pl.LightningModule, datamodule: Any, train: Any, val: Any) -> None:
+        """Run the tuner; its results, or its failure, go into the run record."""
+        record = self._record
+        if record is not None:
+            record.set_phase("tuning")
+        try:
+            self.tuning_results = run_tuning(self, self.tuner_config, model, datamodule, train, val)
+        except Exception as error:
+            if record is not None:
+                record.record_tuning(self, {"error": f"{type(error).__name__}: {error}"})
+            raise
+        if record is not None:
+            record.record_tuning(self, self.tuning_results)
+            record.set_phase("setup")
+
+    @contextlib.contextmanager
+    def _run_log(self) -> Iterator[None]:
+        """Copy the library's and Lightning's log lines of this thread to `<run_dir>/train.log` (rank 0)."""
+        if self.run_dir is None or not self.is_global_zero:
+            yield
+            return
+        handler = logging.FileHandler(self.run_dir / "train.log", encoding="utf-8", delay=True)
+        handler.setLevel(logging.INFO)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        thread = threading.get_ident()
+        handler.addFilter(lambda line: line.thread == thread)
+        loggers = [logging.getLogger(name) for name in _LOGGED]
+        for logger in loggers:
+            logger.addHandler(handler)
+        try:
+            yield
+        finally:
+            for logger in loggers:
+                logger.removeHandler(handler)
+            handler.close()
 
     @quiet
     def validate(self, *args: Any, **kwargs: Any) -> Any:
@@ -397,7 +573,8 @@ class AutoTrainer(pl.Trainer):
             ckpt_path = callback.best_model_path
         elif ckpt_path in ("last", "best"):
             ckpt_path = find_checkpoint(self, ckpt_path)
-        return super().test(model, dataloaders, ckpt_path, *args, **kwargs)
+        with self._run_log():
+            return super().test(model, dataloaders, ckpt_path, *args, **kwargs)
 
 
 def _check_devices(devices: object) -> None:
@@ -440,11 +617,84 @@ def _check_passthrough(kwargs: dict[str, Any]) -> None:
         check_choice("gradient_clip_algorithm", kwargs["gradient_clip_algorithm"], ("norm", "value"))
 
 
-def _loggers(logger: Any, default_root_dir: str | os.PathLike, callbacks: list[Callback]) -> Any:
-    """Resolve `logger`; with none, give callbacks that log (LearningRateMonitor, ...) a CSV logger."""
-    resolved = resolve_loggers(logger, default_root_dir)
+def _loggers(logger: Any, save_dir: str | os.PathLike, callbacks: list[Callback], folder: Path | None) -> Any:
+    """Resolve `logger` into `save_dir`; with none, give callbacks that log (LearningRateMonitor, ...) a CSV logger."""
+    resolved = resolve_loggers(logger, save_dir, run_folder=folder is not None)
     needs_logger = [type(cb).__name__ for cb in callbacks if isinstance(cb, _CALLBACKS_NEEDING_A_LOGGER)]
     if resolved is False and needs_logger:
-        rank_zero_info(f"autotimm: {', '.join(needs_logger)} needs a logger; logging to CSV under {default_root_dir}.")
-        return resolve_loggers([LoggerConfig("csv")], default_root_dir)
+        rank_zero_info(f"autotimm: {', '.join(needs_logger)} needs a logger; logging to CSV under {save_dir}.")
+        return resolve_loggers([LoggerConfig("csv")], save_dir, run_folder=folder is not None)
     return resolved
+
+
+def _run_folder(
+    default_root_dir: str | os.PathLike,
+    runs_dir: str | os.PathLike | None,
+    run_name: str | None,
+    run_dir: str | os.PathLike | None,
+    fast_dev_run: bool | int,
+) -> tuple[Path | None, dict[str, Any] | None]:
+    """The run's folder (made now), and what it held already (`None` for a fresh one; `{}` for files, no record).
+
+    Raises:
+        ValueError: If `run_dir` is given with `runs_dir` or `run_name`, or a name is not a folder name.
+        NotADirectoryError, PermissionError: If runs cannot be written where asked.
+        RunRecordError: If the folder holds a corrupt `run.json` (a `ValueError`; the file is left as it is).
+    """
+    for name, value in (("runs_dir", runs_dir), ("run_dir", run_dir)):
+        if value is not None and not isinstance(value, (str, os.PathLike)):
+            raise TypeError(f"Expected `{name}` to be a path, but got {type(value).__name__} {value!r}.")
+    if run_name is not None:
+        check_run_name(run_name)
+    if run_dir is not None:
+        if runs_dir is not None or run_name is not None:
+            raise ValueError("Pass either `run_dir`, or `runs_dir` and `run_name`, not both.")
+        runs_dir, run_name = Path(run_dir).parent, check_run_name(Path(run_dir).name)
+    if fast_dev_run:
+        return None, None  # a check of the code, not a run
+    if _launched_rank() > 0:  # rank 0 made the folder and writes in it; Lightning broadcasts where checkpoints go
+        inherited = os.environ.get(_RUN_DIR_ENV)
+        return (Path(inherited) if inherited else None), None
+    folder, existed = new_run_dir(
+        make_runs_dir(Path(default_root_dir) / "runs" if runs_dir is None else runs_dir), run_name
+    )
+    folder = Path(os.path.abspath(folder))  # the same folder when the working directory changes
+    os.environ[_RUN_DIR_ENV] = str(folder)  # for the processes Lightning's DDP launcher starts
+    if not existed:
+        return folder, None
+    return folder, read_run(folder) if (folder / RUN_FILE).is_file() else {}
+
+
+def _launched_rank() -> int:
+    """This process's rank as a launcher set it in the environment (0 for the first, or a single, process)."""
+    return max(int(os.environ.get(name, "0") or 0) for name in ("RANK", "LOCAL_RANK", "NODE_RANK"))
+
+
+def _retried_run(retry_of: str | os.PathLike | None) -> dict[str, str] | None:
+    """`{"run": name, "run_dir": path, "status": ...}` of the run that `retry_of` names."""
+    if retry_of is None:
+        return None
+    if not isinstance(retry_of, (str, os.PathLike)):
+        raise TypeError(f"Expected `retry_of` to be a run folder, but got {type(retry_of).__name__} {retry_of!r}.")
+    old = read_run(retry_of)  # FileNotFoundError naming it
+    return {"run": str(old.get("run_id") or Path(retry_of).name), "run_dir": str(retry_of), "status": old.get("status")}
+
+
+def _run_of(ckpt_path: str | Path | None) -> Path | None:
+    """The run folder a checkpoint file lies in (`<run_dir>/checkpoints/<file>`), or None."""
+    if ckpt_path is None or not isinstance(ckpt_path, (str, os.PathLike)):
+        return None
+    folder = Path(os.path.abspath(ckpt_path)).parent
+    return folder.parent if folder.name == "checkpoints" and (folder.parent / RUN_FILE).is_file() else None
+
+
+def _remove_unused(folder: Path) -> None:
+    """Remove a run folder that holds only its pending record and empty folders."""
+    record = folder / RUN_FILE
+    files = [p for p in folder.rglob("*") if p.is_file()]
+    if files not in ([], [record]):
+        return
+    record.unlink(missing_ok=True)
+    for sub in sorted((p for p in folder.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        sub.rmdir()
+    folder.rmdir()

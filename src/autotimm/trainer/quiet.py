@@ -6,7 +6,7 @@ sets `example_input_array`), and every warning about the user's data, model or c
 to the `autotimm.trainer.quiet` logger at DEBUG instead: the device lines (`GPU available: ...`),
 Lightning's litlogger tip, `Loading train_dataloader to estimate number of stepping batches`,
 the messages of Lightning's finders and of the fits they run, the restore of their internal
-checkpoints (`.lr_find_<uuid>.ckpt`), and `weights_only was not set`. Ignored: four warnings
+checkpoints (`.lr_find_<uuid>.ckpt`), and `weights_only was not set`. Ignored: six warnings
 about Lightning's own internals or advice that does not apply to an autotimm task (see
 `_IGNORED_WARNINGS`).
 
@@ -67,6 +67,10 @@ _IGNORED_WARNINGS: tuple[tuple[str, str], ...] = (
         r"You have overridden `on_before_batch_transfer` in `LightningModule` but have passed in a",
         r"pytorch_lightning\.",
     ),
+    # A resumed run writes into its own run folder, which holds its earlier checkpoints and logs (the CSV
+    # logger appends to its file, whatever its warning says); a new run's folder is always empty.
+    (r"Checkpoint directory .*[/\\]checkpoints exists and is not empty", r"pytorch_lightning\."),
+    (r"Experiment logs directory .*[/\\]logs[/\\]csv[/\\]? exists and is not empty", r"lightning_fabric\."),
     # A checkpoint of another AutoTrainer configuration (another `checkpoint_monitor`, `run_record=False`)
     # holds the state of autotimm's own callbacks; the warning names their private classes.
     (

@@ -39,7 +39,7 @@ def run_tuning(
 
     Examples:
         >>> run_tuning(trainer, TunerConfig(auto_lr=True), model, data)  # doctest: +SKIP
-        {'lr': 0.0021, 'lr_find_curve': 'runs/.../lr_find.json'}
+        {'lr': 0.0021, 'lr_find_curve': 'runs/train/plots/lr_finder.json'}
     """
     results: dict[str, Any] = {}
     loaders = {"train_dataloaders": train_dataloaders, "val_dataloaders": val_dataloaders, "datamodule": datamodule}

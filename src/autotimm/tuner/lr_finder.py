@@ -16,6 +16,7 @@ from pytorch_lightning.utilities import rank_zero_info
 from pytorch_lightning.utilities.parsing import lightning_hasattr, lightning_setattr
 
 from autotimm._errors import check_choice, check_number
+from autotimm.runs.plots import LR_FINDER_DATA
 from autotimm.tuner.base import run_step, sweep_trainer
 from autotimm.tuner.config import LR_RANGE, MIN_LR_POINTS, TunerConfig, TuningError
 
@@ -267,7 +268,7 @@ def find_lr(
 
     Examples:
         >>> find_lr(trainer, TunerConfig(), model, {"datamodule": data}, "lr")  # doctest: +SKIP
-        {'lr': 0.0021, 'lr_find_curve': 'runs/.../lr_find.json'}
+        {'lr': 0.0021, 'lr_find_curve': 'runs/train/plots/lr_finder.json'}
     """
     kwargs = {**LR_RANGE, **config.lr_find_kwargs}
     test = LRRangeTest(**kwargs)
@@ -307,11 +308,15 @@ def find_lr(
 
 
 def _save_curve(trainer: pl.Trainer, lrs: list[float], losses: list[float], suggestion: float | None) -> Path:
-    """Write the curve to `lr_find.json` in the run's folder, never over an earlier run's file."""
-    out_dir = Path(trainer.log_dir or trainer.default_root_dir)
-    path = out_dir / "lr_find.json"
+    """Write the curve to `<run_dir>/plots/lr_finder.json` (AutoTrainer), or to `lr_find.json` in the log folder.
+
+    Outside a run folder the file is never written over an earlier run's: `lr_find-v1.json`, ... .
+    """
+    run_dir = getattr(trainer, "run_dir", None)
+    out_dir = Path(trainer.log_dir or trainer.default_root_dir) if run_dir is None else Path(run_dir) / "plots"
+    path = out_dir / ("lr_find.json" if run_dir is None else LR_FINDER_DATA)
     version = 0
-    while path.exists():
+    while path.exists() and run_dir is None:
         version += 1
         path = out_dir / f"lr_find-v{version}.json"
     path = Path(trainer.strategy.broadcast(str(path)))
