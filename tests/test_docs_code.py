@@ -62,6 +62,7 @@ SUBSTITUTIONS: tuple[tuple[str, str, str], ...] = (
     (r'backbone="resnet50"', f"backbone={TINY}", "offline: no pretrained weights to download"),
     (r'ImageClassifier\("resnet50"', f"ImageClassifier({TINY}", "offline: no pretrained weights to download"),
     (r"max_epochs=(\d+)", r"max_epochs=min(\1, 2)", "CPU budget: at most 2 epochs"),
+    (r'max_time="00:00:10:00"', 'max_time="00:00:00:20"', "CPU budget: a 20-second budget, not 10 minutes"),
     (r"num_train=\d+, num_val=\d+", "num_train=16, num_val=8", "16 + 8 synthetic detection images"),
     (
         r'make_digits_folder\("data/digits", image_size=32\)',
