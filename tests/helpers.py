@@ -137,6 +137,11 @@ def trained_classifier(root: Path) -> Path:
     return Path(trainer.checkpoint_callback.best_model_path)
 
 
+def training_root(checkpoint: Path) -> Path:
+    """The `root` a `trained_classifier`/`trained_detector` checkpoint was trained under (it holds `data/` or `coco/`)."""
+    return next(p for p in checkpoint.parents if (p / "coco").is_dir() or (p / "data").is_dir())
+
+
 def trained_detector(root: Path) -> Path:
     """Fit a tiny detector on 64 px synthetic shapes (1 epoch) under `root`; return its best checkpoint."""
     from autotimm import BackboneConfig, DetectionDataModule, ObjectDetector

@@ -602,6 +602,16 @@ def _check_detector_size(model: Any, data: DetectionDataModule) -> None:
     assert model.image_size == model.hparams["image_size"] == model.detector.transform.image_size == data.image_size
 
 
+def _check_best_is_val_map(trainer: Any) -> None:
+    """`checkpoints/best.ckpt` of the run folder holds the best val/map, which run.json records."""
+    best = Path(trainer.checkpoint_callback.best_model_path)
+    assert best.is_file() and best.name == "best.ckpt" and best.parent.parent == Path(trainer.run_dir)
+    assert trainer.checkpoint_callback.monitor == "val/map" and trainer.checkpoint_callback.mode == "max"
+    recorded = autotimm.runs.Run(trainer.run_dir).best
+    assert recorded["monitor"] == "val/map" and Path(recorded["checkpoint"]) == best
+    assert recorded["value"] == pytest.approx(float(trainer.checkpoint_callback.best_model_score))
+
+
 def check_standard_detection(run: Run) -> None:
     trainer, model, data = run.last("trainer"), run.last("model"), run.last("data")
     assert data.data_dir == run.ns["coco_dir"] and model.num_classes == data.num_classes == 3
@@ -611,8 +621,7 @@ def check_standard_detection(run: Run) -> None:
     # The document's "mAP" MeanAveragePrecision logs its results under the stage: val/map, val/map_50, ...
     assert {"val/map", "val/map_50", "val/loss", "train/loss_epoch"} <= set(metrics)
     assert 0.0 <= float(metrics["val/map"]) <= 1.0 and _finite(metrics["val/loss"])
-    best = Path(trainer.checkpoint_callback.best_model_path)
-    assert best.is_file() and "val_map=" in best.name and trainer.checkpoint_callback.mode == "max"
+    _check_best_is_val_map(trainer)
     assert trainer.gradient_clip_val == 1.0
     # The scheduler is the document's MultiStepLR, stepped per epoch.
     (config,) = trainer.lr_scheduler_configs
@@ -629,7 +638,7 @@ def check_two_phase_detection(run: Run) -> None:
     assert phase2.optimizers[0].param_groups[0]["lr"] == 1e-4 and not model.backbone_frozen
     _check_detector_size(model, run.ns["data"])
     assert "val/map" in phase2.callback_metrics
-    assert "val_map=" in Path(phase2.checkpoint_callback.best_model_path).name
+    _check_best_is_val_map(phase2)
 
 
 def check_transformer_detection(run: Run) -> None:

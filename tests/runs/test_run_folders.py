@@ -156,8 +156,8 @@ def test_tuning_outcome_and_failure_are_recorded_with_one_curve(make_image_folde
     curves = [p for p in tmp_path.rglob("*.json") if "lr_find" in p.name]
     assert curves == [tuned.run_dir / "plots" / "lr_finder.json"]  # one copy
 
-    # A finder that cannot suggest anything: the run fails in tuning, and says so.
-    hopeless = TunerConfig(auto_lr=True, auto_batch_size=False, lr_find_kwargs={"min_lr": 1e-8, "max_lr": 1e-7})
+    # A finder whose whole range diverges cannot suggest anything: the run fails in tuning, and says so.
+    hopeless = TunerConfig(auto_lr=True, auto_batch_size=False, lr_find_kwargs={"min_lr": 1e2, "max_lr": 1e4})
     failing = cpu_trainer(tmp_path, tuner_config=hopeless, **QUICK)
     with pytest.raises(Exception, match="learning-rate finder"):
         failing.fit(ImageClassifier(backbone, num_classes=3), datamodule=data)

@@ -16,7 +16,7 @@ from torchvision.transforms.functional import to_tensor
 import autotimm
 from autotimm import ImageClassifier, ObjectDetector
 from autotimm.inference import NotAnImageError
-from helpers import COLOURS
+from helpers import COLOURS, training_root
 
 pytestmark = pytest.mark.slow  # the fixtures train a model (once a session)
 
@@ -169,7 +169,7 @@ def test_predict_restores_training_mode_and_writes_csv_json_and_drawings(classif
 
 
 def _shapes(detector_ckpt: Path) -> list[Path]:
-    return sorted((detector_ckpt.parents[1] / "coco" / "val2017").glob("*.png"))
+    return sorted((training_root(detector_ckpt) / "coco" / "val2017").glob("*.png"))
 
 
 def test_detector_boxes_are_its_own_forward_pass_in_original_pixels(

@@ -14,6 +14,7 @@ from PIL import Image
 
 import autotimm
 from autotimm import ImageClassifier, ObjectDetector
+from helpers import training_root
 
 pytestmark = pytest.mark.slow  # the fixtures train a model (once a session)
 
@@ -43,7 +44,8 @@ def test_load_never_fetches_pretrained_weights(classifier_ckpt: Path, tmp_path: 
 
 
 def test_load_a_run_folder_takes_its_best_checkpoint(classifier_ckpt: Path, tmp_path: Path):
-    (run_dir,) = (classifier_ckpt.parents[1] / "runs").iterdir()  # today's layout: run.json names the checkpoints
+    run_dir = classifier_ckpt.parents[1]  # `<run>/checkpoints/best.ckpt`; run.json names the checkpoints
+    assert (run_dir / "run.json").is_file()
     assert autotimm.tasks.pretrained.run_checkpoint(run_dir) == classifier_ckpt
     assert _weights_equal(autotimm.load(run_dir, device="cpu"), autotimm.load(classifier_ckpt, device="cpu"))
     organised = tmp_path / "run" / "checkpoints"  # the run-folder layout `<run>/checkpoints/best.ckpt`
@@ -115,5 +117,5 @@ def test_save_pretrained_detector_loads_back(detector_ckpt: Path, tmp_path: Path
     reloaded = autotimm.load(model.save_pretrained(tmp_path / "shapes"), device="cpu")
     assert isinstance(reloaded, ObjectDetector) and reloaded.class_names == model.class_names
     assert _weights_equal(reloaded, model)
-    image = sorted((detector_ckpt.parents[1] / "coco" / "val2017").glob("*.png"))[0]
+    image = sorted((training_root(detector_ckpt) / "coco" / "val2017").glob("*.png"))[0]
     torch.testing.assert_close(reloaded.predict(image)[0].boxes, model.predict(image)[0].boxes)
