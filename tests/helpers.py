@@ -138,7 +138,7 @@ def trained_classifier(root: Path) -> Path:
 
 
 def training_root(checkpoint: Path) -> Path:
-    """The `root` a `trained_classifier`/`trained_detector` checkpoint was trained under (it holds `data/` or `coco/`)."""
+    """The `root` a trained_classifier/trained_detector checkpoint was trained under (with `data/` or `coco/`)."""
     return next(p for p in checkpoint.parents if (p / "coco").is_dir() or (p / "data").is_dir())
 
 
