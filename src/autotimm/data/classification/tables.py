@@ -196,13 +196,14 @@ def read_table(table: Any, argument: str, columns: TableColumns, image_dir: Path
     is_csv = name.startswith("'")
     where = [f"line {i + 2}" if is_csv else f"row {i}" for i in range(len(rows))]
 
-    paths = []
+    given = []
     for row, at in zip(rows, where, strict=True):
         value = row[columns.image_column]
         if _missing(value):
             raise ValueError(f"{name}, {at} has no image path (column {columns.image_column!r}).")
-        paths.append(str(image_dir / str(value).strip()))
-    absent = [p for p in paths if not os.path.isfile(p)]
+        given.append(str(value).strip())
+    paths = [str(image_dir / p) for p in given]
+    absent = [g for g, p in zip(given, paths, strict=True) if not os.path.isfile(p)]
     if absent:
         listed = ", ".join(f"'{p}'" for p in absent[:_MAX_LISTED])
         raise FileNotFoundError(
