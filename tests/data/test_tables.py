@@ -244,7 +244,7 @@ def test_missing_images_are_named_with_their_count(images: Path) -> None:
     rows = _rows() + [{"image_path": f"gone_{i}.png", "label": "cat"} for i in range(7)]
     with pytest.raises(
         FileNotFoundError,
-        match=r"7 of the 31 image files .* do not exist: 'gone_0\.png', 'gone_1\.png', .* \.\.\..*'\S+images' ",
+        match=r"7 of the 31 image files .* do not exist: 'gone_0\.png', 'gone_1\.png', .* and 2 more\. .*'\S+images' ",
     ):
         _module(train_csv=rows, image_dir=images)
 

@@ -129,7 +129,9 @@ def iterative_split(
         units.setdefault(groups[i] if groups is not None else i, []).append(i)
     members = list(units.values())
     counts = [Counter(label for i in rows for label in label_sets[i]) for rows in members]
-    totals: Counter[int] = sum(counts, Counter())
+    totals: Counter[int] = Counter()
+    for unit_counts in counts:
+        totals.update(unit_counts)
     want = {
         "val": {c: val_split * n for c, n in totals.items()},
         "train": {c: (1 - val_split) * n for c, n in totals.items()},

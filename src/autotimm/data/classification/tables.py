@@ -202,14 +202,15 @@ def read_table(table: Any, argument: str, columns: TableColumns, image_dir: Path
         if _missing(value):
             raise ValueError(f"{name}, {at} has no image path (column {columns.image_column!r}).")
         given.append(str(value).strip())
-    paths = [str(image_dir / p) for p in given]
+    folder = str(image_dir)
+    paths = [os.path.join(folder, p) for p in given]
     absent = [g for g, p in zip(given, paths, strict=True) if not os.path.isfile(p)]
     if absent:
         listed = ", ".join(f"'{p}'" for p in absent[:_MAX_LISTED])
+        more = f" and {len(absent) - _MAX_LISTED} more" if len(absent) > _MAX_LISTED else ""
         raise FileNotFoundError(
-            f"{len(absent)} of the {len(paths)} image files of {name} do not exist: {listed}"
-            f"{' ...' if len(absent) > _MAX_LISTED else ''}. Paths are read relative to the image folder "
-            f"'{image_dir}' (`image_dir`)."
+            f"{len(absent)} of the {len(paths)} image files of {name} do not exist: {listed}{more}. Paths are read "
+            f"relative to the image folder '{image_dir}' (`image_dir`)."
         )
     labels = [_row_labels(row, f"{name}, {at}", columns) for row, at in zip(rows, where, strict=True)]
     splits = None
@@ -346,9 +347,10 @@ class ImageTableDataset(Dataset):
         self.samples = list(zip(paths, labels, strict=True))
         self.multi_label = multi_label
         if multi_label:
+            rows = [row for row, indices in enumerate(labels) for _ in indices]
+            columns = [index for indices in labels for index in indices]
             self.targets: Any = torch.zeros(len(labels), num_classes)
-            for row, indices in enumerate(labels):
-                self.targets[row, list(indices)] = 1.0
+            self.targets[rows, columns] = 1.0
         else:
             self.targets = [int(label) for label in labels]
 
@@ -360,9 +362,7 @@ class ImageTableDataset(Dataset):
 
     def label_sets(self) -> list[tuple[int, ...]]:
         """The class indices of each image (one per image without `multi_label`)."""
-        if self.multi_label:
-            return [tuple(torch.nonzero(row).flatten().tolist()) for row in self.targets]
-        return [(t,) for t in self.targets]
+        return [tuple(labels) if self.multi_label else (labels,) for _, labels in self.samples]
 
 
 def class_counts(label_sets: Sequence[Sequence[int]]) -> Counter[int]:
