@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import pickle
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -155,6 +156,12 @@ def test_split_column(images: Path, tmp_path: Path) -> None:
     data.setup()
     assert (len(data.train_dataset), len(data.val_dataset), len(data.test_dataset)) == (14, 5, 5)
     assert len(next(iter(data.test_dataloader()))[1]) == 4
+    restored = pickle.loads(pickle.dumps(data.train_dataset))  # what spawned loader workers receive
+    assert restored.targets == data.train_dataset.targets
+    # A test table of its own needs no split column: it is the test split as a whole.
+    data = _module(train_csv=rows, test_csv=_rows(4), image_dir=images, split_column="split")
+    data.setup("test")
+    assert len(data.test_dataset) == 9
 
 
 def test_group_column_keeps_groups_in_one_split(images: Path) -> None:
@@ -318,6 +325,10 @@ def test_bad_zero_one_value_and_other_refusals(images: Path) -> None:
         MultiLabelImageDataModule(train_csv=_rows(), image_dir=images)
     with pytest.raises(TypeError, match="needs `data_dir`"):
         ImageDataModule()
+    with pytest.raises(TypeError, match=r"\['label_delim', 'class_names'\] describe a table"):
+        ImageDataModule(images, label_delim=" ", class_names=["a", "b"])
+    with pytest.raises(ValueError, match="2 or more distinct names"):
+        _module(train_csv=_rows(), image_dir=images, class_names=["cat", "cat", "dog"])
     with pytest.raises(TypeError, match="a CSV path, a DataFrame or a list of records"):
         _module(train_csv=42, image_dir=images)
 
@@ -349,6 +360,11 @@ def test_single_label_csv_trains_and_keeps_class_names(tmp_path: Path, backbone)
         "red",
     ]
     assert saved["datamodule_hyper_parameters"]["class_names"] == ["blue", "green", "red"]
+    last = trainer.checkpoint_callback.last_model_path
+    again = ImageDataModule.load_from_checkpoint(last, train_csv=tmp_path / "images" / "t.csv")
+    assert again.class_names == ["blue", "green", "red"] and again.sampler == "balanced"
+    with pytest.raises(TypeError, match="describe a table"):
+        ImageDataModule.load_from_checkpoint(last, data_dir=tmp_path)
 
 
 @pytest.mark.usefixtures("one_thread")

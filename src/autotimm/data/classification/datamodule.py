@@ -20,6 +20,7 @@ import logging
 import os
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -203,9 +204,17 @@ class ImageDataModule(BaseDataModule):
         check_choice("sampler", sampler, [None, "balanced"])
         if check_bool("balanced_sampling", balanced_sampling):
             sampler = "balanced"
-        if class_names is not None and (isinstance(class_names, str) or len(set(map(str, class_names))) < 2):
+        if train_csv is None:
+            table_only = {"label_columns": label_columns, "label_delim": label_delim, "split_column": split_column}
+            table_only.update(group_column=group_column, class_names=class_names)
+            given = [name for name, value in table_only.items() if value is not None]
+            if given:
+                raise TypeError(f"{given} describe a table: give it as `train_csv=...` too.")
+        elif class_names is not None and (
+            isinstance(class_names, str) or len(set(map(str, class_names))) != len(class_names) or len(class_names) < 2
+        ):
             raise ValueError(
-                f"Expected `class_names` to be a list of at least 2 distinct names, but got {class_names!r}."
+                f"Expected `class_names` to be a list of 2 or more distinct names, but got {class_names!r}."
             )
 
         self.image_size = image_size
@@ -306,7 +315,14 @@ class ImageDataModule(BaseDataModule):
         self, given: Mapping[str, Any], columns: TableColumns, class_names: Sequence[str] | None
     ) -> list[str]:
         """Read and check the tables, build the data set of each split and return the class names."""
-        read = {s: read_table(t, f"{s}_csv", columns, self.data_dir) for s, t in given.items() if t is not None}
+        read = {
+            # The split column is the training table's; a validation or test table is that split as a whole.
+            s: read_table(
+                t, f"{s}_csv", columns if s == "train" else replace(columns, split_column=None), self.data_dir
+            )
+            for s, t in given.items()
+            if t is not None
+        }
         tables: dict[str, ImageTable] = {}
         for split in SPLITS:
             parts = [read[s].select(split) for s in read if s == split or read[s].splits is not None]
