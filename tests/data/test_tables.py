@@ -111,6 +111,13 @@ def test_dataframe_like_object(images: Path) -> None:
     assert len(data.train_dataset) == 24 and len(data.val_dataset) == 6
 
 
+def test_image_suffix_completes_the_paths(images: Path) -> None:
+    rows = [{"image_id": f"img_{i:03d}", "dx": "nv" if i % 2 else "mel"} for i in range(24)]
+    data = _module(train_csv=rows, image_dir=images, image_column="image_id", label_column="dx", image_suffix=".png")
+    data.setup("fit")
+    assert data.train_dataset.dataset.samples[0][0].endswith("img_000.png")
+
+
 def test_class_indices_and_given_class_names(images: Path) -> None:
     rows = [{"image_path": f"img_{i:03d}.png", "label": i % 3} for i in range(24)]
     assert _module(train_csv=FrameLike(rows), image_dir=images).class_names == ["0", "1", "2"]

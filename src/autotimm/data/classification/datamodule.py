@@ -104,6 +104,7 @@ class ImageDataModule(BaseDataModule):
         image_dir: The folder the table's image paths are relative to (default: `data_dir`, else the
             folder of the `train_csv` file, else the working folder).
         image_column: The column of image paths.
+        image_suffix: Appended to each image path (`".jpg"` when the table lists `ISIC_0027419`).
         label_column: The column of labels: class names or class indices (`0..K-1`); with
             `label_delim`, a delimited set of class names per image.
         label_columns: One 0/1 column per class (multi-label); their order is the class order.
@@ -177,6 +178,7 @@ class ImageDataModule(BaseDataModule):
         test_csv: Any = None,
         image_dir: str | os.PathLike[str] | None = None,
         image_column: str = "image_path",
+        image_suffix: str = "",
         label_column: str = "label",
         label_columns: Sequence[str] | None = None,
         label_delim: str | None = None,
@@ -185,6 +187,11 @@ class ImageDataModule(BaseDataModule):
         class_names: Sequence[str] | None = None,
     ) -> None:
         columns = _table_columns(image_column, label_column, label_columns, label_delim, split_column, group_column)
+        if not isinstance(image_suffix, str):
+            raise TypeError(
+                f"Expected `image_suffix` to be a str, but got {type(image_suffix).__name__} {image_suffix!r}."
+            )
+        columns = replace(columns, image_suffix=image_suffix)
         root = _data_root(data_dir, dataset_name, train_csv, val_csv, test_csv, image_dir)
         super().__init__(root, batch_size, num_workers, pin_memory, persistent_workers)
         if image_size is not None:
@@ -252,6 +259,7 @@ class ImageDataModule(BaseDataModule):
                 **(
                     {
                         "image_column": image_column,
+                        "image_suffix": image_suffix,
                         "label_column": label_column,
                         "label_columns": None if label_columns is None else list(label_columns),
                         "label_delim": label_delim,

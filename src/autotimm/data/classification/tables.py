@@ -53,6 +53,7 @@ class TableColumns:
         label_delim: Splits `label_column` into several names (multi-label), e.g. `" "` for `"cat dog"`.
         split_column: `train`, `val` or `test` per row; `None` to split the table by `val_split`.
         group_column: Rows of one group stay in one split (several images of one lesion).
+        image_suffix: Appended to each path (`".jpg"` when the table lists `ISIC_0027419`).
 
     Examples:
         >>> TableColumns(label_delim=" ").multi_label
@@ -65,6 +66,7 @@ class TableColumns:
     label_delim: str | None = None
     split_column: str | None = None
     group_column: str | None = None
+    image_suffix: str = ""
 
     @property
     def multi_label(self) -> bool:
@@ -201,7 +203,7 @@ def read_table(table: Any, argument: str, columns: TableColumns, image_dir: Path
         value = row[columns.image_column]
         if _missing(value):
             raise ValueError(f"{name}, {at} has no image path (column {columns.image_column!r}).")
-        given.append(str(value).strip())
+        given.append(str(value).strip() + columns.image_suffix)
     folder = str(image_dir)
     paths = [os.path.join(folder, p) for p in given]
     absent = [g for g, p in zip(given, paths, strict=True) if not os.path.isfile(p)]
