@@ -186,13 +186,9 @@ class ImageDataModule(BaseDataModule):
         group_column: str | None = None,
         class_names: Sequence[str] | None = None,
     ) -> None:
-        columns = _table_columns(
-            train_csv is not None,
-            TableColumns(
-                image_column, label_column, label_columns, label_delim, split_column, group_column, image_suffix
-            ),
-            class_names,
-        )
+        columns = TableColumns(
+            image_column, label_column, label_columns, label_delim, split_column, group_column, image_suffix
+        ).checked(train_csv is not None, class_names)
         root = _data_root(data_dir, dataset_name, train_csv, val_csv, test_csv, image_dir)
         super().__init__(root, batch_size, num_workers, pin_memory, persistent_workers)
         if image_size is not None:
@@ -525,39 +521,6 @@ class MultiLabelImageDataModule(ImageDataModule):
         super().__init__(
             train_csv=train_csv, image_dir=image_dir, label_columns=label_columns, label_delim=label_delim, **kwargs
         )
-
-
-def _table_columns(has_table: bool, columns: TableColumns, class_names: Sequence[str] | None) -> TableColumns:
-    """The table options, checked (`has_table`: whether a `train_csv` was given)."""
-    if not has_table:
-        table_only = {"label_columns": columns.label_columns, "label_delim": columns.label_delim}
-        table_only.update(split_column=columns.split_column, group_column=columns.group_column, class_names=class_names)
-        given = [name for name, value in table_only.items() if value is not None]
-        if given:
-            raise TypeError(f"{given} describe a table: give it as `train_csv=...` too.")
-    for name in ("image_column", "label_column"):
-        if not isinstance(getattr(columns, name), str) or not getattr(columns, name):
-            raise TypeError(
-                f"Expected `{name}` to be a column name (a non-empty str), but got {getattr(columns, name)!r}."
-            )
-    if not isinstance(columns.image_suffix, str):
-        raise TypeError(f"Expected `image_suffix` to be a str, but got {columns.image_suffix!r}.")
-    for name in ("label_delim", "split_column", "group_column"):
-        value = getattr(columns, name)
-        if value is not None and (not isinstance(value, str) or not value):
-            raise TypeError(f"Expected `{name}` to be a non-empty str or None, but got {value!r}.")
-    if class_names is not None and (
-        isinstance(class_names, str) or len(set(map(str, class_names))) != len(class_names) or len(class_names) < 2
-    ):
-        raise ValueError(f"Expected `class_names` to be a list of 2 or more distinct names, but got {class_names!r}.")
-    label_columns = columns.label_columns
-    if label_columns is None:
-        return columns
-    if isinstance(label_columns, str) or not label_columns or not all(isinstance(c, str) for c in label_columns):
-        raise TypeError(f"Expected `label_columns` to be a list of column names, but got {label_columns!r}.")
-    if columns.label_delim is not None:
-        raise ValueError("Give `label_columns` (0/1 columns) or `label_delim` (a delimited column), not both.")
-    return replace(columns, label_columns=tuple(label_columns))
 
 
 def _data_root(

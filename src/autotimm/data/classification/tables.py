@@ -73,6 +73,49 @@ class TableColumns:
         """Whether a row holds a set of labels (0/1 columns or a delimited column)."""
         return self.label_columns is not None or self.label_delim is not None
 
+    def checked(self, has_table: bool, class_names: Sequence[str] | None) -> TableColumns:
+        """These options, checked, with `label_columns` as a tuple; `has_table`: whether a table was given.
+
+        Raises:
+            TypeError: If an option has the wrong type, or table options come without a table.
+            ValueError: If both `label_columns` and `label_delim` are given, or `class_names` repeats a name.
+
+        Examples:
+            >>> TableColumns(label_columns=["cat", "dog"]).checked(True, None).label_columns
+            ('cat', 'dog')
+        """
+        if not has_table:
+            table_only = {"label_columns": self.label_columns, "label_delim": self.label_delim}
+            table_only.update(split_column=self.split_column, group_column=self.group_column, class_names=class_names)
+            given = [name for name, value in table_only.items() if value is not None]
+            if given:
+                raise TypeError(f"{given} describe a table: give it as `train_csv=...` too.")
+        for name in ("image_column", "label_column"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise TypeError(
+                    f"Expected `{name}` to be a column name (a non-empty str), but got {getattr(self, name)!r}."
+                )
+        if not isinstance(self.image_suffix, str):
+            raise TypeError(f"Expected `image_suffix` to be a str, but got {self.image_suffix!r}.")
+        for name in ("label_delim", "split_column", "group_column"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise TypeError(f"Expected `{name}` to be a non-empty str or None, but got {value!r}.")
+        if class_names is not None and (
+            isinstance(class_names, str) or len(set(map(str, class_names))) != len(class_names) or len(class_names) < 2
+        ):
+            raise ValueError(
+                f"Expected `class_names` to be a list of 2 or more distinct names, but got {class_names!r}."
+            )
+        label_columns = self.label_columns
+        if label_columns is None:
+            return self
+        if isinstance(label_columns, str) or not label_columns or not all(isinstance(c, str) for c in label_columns):
+            raise TypeError(f"Expected `label_columns` to be a list of column names, but got {label_columns!r}.")
+        if self.label_delim is not None:
+            raise ValueError("Give `label_columns` (0/1 columns) or `label_delim` (a delimited column), not both.")
+        return replace(self, label_columns=tuple(label_columns))
+
     def needed(self) -> list[str]:
         """The columns a table must have."""
         labels = list(self.label_columns) if self.label_columns is not None else [self.label_column]
