@@ -149,6 +149,19 @@ def _two_photos(ns: dict[str, Any], digits_dir: Path) -> None:
         Image.fromarray(rng.integers(0, 256, (48, 40, 3), dtype=np.uint8)).save(name)
 
 
+def _image_table(ns: dict[str, Any], digits_dir: Path) -> None:
+    """`images/` and `metadata.csv`: 36 images of 3 classes (HAM10000-like `dx`), lesions of 2 images, a split
+    column (24 train, 6 val, 6 test) and multi-label `tags`."""
+    rng = np.random.default_rng(0)
+    Path("images").mkdir()
+    lines = ["image_path,dx,lesion_id,split,tags"]
+    for i in range(36):
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(f"images/img_{i:03d}.png")
+        split = "train" if i < 24 else "val" if i < 30 else "test"
+        lines.append(f"img_{i:03d}.png,{['nv', 'mel', 'bcc'][i % 3]},L{i // 2},{split},{['hair', 'ruler hair'][i % 2]}")
+    Path("metadata.csv").write_text("\n".join(lines) + "\n")
+
+
 # page -> what it needs beyond `_namespace`, made in its working folder before its first block.
 SETUP: dict[str, list[Callable[[dict[str, Any], Path], None]]] = {
     "docs/getting-started.md": [_finished_run, _local_weights],
@@ -156,6 +169,7 @@ SETUP: dict[str, list[Callable[[dict[str, Any], Path], None]]] = {
     "docs/guide/training.md": [_resume_checkpoint],
     "docs/guide/reliability.md": [_earlier_run_in_exp1],
     "docs/guide/export.md": [_two_photos],
+    "docs/guide/data.md": [_image_table],
 }
 
 

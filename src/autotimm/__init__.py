@@ -10,7 +10,7 @@ Examples:
 from autotimm._version import __version__ as __version__
 from autotimm.backbones import BackboneConfig, PretrainedWeightsError, list_backbones
 from autotimm.callbacks import FineTune, ModelEMA
-from autotimm.data import DetectionDataModule, ImageDataModule
+from autotimm.data import DetectionDataModule, ImageDataModule, MultiLabelImageDataModule
 from autotimm.loggers import LoggerConfig, LoggerManager, LoggingConfig
 from autotimm.losses import create_loss, list_losses
 from autotimm.metrics import MetricConfig
@@ -31,6 +31,7 @@ __all__ = [
     "LoggingConfig",
     "MetricConfig",
     "ModelEMA",
+    "MultiLabelImageDataModule",
     "NonFiniteLossError",
     "ObjectDetector",
     "PretrainedWeightsError",

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 
 import pytorch_lightning as pl
 from pytorch_lightning.accelerators import CUDAAccelerator
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from autotimm._errors import check_number
 
@@ -123,6 +123,10 @@ class BaseDataModule(pl.LightningDataModule):
         """Why the data has no `split`, and how to add one (ends the error "There is no <split> set: ...")."""
         raise NotImplementedError(f"{type(self).__name__} must define `_missing_split_reason`.")
 
+    def _train_sampler(self) -> Sampler | None:
+        """The sampler of the train loader; `None` shuffles (a subclass may draw samples its own way)."""
+        return None
+
     # ------------------------------------------------------------------ loaders
 
     def _loader(self, dataset: Dataset | None, split: str, stage: str, *, train: bool = False) -> DataLoader:
@@ -137,10 +141,12 @@ class BaseDataModule(pl.LightningDataModule):
         pin_memory = self.pin_memory
         if pin_memory is None:
             pin_memory = self.trainer is not None and isinstance(self.trainer.accelerator, CUDAAccelerator)
+        sampler = self._train_sampler() if train else None
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=train,
+            shuffle=train and sampler is None,
+            sampler=sampler,
             drop_last=train and len(dataset) > batch_size and len(dataset) % batch_size == 1,
             num_workers=self.num_workers,
             pin_memory=pin_memory,

@@ -415,8 +415,14 @@ class ImageClassifier(BaseTask):
         return torch.sigmoid(logits) if self.multi_label else logits.softmax(dim=-1)
 
     def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if getattr(datamodule, "multi_label", False) is True and not self.multi_label:
+            raise ValueError(
+                f"The data is multi-label (a set of labels per image, {type(datamodule).__name__}.multi_label=True), "
+                "but the model is not: create it with `ImageClassifier(..., multi_label=True)`."
+            )
         super().setup(stage)
-        self._balance_class_weights(getattr(self.trainer, "datamodule", None), stage)
+        self._balance_class_weights(datamodule, stage)
 
     def _adopt_data_values(self, values: Mapping[str, int]) -> None:
         super()._adopt_data_values(values)
@@ -497,6 +503,11 @@ class ImageClassifier(BaseTask):
             raise ValueError(
                 "`class_weights='balanced'` needs the training labels, but the data module has no "
                 "`train_dataset.targets` (ImageDataModule has them). Pass the weights as a list instead."
+            )
+        if isinstance(labels, torch.Tensor) and labels.ndim == 2:
+            raise ValueError(
+                "`class_weights='balanced'` weighs classes by their count of class-index labels, but the training "
+                "labels are multi-label 0/1 vectors. Pass the weights as a list instead."
             )
         self._balanced_weights = balanced_class_weights(labels, self._num_weights)
         log.info("Balanced class weights (inverse frequency of the training labels): %s", self._balanced_weights)

@@ -1,7 +1,13 @@
-"""Image classification data: class folders or torchvision built-ins, timm transforms, the data module."""
+"""Image classification data: class folders, tables or torchvision built-ins, timm transforms, the data module."""
 
-from autotimm.data.classification.datamodule import ImageDataModule
-from autotimm.data.classification.datasets import TransformedSubset, stratified_split
+from autotimm.data.classification.datamodule import ImageDataModule, MultiLabelImageDataModule
+from autotimm.data.classification.datasets import (
+    TransformedSubset,
+    balanced_sample_weights,
+    iterative_split,
+    stratified_split,
+)
+from autotimm.data.classification.tables import ImageTableDataset
 from autotimm.data.classification.transforms import (
     AugmentationName,
     ToRGB,
@@ -17,13 +23,17 @@ from autotimm.data.classification.transforms import (
 __all__ = [
     "AugmentationName",
     "ImageDataModule",
+    "ImageTableDataset",
+    "MultiLabelImageDataModule",
     "ToRGB",
     "TransformedSubset",
+    "balanced_sample_weights",
     "build_eval_transform",
     "build_train_transform",
     "create_eval_transform",
     "create_train_transform",
     "default_data_config",
+    "iterative_split",
     "list_augmentations",
     "resolve_data_config",
     "stratified_split",

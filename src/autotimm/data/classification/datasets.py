@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +17,14 @@ from autotimm._deprecation import renamed_argument
 from autotimm._errors import unknown_choice
 from autotimm.data.classification.transforms import ToRGB
 
-__all__ = ["BuiltinDataset", "TransformedSubset", "resolve_builtin", "stratified_split"]
+__all__ = [
+    "BuiltinDataset",
+    "TransformedSubset",
+    "balanced_sample_weights",
+    "iterative_split",
+    "resolve_builtin",
+    "stratified_split",
+]
 
 
 class TransformedSubset(Dataset):
@@ -42,16 +51,19 @@ class TransformedSubset(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, index: int) -> tuple[Any, int]:
+    def __getitem__(self, index: int) -> tuple[Any, Any]:
         image, target = self.dataset[self.indices[index]]
         if self.transform is not None:
             image = self.transform(image)
-        return image, int(target)
+        return image, target if isinstance(target, torch.Tensor) else int(target)
 
     @property
-    def targets(self) -> list[int]:
-        """The labels of the exposed samples, in order (no image is read)."""
+    def targets(self) -> list[int] | torch.Tensor:
+        """The labels of the exposed samples, in order (no image is read): class indices, or the
+        `[N, num_classes]` 0/1 tensor of multi-label data."""
         targets = self.dataset.targets
+        if isinstance(targets, torch.Tensor) and targets.ndim == 2:
+            return targets[self.indices]
         return [int(targets[i]) for i in self.indices]
 
 
@@ -91,6 +103,74 @@ def stratified_split(
         val += [members[j] for j in order[:n_val]]
         train += [members[j] for j in order[n_val:]]
     return sorted(train), sorted(val)
+
+
+def iterative_split(
+    label_sets: Sequence[Sequence[int]], val_split: float, seed: int = 0, groups: Sequence[Any] | None = None
+) -> tuple[list[int], list[int]]:
+    """Split sample positions into train and validation parts, stratified over sets of labels and by group.
+
+    For multi-label data and for groups of images that must stay in one part (several images
+    of one lesion): a greedy form of iterative stratification (Sechidis et al., 2011). Units
+    (a group, or one sample) are taken rarest label first, in a seeded order, and each goes to
+    the part that still wants more of that label (then more samples). A class with a single
+    sample stays in training.
+
+    Returns:
+        `(train_indices, val_indices)`, each sorted.
+
+    Examples:
+        >>> train, val = iterative_split([(0,), (0, 1), (1,), (0,), (1,), (0, 1)], 0.34, seed=0)
+        >>> len(train), len(val)
+        (4, 2)
+    """
+    units: dict[Any, list[int]] = {}
+    for i in range(len(label_sets)):
+        units.setdefault(groups[i] if groups is not None else i, []).append(i)
+    members = list(units.values())
+    counts = [Counter(label for i in rows for label in label_sets[i]) for rows in members]
+    totals: Counter[int] = Counter()
+    for unit_counts in counts:
+        totals.update(unit_counts)
+    want = {
+        "val": {c: val_split * n for c, n in totals.items()},
+        "train": {c: (1 - val_split) * n for c, n in totals.items()},
+    }
+    want_size = {"val": val_split * len(label_sets), "train": (1 - val_split) * len(label_sets)}
+    order = torch.randperm(len(members), generator=torch.Generator().manual_seed(seed)).tolist()
+    order.sort(key=lambda u: min((totals[c] for c in counts[u]), default=math.inf))
+    parts: dict[str, list[int]] = {"train": [], "val": []}
+    for u in order:
+        rarest = min(counts[u], key=lambda c: (totals[c], c), default=None)
+        desire = {p: (want[p][rarest] if rarest is not None else 0.0, want_size[p]) for p in parts}
+        part = "val" if val_split > 0 and desire["val"] > desire["train"] else "train"
+        parts[part] += members[u]
+        want_size[part] -= len(members[u])
+        for c, n in counts[u].items():
+            want[part][c] -= n
+    return sorted(parts["train"]), sorted(parts["val"])
+
+
+def balanced_sample_weights(targets: Sequence[int] | torch.Tensor) -> torch.Tensor:
+    """Sampling weights that draw each class equally often: `1 / count(class)` per sample.
+
+    A multi-label sample (a row of a `[N, C]` 0/1 tensor) takes the weight of its rarest label;
+    samples without a label share the weight of one class.
+
+    Examples:
+        >>> balanced_sample_weights([0, 0, 0, 1]).tolist()
+        [0.3333333432674408, 0.3333333432674408, 0.3333333432674408, 1.0]
+    """
+    targets = torch.as_tensor(targets)
+    if targets.ndim == 2:
+        positives = targets > 0
+        counts = positives.sum(0).clamp(min=1).float()
+        per_label = torch.where(positives, 1.0 / counts, torch.zeros(()))
+        weights = per_label.max(dim=1).values
+        empty = ~positives.any(dim=1)
+        return torch.where(empty, 1.0 / empty.sum().clamp(min=1), weights)
+    counts = torch.bincount(targets.long())
+    return 1.0 / counts[targets.long()].float()
 
 
 # --------------------------------------------------------------------------- built-in data sets
