@@ -210,5 +210,5 @@ def test_detector_trains_from_yolo_format(shapes: dict[str, Path], tmp_path: Pat
     model = ObjectDetector(BackboneConfig("test_resnet", pretrained=False), fpn_channels=64, lr=1e-3)
     trainer = cpu_trainer(tmp_path, max_epochs=1, num_sanity_val_steps=0)
     trainer.fit(model, datamodule=data)
-    assert model.num_classes == 3 and model.hparams["class_names"] == ["circle", "square", "triangle"]
+    assert model.num_classes == 3 and model.class_names == ["circle", "square", "triangle"]
     assert torch.isfinite(trainer.callback_metrics["train/loss"]) and "val/map" in trainer.callback_metrics
