@@ -219,10 +219,11 @@ class DetectionDataModule(BaseDataModule):
             raise ValueError(
                 f"Expected `bbox_columns` to be 4 column names (x_min, y_min, x_max, y_max), but got {bbox_columns!r}."
             )
-        if class_names is not None and (
-            isinstance(class_names, str) or len(set(class_names)) != len(class_names) or not class_names
-        ):
-            raise ValueError(f"Expected `class_names` to be distinct names, but got {class_names!r}.")
+        if class_names is not None:
+            if isinstance(class_names, str) or not all(isinstance(n, str) for n in class_names):
+                raise TypeError(f"Expected `class_names` to be a list of strings, but got {class_names!r}.")
+            if not class_names or len(set(class_names)) != len(class_names):
+                raise ValueError(f"Expected `class_names` to be distinct names, but got {list(class_names)!r}.")
 
         if train_csv is None and not self.data_dir.is_dir():
             raise FileNotFoundError(f"Data folder '{self.data_dir}' does not exist. {LAYOUT}")
