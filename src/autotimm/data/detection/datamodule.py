@@ -1,6 +1,6 @@
-"""`DetectionDataModule`: object detection data in the COCO layout.
+"""`DetectionDataModule`: object detection data in the COCO, YOLO, Pascal VOC or CSV layout.
 
-Folder layout::
+The COCO layout (the others: `formats.py`, `yolo.py`, `voc.py`, `csv_boxes.py`)::
 
     data_dir/
         train2017/*.jpg|png|...
@@ -106,10 +106,11 @@ def detection_collate(batch: list[tuple[torch.Tensor, dict[str, Any]]]) -> tuple
 
 
 class DetectionDataModule(BaseDataModule):
-    """Object detection data in the COCO layout, with box-aware torchvision v2 augmentation.
+    """Object detection data in the COCO, YOLO, Pascal VOC or CSV layout, with box-aware torchvision v2 augmentation.
 
     Args:
-        data_dir: Root of the COCO folder (see the module docstring for the layout).
+        data_dir: Root of the data (see the module docstring for the COCO layout); may be left out
+            with `train_csv`.
         image_size: Side `S` of the square letterboxed images, >= 32 (`autotimm._errors.MIN_IMAGE_SIZE`,
             the same for every data module and model).
         batch_size: Samples per batch; read each time a dataloader is built.
@@ -130,14 +131,29 @@ class DetectionDataModule(BaseDataModule):
             Evaluation keeps every box, so small objects still count as misses.
         pin_memory: `None` pins memory only when the trainer runs on CUDA.
         persistent_workers: `None` keeps workers alive between epochs when `num_workers > 0`.
+        format: `"coco"`, `"yolo"` (`data.yaml` + `labels/*.txt`), `"voc"` (`Annotations/*.xml`),
+            `"csv"` (a row per box) or `"auto"`: told from what lies in `data_dir`.
+        class_names: VOC and CSV only: the classes in label order (another class is an error);
+            `None` takes the names found, sorted.
+        train_csv: CSV of the training boxes, one row per box (`image_path,x_min,y_min,x_max,y_max,label`,
+            pixels; empty box fields for an image without boxes); `None` with `format="csv"` reads
+            `data_dir/train.csv`.
+        val_csv: As above for validation (optional).
+        test_csv: As above for test (optional).
+        image_dir: CSV only: the folder the image paths are relative to; `None` means `data_dir`,
+            else the folder of `train_csv`.
+        image_column: CSV column of the image paths.
+        bbox_columns: CSV columns of `x_min`, `y_min`, `x_max`, `y_max`.
+        label_column: CSV column of the class names.
 
     Samples are `(image, target)` with `image` a float `[3, S, S]` tensor in `[0, 1]`
     (not normalised) and `target` a dict: `boxes` (float `[N, 4]`, `xyxy`, pixels of the
-    transformed image), `labels` (int64 `[N]`, contiguous 0-based labels: category ids
-    sorted ascending), `iscrowd` (int64 `[N]`), `image_id` (the COCO id), `orig_size`
+    transformed image), `labels` (int64 `[N]`, contiguous 0-based labels: the order
+    of `class_names`), `iscrowd` (int64 `[N]`; VOC's `difficult`), `image_id` (the COCO id; for
+    the other formats the image's 1-based position in its split), `orig_size`
     (`(h, w)` of the file) and `scale` (`(sx, sy)`, transformed / original pixels; for
     evaluation samples `boxes_to_original` maps boxes back). Training targets leave out
-    `iscrowd=1` boxes; evaluation targets keep them, flagged in `iscrowd` (as
+    `iscrowd=1` (and VOC `difficult`) boxes; evaluation targets keep them, flagged in `iscrowd` (as
     `torchmetrics.detection.MeanAveragePrecision` expects), so a validation loss should
     mask them. Images without annotations are kept as negatives.
 
@@ -145,7 +161,8 @@ class DetectionDataModule(BaseDataModule):
         FileNotFoundError: If `data_dir`, the training folder or annotations, an explicitly
             named split, or an image named in the annotations is missing.
         ValueError: If an argument is out of range or an annotation file is malformed
-            (invalid JSON, missing keys, unknown category or image ids).
+            (invalid JSON, missing keys, unknown category or image ids, a YOLO value outside
+            [0, 1], a class not in `class_names`, a CSV without a column; file and line named).
         TypeError: If an argument has the wrong type.
 
     Example:
@@ -154,6 +171,8 @@ class DetectionDataModule(BaseDataModule):
         (80, ['person', 'bicycle'])
         >>> data.setup("fit")  # doctest: +SKIP
         >>> images, targets = next(iter(data.train_dataloader()))  # doctest: +SKIP
+        >>> DetectionDataModule("data/shapes_yolo").format  # doctest: +SKIP
+        'yolo'
     """
 
     collate_fn = staticmethod(detection_collate)
