@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +45,12 @@ def first(items: Sequence[Any]) -> str:
 
 
 def make_record(
-    path: Path, image_id: int, boxes: list[Sequence[float]], labels: list[int], iscrowd: list[int], normalized=False
+    path: Path,
+    image_id: int,
+    boxes: list[Sequence[float]],
+    labels: list[int],
+    iscrowd: list[int],
+    normalized: bool = False,
 ) -> CocoRecord:
     """Build a record from per-box lists (`xyxy` boxes).
 
@@ -83,7 +89,7 @@ def check_files(paths: Sequence[Path], source: Any, folder: Path | None = None) 
         )
 
 
-class DetectionSource:
+class DetectionSource(ABC):
     """Where the splits of one annotation format lie: class names, which splits exist, their records.
 
     Subclasses set `class_names` and `category_ids` when built (checking the training split's
@@ -95,14 +101,14 @@ class DetectionSource:
     class_names: list[str]
     category_ids: list[int]
 
+    @abstractmethod
     def has_split(self, split: str) -> bool:
         """Whether `split` (`"train"`, `"val"` or `"test"`) is there."""
-        raise NotImplementedError
 
+    @abstractmethod
     def read(self, split: str) -> list[CocoRecord]:
         """Read and check the records of `split`."""
-        raise NotImplementedError
 
+    @abstractmethod
     def where(self, split: str) -> str:
         """Where `split` was looked for, for messages."""
-        raise NotImplementedError
