@@ -81,6 +81,23 @@ def test_yolo_names_as_dict_and_label_file_lines(shapes: dict[str, Path], tmp_pa
     assert data.val_dataset is None  # no `val` in the yaml
 
 
+def test_yolo_image_list_file_and_polygon_lines(shapes: dict[str, Path], tmp_path: Path) -> None:
+    root = copy_of(shapes, "yolo", tmp_path)
+    images = sorted((root / "images" / "train").glob("*.png"))
+    (root / "train.txt").write_text("".join(f"./images/train/{p.name}\n" for p in images[:2]))
+    (root / "data.yaml").write_text("train: train.txt\nnames: [circle, square, triangle]\n")
+    (root / "labels" / "train" / f"{images[0].stem}.txt").write_text("2 0.25 0.25 0.75 0.25 0.5 0.75\n")
+    data = DetectionDataModule(root, image_size=SIZE, num_workers=0, augmentation_preset="none")
+    data.setup("fit")
+    assert len(data.train_dataset) == 2
+    _, target = data.train_dataset[0]
+    assert target["labels"].tolist() == [2]
+    assert torch.allclose(target["boxes"], torch.tensor([[16.0, 16.0, 48.0, 48.0]]))  # the polygon's bounding box
+    (root / "train.txt").write_text("./images/train/missing.png\n")
+    with pytest.raises(FileNotFoundError, match=r"1 image file\(s\) named in .*train\.txt.*missing\.png"):
+        DetectionDataModule(root, num_workers=0).setup("fit")
+
+
 @pytest.mark.parametrize(
     ("line", "match"),
     [
