@@ -198,6 +198,12 @@ CASES = [
     bad("DetectionDataModule", {"min_box_size": "1"}, TypeError),
     bad("DetectionDataModule", {"train_images": 5}, TypeError),
     bad("DetectionDataModule", {"val_annotations": 5}, TypeError),
+    bad("DetectionDataModule", {"format": "yolov5"}, ValueError, "'yolo'"),
+    bad("DetectionDataModule", {"bbox_columns": ["x_min"]}, ValueError, "4 column names"),
+    bad("DetectionDataModule", {"class_names": "cat"}, TypeError, "list of strings"),
+    bad("DetectionDataModule", {"class_names": ["cat", "cat"]}, ValueError, "distinct"),
+    bad("DetectionDataModule", {"train_csv": 5}, TypeError),
+    bad("DetectionDataModule", {"val_csv": "val.csv"}, ValueError, "train_csv"),
     bad("DetectionDataModule", {"pin_memory": "no"}, TypeError),
     bad("DetectionDataModule", {"persistent_workers": True, "num_workers": 0}, ValueError, "num_workers"),
     # TunerConfig

@@ -93,6 +93,16 @@ def test_two_phase_detection_trains_frozen_then_unfrozen(tmp_path):
     assert phase2["freeze_backbone"] is False and phase2["lr"] == 1e-4
 
 
+@pytest.mark.slow
+def test_detection_yolo_trains_from_a_yolo_folder(tmp_path):
+    out = _run("detection_yolo.py", tmp_path)
+    assert "format: yolo, classes: ['circle', 'square', 'triangle']" in out
+    assert 0 <= _number(r"val mAP: ([\d.]+)", out) <= 1
+    assert (tmp_path / "data" / "yolo_shapes_smoke" / "labels" / "train").is_dir()
+    (best,) = (tmp_path / "runs" / "detection_yolo").rglob("checkpoints/best.ckpt")
+    assert _hparams(best)["num_classes"] == 3
+
+
 def test_transformer_backbone_detector_uses_a_vit_small_batches_and_clipping(tmp_path):
     out = _run("transformer_backbone.py", tmp_path)
     assert "batch size 8" in out and "gradient clipping: 1.0" in out

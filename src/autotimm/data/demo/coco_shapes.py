@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from autotimm._errors import check_choice, check_image_size, check_number, check_seed
+from autotimm.data.demo.detection_formats import SHAPE_FORMATS, ShapesFormat, convert_coco_folder, count_images
 from autotimm.data.demo.folder import DemoKind, build_demo_folder
 
 __all__ = ["DIFFICULTIES", "Difficulty", "make_coco_shapes"]
@@ -247,17 +248,15 @@ def _write(folder: Path, params: dict[str, Any]) -> dict[str, dict[str, int]]:
         counts[split] = {"images": len(coco["images"]), "annotations": len(coco["annotations"])}
         image_id += len(coco["images"])
         ann_id += len(coco["annotations"])
+    convert_coco_folder(folder, list(counts), params.get("format", "coco"))
     return counts
 
 
 def _is_complete(root: Path, manifest: dict[str, Any]) -> bool:
-    for split, count in manifest.get("counts", {}).items():
-        folder = root / f"{split}2017"
-        if not (root / "annotations" / f"instances_{split}2017.json").is_file() or not folder.is_dir():
-            return False
-        if sum(1 for p in folder.iterdir() if p.suffix == ".png") != count["images"]:
-            return False
-    return True
+    format = manifest.get("params", {}).get("format", "coco")
+    if format == "coco" and not (root / "annotations").is_dir():
+        return False
+    return all(count_images(root, split, format) == c["images"] for split, c in manifest.get("counts", {}).items())
 
 
 _DEMO = DemoKind(
@@ -275,6 +274,7 @@ def make_coco_shapes(
     max_objects: int = 4,
     seed: int = 0,
     difficulty: Difficulty = "easy",
+    format: ShapesFormat = "coco",
 ) -> Path:
     """Write a synthetic object detection data set in the COCO layout: filled shapes on textured backgrounds.
 
@@ -314,6 +314,10 @@ def make_coco_shapes(
         max_objects: Most shapes in one image (0 makes every image a negative).
         seed: Seed of the images, an int in `[0, 2**32)`.
         difficulty: `"easy"` (grey backgrounds, saturated shapes) or `"hard"` (see above).
+        format: The layout written, with the same images and boxes: `"coco"` (above), `"yolo"`
+            (`data.yaml`, `images/<split>/`, `labels/<split>/*.txt` of normalised `class cx cy w h`),
+            `"voc"` (`Annotations/*.xml`, `JPEGImages/`, `ImageSets/Main/<split>.txt`) or `"csv"`
+            (`images/`, `<split>.csv` with a row per box, `image_path,x_min,y_min,x_max,y_max,label`).
 
     Returns:
         `root` as a `pathlib.Path`.
@@ -330,13 +334,17 @@ def make_coco_shapes(
         ['instances_train2017.json', 'instances_val2017.json']
     """
     params = _check_params(image_size, num_train, num_val, num_test, classes, max_objects, seed, difficulty)
+    check_choice("format", format, SHAPE_FORMATS)
+    if format != "coco":  # COCO folders made before `format` existed keep their manifest
+        params["format"] = format
     root = Path(root).expanduser()
     root, counts = build_demo_folder(root, params, _DEMO, lambda folder: _write(folder, params))
     if counts is None:
         return root
     log.info(
-        "Wrote COCO shapes (%s) to '%s'.",
+        "Wrote COCO shapes (%s) in the %s layout to '%s'.",
         ", ".join(f"{split}: {c['images']} images, {c['annotations']} boxes" for split, c in counts.items()),
+        format,
         root,
     )
     return root

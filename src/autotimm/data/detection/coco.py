@@ -4,27 +4,25 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from autotimm.data.detection.records import (
+    CocoRecord,
+    DetectionSource,
+    check_files,
+    make_record,
+    warn_degenerate,
+)
 
-from autotimm._warnings import warn
+__all__ = ["LAYOUT", "CocoRecord", "CocoSource", "parse_split", "read_categories"]
 
-__all__ = ["LAYOUT", "CocoRecord", "parse_split", "read_categories"]
-
-_SHOW = 5  # how many offending names an error or warning lists
+_SPLITS = ("train", "val", "test")
 LAYOUT = (
     "Expected the COCO layout: data_dir/train2017/<images>, data_dir/annotations/instances_train2017.json, and "
     "optionally val2017/ + annotations/instances_val2017.json and test2017/ + annotations/instances_test2017.json "
     "(the folder and file names can be changed with `train_images=...`, `train_annotations=...` and so on)."
 )
-
-
-def _first(items: Sequence[Any]) -> str:
-    shown = ", ".join(str(i) for i in items[:_SHOW])
-    return shown + (f" and {len(items) - _SHOW} more" if len(items) > _SHOW else "")
 
 
 def _load_json(path: Path) -> dict[str, Any]:
@@ -77,17 +75,6 @@ def _parse_categories(data: dict[str, Any], path: Path) -> list[tuple[int, str]]
             raise ValueError(f"'{path}': category id {cid} appears twice ({pairs[cid]!r} and {cat['name']!r}).")
         pairs[cid] = str(cat["name"])
     return sorted(pairs.items())
-
-
-@dataclass(frozen=True)
-class CocoRecord:
-    """One image of a split: its file, COCO id and boxes (`xyxy`, original pixels)."""
-
-    path: Path
-    image_id: int
-    boxes: np.ndarray  # float32 [N, 4] xyxy
-    labels: np.ndarray  # int64 [N], contiguous 0-based
-    iscrowd: np.ndarray  # int64 [N]
 
 
 def parse_split(
@@ -143,32 +130,61 @@ def parse_split(
             degenerate.append(ann_id)
             continue
         per_image[image_id].append((bbox, label_of[cid], int(bool(ann.get("iscrowd", 0)))))
-    if degenerate:
-        warn(
-            f"'{ann_path}': dropped {len(degenerate)} box(es) with non-positive width or height "
-            f"(annotation ids {_first(degenerate)})."
-        )
-
+    warn_degenerate(ann_path, degenerate)
     if not image_dir.is_dir():
         raise FileNotFoundError(f"Image folder '{image_dir}' (for '{ann_path}') does not exist. {LAYOUT}")
-    missing = [name for name in images.values() if not (image_dir / name).is_file()]
-    if missing:
-        raise FileNotFoundError(
-            f"{len(missing)} image file(s) named in '{ann_path}' do not exist in '{image_dir}': {_first(missing)}."
-        )
-
+    check_files([image_dir / name for name in images.values()], ann_path, image_dir)
     records = []
     for image_id, name in images.items():
         anns = per_image[image_id]
-        xywh = np.array([a[0] for a in anns], dtype=np.float32).reshape(-1, 4)
-        boxes = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
-        records.append(
-            CocoRecord(
-                path=image_dir / name,
-                image_id=image_id,
-                boxes=boxes,
-                labels=np.array([a[1] for a in anns], dtype=np.int64),
-                iscrowd=np.array([a[2] for a in anns], dtype=np.int64),
-            )
-        )
+        boxes = [[x, y, x + w, y + h] for (x, y, w, h), _, _ in anns]
+        records.append(make_record(image_dir / name, image_id, boxes, [a[1] for a in anns], [a[2] for a in anns]))
     return records
+
+
+class CocoSource(DetectionSource):
+    """The COCO layout: an image folder and a COCO JSON file per split.
+
+    Raises:
+        FileNotFoundError: If the training folder or annotations, or an explicitly named split, is missing.
+
+    Examples:
+        >>> source = CocoSource(Path("data/coco"), {"train": "train2017", "val": "val2017", "test": "test2017"},
+        ...     {"train": None, "val": None, "test": None})  # doctest: +SKIP
+        >>> source.class_names[:2]  # doctest: +SKIP
+        ['person', 'bicycle']
+    """
+
+    format = "coco"
+    layout = LAYOUT
+
+    def __init__(self, root: Path, folders: dict[str, Any], annotations: dict[str, Any]) -> None:
+        self.image_dirs = {split: root / folders[split] for split in _SPLITS}
+        self.ann_paths = {
+            split: root / annotations[split]
+            if annotations[split] is not None
+            else root / "annotations" / f"instances_{Path(folders[split]).name}.json"
+            for split in _SPLITS
+        }
+        for split in _SPLITS:
+            required = split == "train" or annotations[split] is not None
+            ann, folder = self.ann_paths[split], self.image_dirs[split]
+            if required or ann.exists() or folder.exists():
+                for path, kind in ((ann, "annotation file"), (folder, "image folder")):
+                    exists = path.is_file() if kind == "annotation file" else path.is_dir()
+                    if not exists:
+                        raise FileNotFoundError(f"The {split} {kind} '{path}' does not exist. {LAYOUT}")
+        self.categories = read_categories(self.ann_paths["train"])
+        self.class_names = [name for _, name in self.categories]
+        self.category_ids = [cid for cid, _ in self.categories]
+
+    def has_split(self, split: str) -> bool:
+        return self.ann_paths[split].is_file() and self.image_dirs[split].is_dir()
+
+    def read(self, split: str) -> list[CocoRecord]:
+        return parse_split(
+            self.ann_paths[split], self.image_dirs[split], self.categories, need_annotations=split != "test"
+        )
+
+    def where(self, split: str) -> str:
+        return f"'{self.ann_paths[split]}' or '{self.image_dirs[split]}'"
