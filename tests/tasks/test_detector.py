@@ -221,8 +221,9 @@ def test_training_lowers_loss_and_raises_map(small_train_set: Path, tmp_path: Pa
     first, last = history[0], history[-1]
     assert last["train/loss_epoch"] < 0.7 * first["train/loss_epoch"]
     assert last["val/map_50"] > max(0.15, first["val/map_50"] + 0.1)
-    # The best checkpoint was chosen by val/map, and its name shows the value.
-    assert "val_map=" in Path(trainer.checkpoint_callback.best_model_path).name
+    # The best checkpoint (`checkpoints/best.ckpt` of the run) was chosen by val/map: the highest epoch's value.
+    assert Path(trainer.checkpoint_callback.best_model_path).name == "best.ckpt"
+    assert float(trainer.checkpoint_callback.best_model_score) == pytest.approx(max(h["val/map"] for h in history))
     # pycocotools, on `predict`'s boxes in original-image pixels, agrees with the logged metric.
     results = to_coco_results(trainer.predict(model, datamodule=data), data.category_ids)
     coco_map50 = coco_evaluate(small_train_set / "annotations" / "instances_train2017.json", results)["map_50"]
