@@ -51,7 +51,13 @@ _OUTPUT_NAME = "logits"
 
 
 class ExportCheckError(RuntimeError):
-    """The exported model's output differs from the PyTorch model's beyond the tolerance."""
+    """The exported model's output differs from the PyTorch model's beyond the tolerance.
+
+    Attributes:
+        check: The figures of a detector's check (a `DetectionCheck`), else `None`.
+    """
+
+    check: Any = None
 
 
 def export_onnx(
@@ -397,6 +403,7 @@ def _metadata(
         "interpolation": data_config["interpolation"],
         "crop_pct": data_config["crop_pct"],
         "crop_mode": data_config["crop_mode"],
+        "task": "classification",
         "num_classes": num_outputs,
         "output": "logits",
         "autotimm_version": __version__,

@@ -8,7 +8,13 @@ Examples:
     >>> from autotimm.inference import Predictions, collect_images
 """
 
-from autotimm.inference.results import ClassificationResult, DetectionResult, Predictions
+from autotimm.inference.results import (
+    ClassificationResult,
+    DetectionResult,
+    Predictions,
+    predict_images,
+    select_detections,
+)
 from autotimm.inference.sources import (
     IMAGE_EXTENSIONS,
     ImageSource,
@@ -29,5 +35,7 @@ __all__ = [
     "Predictions",
     "collect_images",
     "iter_batches",
+    "predict_images",
+    "select_detections",
     "to_rgb",
 ]

@@ -7,10 +7,12 @@ from autotimm.models.detectors import (
     create_detector,
     losses_and_detections,
 )
+from autotimm.models.exportable import ExportableDetector
 from autotimm.models.features import TimmFeaturePyramid, create_feature_extractor, create_feature_pyramid
 
 __all__ = [
     "ARCHITECTURES",
+    "ExportableDetector",
     "LetterboxTransform",
     "TimmFeaturePyramid",
     "build_detector",
