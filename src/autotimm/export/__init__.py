@@ -13,8 +13,6 @@ from autotimm.export.detection import (
     DetectionCheck,
     export_detector_onnx,
     export_detector_torchscript,
-    letterbox_batch,
-    to_image_pixels,
 )
 from autotimm.export.exporters import (
     METADATA_FILE,
@@ -33,6 +31,4 @@ __all__ = [
     "export_detector_torchscript",
     "export_onnx",
     "export_torchscript",
-    "letterbox_batch",
-    "to_image_pixels",
 ]

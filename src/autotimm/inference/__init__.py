@@ -15,6 +15,7 @@ from autotimm.inference.results import (
     predict_images,
     select_detections,
 )
+from autotimm.inference.runtime import OnnxPredictor
 from autotimm.inference.sources import (
     IMAGE_EXTENSIONS,
     ImageSource,
@@ -31,6 +32,7 @@ __all__ = [
     "DetectionResult",
     "ImageSource",
     "NotAnImageError",
+    "OnnxPredictor",
     "OnBadFile",
     "Predictions",
     "collect_images",

@@ -7,7 +7,7 @@ from autotimm.models.detectors import (
     create_detector,
     losses_and_detections,
 )
-from autotimm.models.exportable import ExportableDetector
+from autotimm.models.exportable import ExportableDetector, letterbox_batch, to_image_pixels
 from autotimm.models.features import TimmFeaturePyramid, create_feature_extractor, create_feature_pyramid
 
 __all__ = [
@@ -19,5 +19,7 @@ __all__ = [
     "create_detector",
     "create_feature_extractor",
     "create_feature_pyramid",
+    "letterbox_batch",
     "losses_and_detections",
+    "to_image_pixels",
 ]

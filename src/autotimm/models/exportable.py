@@ -10,6 +10,9 @@ classes, kept apart by shifting each image's boxes down and each class's boxes r
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 import torch
 from torch import nn
 from torchvision.models.detection import FCOS, RetinaNet
@@ -18,7 +21,7 @@ from torchvision.ops import nms
 
 from autotimm.models.detectors import LetterboxTransform
 
-__all__ = ["DETECTION_INPUTS", "DETECTION_OUTPUTS", "ExportableDetector"]
+__all__ = ["DETECTION_INPUTS", "DETECTION_OUTPUTS", "ExportableDetector", "letterbox_batch", "to_image_pixels"]
 
 #: The graph's inputs: letterboxed images `[B, 3, S, S]` in [0, 1], and each image's `(height, width)` inside them.
 DETECTION_INPUTS = ("images", "image_sizes")
@@ -151,3 +154,41 @@ def _anchors(detector: FCOS | RetinaNet, canvas: int) -> tuple[torch.Tensor, lis
         anchors = detector.anchor_generator(ImageList(blank, [(canvas, canvas)]), features)[0]
     per_location = len(anchors) // sum(f.shape[-2] * f.shape[-1] for f in features)
     return anchors, [f.shape[-2] * f.shape[-1] * per_location for f in features]
+
+
+def letterbox_batch(images: Sequence[torch.Tensor], metadata: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The inputs of an exported detector for `[3, H, W]` float images in [0, 1]: letterboxed as its metadata says.
+
+    Examples:
+        >>> meta = {"letterbox": {"image_size": 64, "canvas_size": 64}}
+        >>> images, sizes = letterbox_batch([torch.rand(3, 30, 120)], meta)
+        >>> tuple(images.shape), sizes.tolist()
+        ((1, 3, 64, 64), [[16, 64]])
+    """
+    box = metadata["letterbox"]
+    transform = LetterboxTransform(box["image_size"], box["canvas_size"], (0.0,) * 3, (1.0,) * 3)
+    batch, sizes = transform.letterbox(images)
+    return batch, torch.tensor(sizes, dtype=torch.int64).reshape(-1, 2)
+
+
+def to_image_pixels(
+    outputs: Sequence[torch.Tensor], sizes: torch.Tensor, image_sizes: Sequence[tuple[int, int]]
+) -> list[dict[str, torch.Tensor]]:
+    """An exported detector's outputs as one dict per image (`boxes`, `scores`, `labels`), boxes in each
+    image's own pixels (`image_sizes`: the `(height, width)` of each image before letterboxing).
+
+    Examples:
+        >>> outputs = (torch.tensor([[0.0, 0, 32, 16]]), torch.tensor([0.9]), torch.tensor([1]), torch.tensor([0]))
+        >>> to_image_pixels(outputs, torch.tensor([[32, 64]]), [(60, 120)])[0]["boxes"]
+        tensor([[ 0.,  0., 60., 30.]])
+    """
+    boxes, scores, labels, batch_index = (torch.as_tensor(o) for o in outputs)
+    found = []
+    for i, ((height, width), (h, w)) in enumerate(zip(image_sizes, sizes.tolist(), strict=True)):
+        mine = batch_index == i
+        scale = boxes.new_tensor([w / width, h / height] * 2)
+        pixels = boxes[mine] / scale
+        pixels[:, 0::2] = pixels[:, 0::2].clamp(0, width)
+        pixels[:, 1::2] = pixels[:, 1::2].clamp(0, height)
+        found.append({"boxes": pixels, "scores": scores[mine], "labels": labels[mine].long()})
+    return found
