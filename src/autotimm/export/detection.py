@@ -241,9 +241,10 @@ def export_detector_torchscript(
     with _export_mode(model):
         graph = _graph(model)
         metadata = _metadata(model, graph, class_names)
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
             # The check below runs the saved file on other images and batch sizes, which says more
-            # than torch's own re-trace check.
+            # than torch's own re-trace check, and more than its warnings about Python values.
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
             traced = torch.jit.trace(graph, _example(graph, _EXAMPLE_BATCH), check_trace=False)
         with atomic_path(path, durable=True) as tmp:
             if check:
