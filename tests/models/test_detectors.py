@@ -123,7 +123,9 @@ def test_exportable_graph_refuses_a_model_in_training_mode():
 
 def _in_order(detections: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The detections sorted by score (to 5 decimals), then class, then box."""
-    rows = list(zip(detections["scores"].tolist(), detections["labels"].tolist(), detections["boxes"].tolist()))
+    rows = list(
+        zip(detections["scores"].tolist(), detections["labels"].tolist(), detections["boxes"].tolist(), strict=True)
+    )
     order = sorted(
         range(len(rows)), key=lambda i: (-round(rows[i][0], 5), rows[i][1], [round(v, 2) for v in rows[i][2]])
     )
