@@ -27,10 +27,10 @@ from autotimm._version import __version__
 from autotimm.export.exporters import (
     METADATA_FILE,
     ExportCheckError,
-    _check_path,
-    _class_names,
-    _export_mode,
-    _import_onnx_modules,
+    check_export_path,
+    export_mode,
+    import_onnx_modules,
+    resolve_class_names,
 )
 from autotimm.geometry import LETTERBOX_FILL
 from autotimm.models.exportable import (
@@ -156,14 +156,14 @@ def export_detector_onnx(
         >>> export_detector_onnx(detector, "detector.onnx")  # doctest: +SKIP
         PosixPath('detector.onnx')
     """
-    onnx, _, onnxruntime = _import_onnx_modules()
-    path = _check_path(path)
+    onnx, _, onnxruntime = import_onnx_modules()
+    path = check_export_path(path)
     check_bool("dynamic_batch", dynamic_batch)
     if opset_version is not None:
         check_number("opset_version", opset_version, low=18, high=onnx.defs.onnx_opset_version(), high_inclusive=True)
     options = _check_options(check, atol, rtol, score_atol)
 
-    with _export_mode(model):
+    with export_mode(model):
         graph = _graph(model)
         metadata = _metadata(model, graph, class_names)
         example = _example(graph, _EXAMPLE_BATCH if dynamic_batch else 1)
@@ -236,9 +236,9 @@ def export_detector_torchscript(
         >>> export_detector_torchscript(detector, "detector.pt")  # doctest: +SKIP
         PosixPath('detector.pt')
     """
-    path = _check_path(path)
+    path = check_export_path(path)
     options = _check_options(check, atol, rtol, score_atol)
-    with _export_mode(model):
+    with export_mode(model):
         graph = _graph(model)
         metadata = _metadata(model, graph, class_names)
         with torch.no_grad(), warnings.catch_warnings():
@@ -298,7 +298,7 @@ def _metadata(model: nn.Module, graph: ExportableDetector, class_names: Sequence
         "detections_per_img": graph.detections_per_img,
         "autotimm_version": __version__,
     }
-    names = _class_names(model, class_names, graph.num_classes)
+    names = resolve_class_names(model, class_names, graph.num_classes)
     if names is not None:
         metadata["class_names"] = names
     hparams = getattr(model, "hparams", None)
