@@ -85,6 +85,8 @@ class OnnxPredictor:
         self.class_names: list[str] | None = list(names) if isinstance(names, list) else None
         self.export_check: dict[str, Any] | None = self.metadata.get("export_check")
         self._input_names = [i.name for i in self.session.get_inputs()]
+        if self.task == "classification":
+            self._transform = create_eval_transform(resolve_data_config(self.metadata))
 
     def __repr__(self) -> str:
         return f"OnnxPredictor({str(self.path)!r}, task={self.task!r}, classes={self.class_names})"
@@ -160,8 +162,7 @@ class OnnxPredictor:
     def _classify(
         self, entries: list[ImageSource], images: list[Image.Image], top_k: int
     ) -> list[ClassificationResult]:
-        transform = create_eval_transform(resolve_data_config(self.metadata))
-        batch = torch.stack([transform(image) for image in images])
+        batch = torch.stack([self._transform(image) for image in images])
         logits = torch.from_numpy(self.session.run(None, {self._input_names[0]: batch.numpy()})[0])
         if self.metadata.get("activation") == "sigmoid":
             probs = logits.sigmoid()
