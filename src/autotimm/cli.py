@@ -14,6 +14,8 @@ Examples:
     autotimm test --config run.yaml --ckpt_path path/to/best.ckpt
     autotimm list backbones "convnext*"
     autotimm predict runs/<run_name> new_images/ --out results.csv --save-images drawn/
+    autotimm export runs/<run_name> --format onnx --out model.onnx   # checked; prints the check's figures
+    autotimm predict model.onnx new_images/ --out results.csv       # ONNX Runtime, no PyTorch model
     autotimm runs list runs                                  # one row per run, at any depth
     autotimm runs show 2026-12-05_14-03-22                  # one run: status, best, checkpoints, epochs
     ```
@@ -23,11 +25,14 @@ from __future__ import annotations
 
 import fnmatch
 import inspect
+import json
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from jsonargparse import ArgumentParser, Namespace
 from pytorch_lightning import seed_everything
 from pytorch_lightning.callbacks import Callback
@@ -37,10 +42,11 @@ from pytorch_lightning.utilities import rank_zero_info
 from autotimm._compat import LightningCLIPrivateSteps, instantiation_error
 from autotimm._version import __version__
 from autotimm.backbones import list_backbones
-from autotimm.inference import NotAnImageError
+from autotimm.export import METADATA_FILE, DetectionCheck, ExportCheckError
+from autotimm.inference import NotAnImageError, OnnxPredictor
 from autotimm.optim import list_optimizers, list_schedulers
 from autotimm.runs.commands import runs_command
-from autotimm.tasks import ImageClassifier, load
+from autotimm.tasks import ImageClassifier, ObjectDetector, load
 from autotimm.trainer import AutoTrainer
 
 __all__ = ["AutoTimmCLI", "main"]
@@ -54,7 +60,7 @@ _DESCRIPTION = (
     "`autotimm list {backbones,optimizers,schedulers} [PATTERN]` prints the registries; "
     "`autotimm runs {list [DIR],show RUN}` the runs on disk; "
     "`autotimm predict CHECKPOINT SOURCE [--out results.csv]` predicts on new images (see `autotimm predict "
-    "CHECKPOINT --help`)."
+    "CHECKPOINT --help`); `autotimm export CHECKPOINT --format onnx|torchscript` exports a model."
 )
 _USAGE = (
     "autotimm {} [-h] [-c CONFIG] [--print_config] [--trainer.ARG VALUE] [--model.init_args.ARG VALUE] "
@@ -308,7 +314,8 @@ def _predict_parser() -> ArgumentParser:
         ),
     )
     parser.add_argument(
-        "checkpoint", help="A .ckpt file, a run folder (its best checkpoint) or a save_pretrained folder."
+        "checkpoint",
+        help="A .ckpt file, a run folder (its best checkpoint), a save_pretrained folder or an exported .onnx file.",
     )
     parser.add_argument("source", nargs="+", help="Image files, folders (searched recursively) or glob patterns.")
     parser.add_argument("--out", default=None, help="Write the results to this .csv or .json file.")
@@ -337,7 +344,11 @@ def _run_predict(args: Sequence[str]) -> None:
             "tta": config.tta,
             "on_bad_file": config.on_bad_file,
         }
-        if isinstance(model, ImageClassifier):
+        if isinstance(model, OnnxPredictor):
+            if config.tta:
+                sys.exit("autotimm predict: --tta needs the PyTorch model (a checkpoint), not an ONNX file.")
+            del options["tta"]
+        if isinstance(model, ImageClassifier) or getattr(model, "task", None) == "classification":
             options["top_k"] = config.top_k
         else:
             options.update(score_thresh=config.score_thresh, class_agnostic_nms=config.class_agnostic_nms)
@@ -355,6 +366,63 @@ def _run_predict(args: Sequence[str]) -> None:
         print(f"autotimm predict: drawings in {config.save_images}")
     if results.skipped:
         print(f"autotimm predict: skipped {len(results.skipped)} files that are not readable images", file=sys.stderr)
+
+
+def _export_parser() -> ArgumentParser:
+    parser = ArgumentParser(
+        prog="autotimm export",
+        description=(
+            "Export a trained classifier or detector to ONNX or TorchScript, checked against the PyTorch model "
+            "(detectors: box decoding and NMS inside the file). Prints the check's figures."
+        ),
+    )
+    parser.add_argument(
+        "checkpoint", help="A .ckpt file, a run folder (its best checkpoint) or a save_pretrained folder."
+    )
+    parser.add_argument("--format", choices=["onnx", "torchscript"], default="onnx", help="The file format.")
+    parser.add_argument("--out", default=None, help="The file to write; model.onnx / model.pt beside the checkpoint.")
+    parser.add_argument(
+        "--check-images", default=None, help="Detectors: new images (a folder or glob) to check the export on."
+    )
+    return parser
+
+
+def _run_export(args: Sequence[str]) -> None:
+    """`autotimm export CHECKPOINT --format onnx|torchscript --out PATH`: export, check, print the figures."""
+    config = _export_parser().parse_args(list(args))
+    suffix = ".onnx" if config.format == "onnx" else ".pt"
+    try:
+        model = load(config.checkpoint, device="cpu")
+        if isinstance(model, OnnxPredictor):
+            sys.exit(f"autotimm export: {config.checkpoint!r} is already an ONNX file; export from a checkpoint.")
+        base = Path(config.checkpoint)
+        out = Path(config.out) if config.out else (base if base.is_dir() else base.parent) / f"model{suffix}"
+        detector = isinstance(model, ObjectDetector)
+        options = {"check_images": config.check_images} if detector else {}
+        if config.format == "onnx":
+            path = model.to_onnx(out, **options)
+        else:
+            path = out
+            model.to_torchscript(out, **options)
+    except (FileNotFoundError, NotAnImageError, ValueError, ExportCheckError) as error:
+        sys.exit(f"autotimm export: {error}")
+    print(f"autotimm export: {type(model).__name__} written to {path}")
+    if detector:
+        print(f"autotimm export: {_check_line(path, config.format)}")
+    else:
+        print("autotimm export: check passed: the file's logits match the PyTorch model's on a random batch")
+
+
+def _check_line(path: Path, file_format: str) -> str:
+    """The export check's figures, as the exporter stored them in the file's metadata."""
+    if file_format == "onnx":
+        figures = OnnxPredictor(path).export_check or {}
+    else:
+        extra = {METADATA_FILE: ""}
+        torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+        figures = json.loads(extra[METADATA_FILE]).get("export_check") or {}
+    fields = {k: figures[k] for k in DetectionCheck.__dataclass_fields__ if k in figures}
+    return str(DetectionCheck(**fields)) if len(fields) == len(DetectionCheck.__dataclass_fields__) else "no check"
 
 
 def main(args: Sequence[str] | None = None) -> None:
@@ -377,6 +445,9 @@ def main(args: Sequence[str] | None = None) -> None:
         return
     if argv[:1] == ["predict"] and len(argv) > 1 and not argv[1].startswith("-"):
         _run_predict(argv[1:])  # new images; `predict --config ...` is LightningCLI's
+        return
+    if argv[:1] == ["export"]:
+        _run_export(argv[1:])
         return
     if argv[:1] == ["runs"]:
         runs_command(argv[1:])

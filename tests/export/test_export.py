@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
-from autotimm import BackboneConfig, ImageClassifier, ImageDataModule, ObjectDetector
+from autotimm import BackboneConfig, ImageClassifier, ImageDataModule
 from autotimm.data import create_eval_transform
 from autotimm.export import METADATA_FILE, ExportCheckError, export_onnx, export_torchscript
 from helpers import cpu_trainer
@@ -143,14 +143,6 @@ def test_a_backbone_with_a_pre_logits_head_exports_to_onnx(tmp_path):
     path = model.to_onnx(tmp_path / "mobilenet.onnx", input_sample=_images(1, size=64), class_names=CLASSES)
     x = _images(2, size=64, seed=3)
     torch.testing.assert_close(_run_onnx(_session(path), x), _logits(model, x), atol=1e-4, rtol=1e-3)
-
-
-def test_object_detector_refuses_export_and_names_the_supported_path(tmp_path):
-    detector = ObjectDetector(TINY, num_classes=2, image_size=64, fpn_channels=64)
-    for export, name in ((detector.to_onnx, "det.onnx"), (detector.to_torchscript, "det.pt")):
-        with pytest.raises(NotImplementedError, match=r"not supported.*load_from_checkpoint"):
-            export(tmp_path / name)
-    assert list(tmp_path.iterdir()) == []
 
 
 def test_bad_arguments_raise_before_writing(tmp_path):

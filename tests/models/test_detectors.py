@@ -75,3 +75,58 @@ def test_raw_images_are_prepared_as_the_data_module_prepares_them(tmp_path: Path
     # Normalised inputs agree up to uint8 rounding of the resized pixels (std about 0.23: 1/255 -> 0.02).
     assert (from_data.tensors - from_raw.tensors).abs().max() < 0.03
     assert from_raw.image_sizes == [(32, 64)]
+
+
+@pytest.mark.parametrize("architecture", ["fcos", "retinanet"])
+def test_exportable_graph_gives_the_detectors_own_detections_for_a_batch(architecture):
+    from autotimm.models import ExportableDetector, letterbox_batch, to_image_pixels
+
+    features = create_feature_pyramid(BackboneConfig("test_resnet", pretrained=False), image_size=SIZE, out_channels=64)
+    detector = create_detector(
+        architecture,
+        features,
+        num_classes=3,
+        image_size=SIZE,
+        image_mean=(0.5, 0.4, 0.3),
+        image_std=(0.2, 0.25, 0.3),
+        score_thresh=0.005,  # an untrained RetinaNet scores about 0.01 everywhere
+        nms_thresh=0.5,
+        # FCOS reaches the limit (the per-image limit applies inside the batch); an untrained RetinaNet's
+        # equal scores would make the last kept box a tie, so it keeps all.
+        detections_per_img=20 if architecture == "fcos" else 1000,
+    ).eval()
+    graph = ExportableDetector(detector)
+    generator = torch.Generator().manual_seed(0)
+    images = [torch.rand(3, h, w, generator=generator) for h, w in ((64, 64), (40, 64), (64, 20), (120, 90))]
+    meta = {"letterbox": {"image_size": graph.image_size, "canvas_size": graph.canvas_size}}
+    batch, sizes = letterbox_batch(images, meta)
+    with torch.no_grad():
+        expected = detector(images)
+        got = to_image_pixels(graph(batch, sizes), sizes, [tuple(i.shape[-2:]) for i in images])
+    assert sum(len(d["boxes"]) for d in expected) > 0
+    for want, have in zip(expected, got, strict=True):
+        assert len(want["boxes"]) == len(have["boxes"]) <= detector.detections_per_img
+        want, have = _in_order(want), _in_order(have)  # equal scores may come in either order
+        torch.testing.assert_close(have["scores"], want["scores"])
+        torch.testing.assert_close(have["boxes"], want["boxes"], atol=1e-3, rtol=0)  # float32 rounding
+        assert torch.equal(have["labels"], want["labels"])
+
+
+def test_exportable_graph_refuses_a_model_in_training_mode():
+    from autotimm.models import ExportableDetector
+
+    with pytest.raises(RuntimeError, match=r"eval mode"):
+        ExportableDetector(_detector().train())
+    with pytest.raises(TypeError, match=r"FCOS or RetinaNet.*Linear"):
+        ExportableDetector(torch.nn.Linear(2, 2))
+
+
+def _in_order(detections: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The detections sorted by score (to 5 decimals), then class, then box."""
+    rows = list(
+        zip(detections["scores"].tolist(), detections["labels"].tolist(), detections["boxes"].tolist(), strict=True)
+    )
+    order = sorted(
+        range(len(rows)), key=lambda i: (-round(rows[i][0], 5), rows[i][1], [round(v, 2) for v in rows[i][2]])
+    )
+    return {k: v[order] for k, v in detections.items()}

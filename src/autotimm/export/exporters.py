@@ -51,7 +51,13 @@ _OUTPUT_NAME = "logits"
 
 
 class ExportCheckError(RuntimeError):
-    """The exported model's output differs from the PyTorch model's beyond the tolerance."""
+    """The exported model's output differs from the PyTorch model's beyond the tolerance.
+
+    Attributes:
+        check: The figures of a detector's check (a `DetectionCheck`), else `None`.
+    """
+
+    check: Any = None
 
 
 def export_onnx(
@@ -105,8 +111,8 @@ def export_onnx(
         >>> export_onnx(model, "model.onnx", image_size=32, class_names=["cat", "dog", "fox"])  # doctest: +SKIP
         PosixPath('model.onnx')
     """
-    onnx = _import_onnx_modules()[0]
-    path = _check_path(path)
+    onnx = import_onnx_modules()[0]
+    path = check_export_path(path)
     check_bool("dynamic_batch", dynamic_batch)
     check_bool("check", check)
     check_number("batch_size", batch_size, low=1, integer=True)
@@ -118,7 +124,7 @@ def export_onnx(
     example_batch = _EXAMPLE_BATCH if dynamic_batch else int(batch_size)
     check_batch = _CHECK_BATCH if dynamic_batch else int(batch_size)
 
-    with _export_mode(model) as dtype:
+    with export_mode(model) as dtype:
         example = _random_batch(example_batch, data_config, dtype, seed=0)
         metadata = _metadata(model, data_config, class_names, _run(model, example, data_config))
         dynamic_shapes = ({0: torch.export.Dim("batch")},) if dynamic_batch else None
@@ -198,13 +204,13 @@ def export_torchscript(
         >>> json.loads(extra[METADATA_FILE])["input_size"]  # doctest: +SKIP
         [3, 32, 32]
     """
-    path = _check_path(path)
+    path = check_export_path(path)
     check_choice("method", method, _METHODS)
     check_bool("check", check)
     _check_tolerances(atol, rtol)
     data_config = _data_config(model, image_size)
 
-    with _export_mode(model) as dtype:
+    with export_mode(model) as dtype:
         example = _random_batch(_EXAMPLE_BATCH, data_config, dtype, seed=0)
         metadata = _metadata(model, data_config, class_names, _run(model, example, data_config))
         module = _inference_module(model)
@@ -232,7 +238,7 @@ def export_torchscript(
 
 
 # ---- arguments ---------------------------------------------------------------------------
-def _import_onnx_modules() -> list[Any]:
+def import_onnx_modules() -> list[Any]:
     """Import onnx, onnxscript and onnxruntime, or say which `pip install` provides them."""
     modules = []
     for name in _ONNX_MODULES:
@@ -248,7 +254,8 @@ def _import_onnx_modules() -> list[Any]:
     return modules
 
 
-def _check_path(path: object) -> Path:
+def check_export_path(path: object) -> Path:
+    """`path` as a `Path` to write an export to; a `TypeError` or `ValueError` (a folder) naming it otherwise."""
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"Expected `path` to be a str or os.PathLike, but got {type(path).__name__} {path!r}.")
     path = Path(path)
@@ -279,7 +286,8 @@ def _data_config(model: nn.Module, image_size: int | tuple[int, int] | None) -> 
 _DATA_CONFIGS = ("trained_data_config", "data_config")
 
 
-def _class_names(model: nn.Module, class_names: Sequence[str] | None, num_outputs: int) -> list[str] | None:
+def resolve_class_names(model: nn.Module, class_names: Sequence[str] | None, num_outputs: int) -> list[str] | None:
+    """`class_names` checked against `num_outputs`; `None` takes the attached data module's, else the model's."""
     if class_names is None:
         datamodule = getattr(attached_trainer(model), "datamodule", None)
         class_names = getattr(datamodule, "class_names", None) or getattr(model, "class_names", None)
@@ -297,7 +305,7 @@ def _class_names(model: nn.Module, class_names: Sequence[str] | None, num_output
 
 # ---- running the model -------------------------------------------------------------------
 @contextlib.contextmanager
-def _export_mode(model: nn.Module) -> Iterator[torch.dtype]:
+def export_mode(model: nn.Module) -> Iterator[torch.dtype]:
     """Put `model` in eval mode on the CPU; yield its floating dtype; restore modes and device after."""
     modes = {module: module.training for module in model.modules()}
     tensors = [*model.parameters(), *model.buffers()]
@@ -397,11 +405,12 @@ def _metadata(
         "interpolation": data_config["interpolation"],
         "crop_pct": data_config["crop_pct"],
         "crop_mode": data_config["crop_mode"],
+        "task": "classification",
         "num_classes": num_outputs,
         "output": "logits",
         "autotimm_version": __version__,
     }
-    names = _class_names(model, class_names, num_outputs)
+    names = resolve_class_names(model, class_names, num_outputs)
     if names is not None:
         metadata["class_names"] = names
     multi_label = getattr(model, "multi_label", None)

@@ -8,7 +8,14 @@ Examples:
     >>> from autotimm.inference import Predictions, collect_images
 """
 
-from autotimm.inference.results import ClassificationResult, DetectionResult, Predictions
+from autotimm.inference.results import (
+    ClassificationResult,
+    DetectionResult,
+    Predictions,
+    predict_images,
+    select_detections,
+)
+from autotimm.inference.runtime import OnnxPredictor
 from autotimm.inference.sources import (
     IMAGE_EXTENSIONS,
     ImageSource,
@@ -25,9 +32,12 @@ __all__ = [
     "DetectionResult",
     "ImageSource",
     "NotAnImageError",
+    "OnnxPredictor",
     "OnBadFile",
     "Predictions",
     "collect_images",
     "iter_batches",
+    "predict_images",
+    "select_detections",
     "to_rgb",
 ]

@@ -5,20 +5,23 @@ from __future__ import annotations
 import csv
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from PIL import Image, ImageDraw
+from torchvision.ops import batched_nms, nms
 from torchvision.transforms.functional import pil_to_tensor, to_pil_image
 from torchvision.utils import draw_bounding_boxes
+from tqdm import tqdm
 
 from autotimm._atomic import atomic_path
-from autotimm.inference.sources import ImageSource
+from autotimm._errors import check_bool, check_number
+from autotimm.inference.sources import ImageSource, OnBadFile, collect_images, iter_batches
 
-__all__ = ["ClassificationResult", "DetectionResult", "Predictions"]
+__all__ = ["ClassificationResult", "DetectionResult", "Predictions", "predict_images", "select_detections"]
 
 _LINE_WIDTH = 2
 
@@ -75,6 +78,29 @@ class ClassificationResult(_Drawable):
     top_k: list[tuple[str, float]]
     probs: torch.Tensor
     source: ImageSource = field(repr=False)
+
+    @classmethod
+    def from_probs(
+        cls, entry: ImageSource, probs: torch.Tensor, top_k: int, class_name: Callable[[int], str]
+    ) -> ClassificationResult:
+        """The result for `probs` (`[num_classes]`), classes named by `class_name(index)`.
+
+        Examples:
+            >>> source = ImageSource("a.png")
+            >>> ClassificationResult.from_probs(source, torch.tensor([0.2, 0.8]), 1, str).top_k
+            [('1', 0.800000011920929)]
+        """
+        scores, indices = probs.topk(min(top_k, probs.numel()))
+        best = int(indices[0])
+        return cls(
+            path=entry.name,
+            label=class_name(best),
+            label_id=best,
+            score=float(scores[0]),
+            top_k=[(class_name(int(i)), float(s)) for s, i in zip(scores, indices, strict=True)],
+            probs=probs,
+            source=entry,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data: `path`, `label`, `label_id`, `score`, `top_k` (a list of `{label, score}`)."""
@@ -248,3 +274,67 @@ class Predictions(list):  # type: ignore[type-arg]
             used.add(name)
             written.append(result.save(folder / name))
         return written
+
+
+def predict_images(
+    source: Any,
+    batch_size: int,
+    on_bad_file: OnBadFile,
+    progress: bool,
+    run_batch: Callable[[list[ImageSource], list[Image.Image]], Sequence[ClassificationResult | DetectionResult]],
+) -> Predictions:
+    """Run `run_batch` over the images of `source`, `batch_size` opened images at a time, with a progress bar.
+
+    Files that cannot be read are skipped (named in a warning and in `Predictions.skipped`) or
+    raise, as `on_bad_file` says.
+
+    Raises:
+        ValueError: If none of the files could be read.
+
+    Examples:
+        >>> run = lambda entries, images: [len(images)] * len(images)
+        >>> list(predict_images([Image.new("RGB", (8, 8))] * 3, 2, "skip", False, run))
+        [2, 2, 1]
+    """
+    check_number("batch_size", batch_size, low=1, integer=True)
+    check_bool("progress", progress)
+    sources = collect_images(source, on_bad_file)
+    results, skipped = Predictions(), []
+    with tqdm(total=len(sources), unit="image", disable=not progress) as bar:
+        for entries, images in iter_batches(sources, batch_size, on_bad_file, skipped):
+            results.extend(run_batch(entries, images))
+            bar.update(len(entries))
+    results.skipped = skipped
+    if not results:
+        raise ValueError(f"None of the {len(sources)} files could be read as an image: {skipped[:5]}.")
+    return results
+
+
+def select_detections(
+    detections: dict[str, torch.Tensor],
+    score_thresh: float,
+    nms_thresh: float | None,
+    class_agnostic: bool,
+    limit: int,
+) -> dict[str, torch.Tensor]:
+    """The detections scoring at least `score_thresh`, after NMS when `nms_thresh` is given (across classes
+    with `class_agnostic`), highest score first, at most `limit`.
+
+    Examples:
+        >>> found = {"boxes": torch.tensor([[0.0, 0, 10, 10], [1, 1, 10, 10]]), "scores": torch.tensor([0.9, 0.8]),
+        ...     "labels": torch.tensor([0, 1])}
+        >>> select_detections(found, 0.5, 0.5, True, 100)["labels"]
+        tensor([0])
+    """
+    keep = detections["scores"] >= score_thresh
+    found = {k: v[keep] for k, v in detections.items()}
+    if nms_thresh is not None:
+        boxes, scores = found["boxes"].float(), found["scores"].float()
+        if class_agnostic:
+            order = nms(boxes, scores, nms_thresh)
+        else:
+            order = batched_nms(boxes, scores, found["labels"], nms_thresh)
+    else:
+        order = found["scores"].argsort(descending=True)
+    order = order[:limit]
+    return {k: v[order] for k, v in found.items()}

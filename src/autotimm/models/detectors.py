@@ -68,15 +68,34 @@ class LetterboxTransform(GeneralizedRCNNTransform):
             if targets is not None:
                 targets[i] = target
             resized.append(image)
-        reference = resized[0]
-        canvas = torch.full((3, 1, 1), LETTERBOX_GREY, dtype=reference.dtype, device=reference.device)
-        canvas = self.normalize(canvas).expand(len(resized), 3, self.canvas_size, self.canvas_size).clone()
-        if isinstance(images, torch.Tensor) and images.shape[-2:] == reference.shape[-2:]:
-            canvas[..., : images.shape[-2], : images.shape[-1]] = self.normalize(images)  # one op for a batch
+        batch = images if isinstance(images, torch.Tensor) and images.shape[-2:] == resized[0].shape[-2:] else resized
+        return ImageList(self.normalize(self._place(batch)), [(img.shape[1], img.shape[2]) for img in resized]), targets
+
+    def letterbox(self, images: Sequence[torch.Tensor]) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+        """Letterbox `[3, H, W]` images in [0, 1] onto grey canvases, not normalised: what an exported detector takes.
+
+        Returns:
+            The `[B, 3, canvas_size, canvas_size]` batch and each resized image's `(height, width)` in it.
+
+        Examples:
+            >>> transform = LetterboxTransform(64, 64, (0.5,) * 3, (0.25,) * 3)
+            >>> batch, sizes = transform.letterbox([torch.rand(3, 30, 120)])
+            >>> tuple(batch.shape), sizes
+            ((1, 3, 64, 64), [(16, 64)])
+        """
+        resized = [self.resize(image)[0] for image in images]
+        return self._place(resized), [(image.shape[1], image.shape[2]) for image in resized]
+
+    def _place(self, images: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+        """The images at the top left of grey `canvas_size` squares (one op for a batch tensor)."""
+        reference = images[0]
+        canvas = reference.new_full((len(images), 3, self.canvas_size, self.canvas_size), LETTERBOX_GREY)
+        if isinstance(images, torch.Tensor):
+            canvas[..., : images.shape[-2], : images.shape[-1]] = images
         else:
-            for out, image in zip(canvas, resized, strict=True):
-                out[:, : image.shape[1], : image.shape[2]] = self.normalize(image)
-        return ImageList(canvas, [(img.shape[1], img.shape[2]) for img in resized]), targets
+            for out, image in zip(canvas, images, strict=True):
+                out[:, : image.shape[1], : image.shape[2]] = image
+        return canvas
 
     def resize(self, image: torch.Tensor, target: dict[str, Any] | None = None) -> Any:
         h, w = image.shape[-2:]

@@ -21,21 +21,13 @@ import torch.nn as nn
 from PIL import Image
 from pytorch_lightning.plugins.precision import MixedPrecision
 from pytorch_lightning.trainer.states import TrainerFn
-from tqdm import tqdm
 
 from autotimm._atomic import atomic_path
 from autotimm._compat import attached_trainer, step_is_logged
 from autotimm._errors import check_bool, check_mapping, check_number
 from autotimm._version import __version__
 from autotimm.backbones import BackboneConfig, skip_pretrained_download
-from autotimm.inference import (
-    ClassificationResult,
-    DetectionResult,
-    ImageSource,
-    Predictions,
-    collect_images,
-    iter_batches,
-)
+from autotimm.inference import ClassificationResult, DetectionResult, ImageSource, Predictions, predict_images
 from autotimm.loggers import LoggingConfig
 from autotimm.metrics import STAGES, MetricConfig, create_metrics
 from autotimm.optim import (
@@ -478,23 +470,13 @@ class BaseTask(pl.LightningModule):
         The model's training mode is restored afterwards. Files that cannot be read are skipped
         (named in a warning and in `Predictions.skipped`) or raise, as `on_bad_file` says.
         """
-        check_number("batch_size", batch_size, low=1, integer=True)
-        check_bool("progress", progress)
-        sources = collect_images(source, on_bad_file)  # type: ignore[arg-type]
-        results, skipped = Predictions(), []
         training = self.training
         self.eval()
         try:
-            with torch.inference_mode(), tqdm(total=len(sources), unit="image", disable=not progress) as bar:
-                for entries, images in iter_batches(sources, batch_size, on_bad_file, skipped):  # type: ignore[arg-type]
-                    results.extend(run_batch(entries, images))
-                    bar.update(len(entries))
+            with torch.inference_mode():
+                return predict_images(source, batch_size, on_bad_file, progress, run_batch)  # type: ignore[arg-type]
         finally:
             self.train(training)
-        results.skipped = skipped
-        if not results:
-            raise ValueError(f"None of the {len(sources)} files could be read as an image: {skipped[:5]}.")
-        return results
 
     def class_name(self, index: int) -> str:
         """The name of class `index`: from `class_names` (kept in checkpoints), else the index as text.

@@ -726,17 +726,7 @@ class ImageClassifier(BaseTask):
         return probs
 
     def _classification_result(self, entry: ImageSource, probs: torch.Tensor, top_k: int) -> ClassificationResult:
-        scores, indices = probs.topk(min(top_k, probs.numel()))
-        best = int(indices[0])
-        return ClassificationResult(
-            path=entry.name,
-            label=self.class_name(best),
-            label_id=best,
-            score=float(scores[0]),
-            top_k=[(self.class_name(int(i)), float(s)) for s, i in zip(scores, indices, strict=True)],
-            probs=probs,
-            source=entry,
-        )
+        return ClassificationResult.from_probs(entry, probs, top_k, self.class_name)
 
     # ---- a portable model folder, in timm's layout ----------------------------------------------
     # `save_pretrained` (BaseTask) writes a classifier in timm's own layout: `timm.create_model("local-dir:" +

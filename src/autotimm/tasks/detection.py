@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import logging
+import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import timm.data
@@ -14,14 +16,22 @@ import torch.nn as nn
 from PIL import Image
 from pytorch_lightning.utilities import rank_zero_info
 from torchmetrics.detection import MeanAveragePrecision
-from torchvision.ops import batched_nms, nms
 from torchvision.transforms.functional import to_tensor
 
 from autotimm._errors import check_bool, check_choice, check_image_size, check_number
 from autotimm._warnings import warn
 from autotimm.backbones import BackboneConfig
+from autotimm.export import export_detector_onnx, export_detector_torchscript
 from autotimm.geometry import boxes_to_original
-from autotimm.inference import DetectionResult, ImageSource, OnBadFile, Predictions
+from autotimm.inference import (
+    DetectionResult,
+    ImageSource,
+    OnBadFile,
+    Predictions,
+    collect_images,
+    iter_batches,
+    select_detections,
+)
 from autotimm.loggers import LoggingConfig
 from autotimm.metrics import MetricConfig
 from autotimm.models.detectors import (
@@ -32,6 +42,7 @@ from autotimm.models.detectors import (
     letterbox_transform,
     losses_and_detections,
 )
+from autotimm.models.exportable import ExportableDetector
 from autotimm.models.features import TimmFeaturePyramid, create_feature_pyramid, needs_fixed_input_size
 from autotimm.tasks.base import BaseTask, labels_outside
 
@@ -464,7 +475,7 @@ class ObjectDetector(BaseTask):
                 ]
             results = []
             for entry, image, found in zip(entries, images, detections, strict=True):
-                found = _select(
+                found = select_detections(
                     found,
                     score_thresh,
                     hparams["nms_thresh"] if tta or class_agnostic_nms else None,
@@ -488,30 +499,66 @@ class ObjectDetector(BaseTask):
         return self._predict_images(source, batch_size, on_bad_file, progress, run)
 
     # ---- export --------------------------------------------------------------------------
-    def to_onnx(self, *args: Any, **kwargs: Any) -> Any:
-        """Not supported: raises a `NotImplementedError` that names the supported path.
+    def inference_module(self) -> nn.Module:
+        """The detector as one exportable graph: letterboxed images in, boxes after NMS out.
 
-        torchvision's detection post-processing (per-image letterbox, NMS with data-dependent
-        output sizes, one dict per image) does not pass `torch.export`, which ONNX export uses.
-        Deploy with PyTorch: `ObjectDetector.load_from_checkpoint(path).eval()`.
+        See `autotimm.models.ExportableDetector`; the exporters trace it. Call it in eval mode.
         """
-        raise NotImplementedError(_NO_EXPORT.format(method="to_onnx"))
+        return ExportableDetector(self._built().eval())
 
-    def to_torchscript(self, *args: Any, **kwargs: Any) -> Any:
-        """Not supported: raises a `NotImplementedError` that names the supported path.
+    def to_onnx(  # type: ignore[override]
+        self, file_path: str | os.PathLike[str], check_images: Any = None, **kwargs: Any
+    ) -> Path:
+        """Export to one ONNX file with box decoding and NMS inside, checked box by box with ONNX Runtime.
 
-        The detection post-processing passes neither `torch.jit.script` nor `torch.jit.trace`.
-        Deploy with PyTorch: `ObjectDetector.load_from_checkpoint(path).eval()`.
+        The graph takes letterboxed images and their sizes, and returns the detections of the batch;
+        `autotimm.load(path)` opens the file as an `OnnxPredictor` that does the letterboxing. See
+        `autotimm.export.export_detector_onnx` for the inputs, outputs and metadata.
+
+        Args:
+            file_path: The `.onnx` file to write.
+            check_images: Images to check the export on (any `predict` source: files, a folder, PIL
+                images, ...); new images the model has not seen are best. `None` generates four.
+            **kwargs: Options of `export_detector_onnx`: `class_names`, `dynamic_batch`,
+                `opset_version`, `check`, `atol`, `rtol`, `score_atol`.
+
+        Returns:
+            The path written.
+
+        Examples:
+            >>> detector = ObjectDetector(BackboneConfig("test_resnet", pretrained=False), num_classes=3, image_size=64)
+            >>> detector.to_onnx("detector.onnx", check_images="new_images/")  # doctest: +SKIP
+            PosixPath('detector.onnx')
         """
-        raise NotImplementedError(_NO_EXPORT.format(method="to_torchscript"))
+        return export_detector_onnx(self, file_path, check_images=_check_tensors(check_images), **kwargs)
+
+    def to_torchscript(  # type: ignore[override]
+        self, file_path: str | os.PathLike[str], check_images: Any = None, **kwargs: Any
+    ) -> torch.jit.ScriptModule:
+        """Export to a traced TorchScript archive with the graph of `to_onnx`, checked box by box.
+
+        Args:
+            file_path: The file to write (with the metadata as `metadata.json` inside).
+            check_images: Images to check the export on, as for `to_onnx`.
+            **kwargs: Options of `export_detector_torchscript`: `class_names`, `check`, `atol`,
+                `rtol`, `score_atol`.
+
+        Returns:
+            The exported module, as loaded from the file.
+
+        Examples:
+            >>> detector = ObjectDetector(BackboneConfig("test_resnet", pretrained=False), num_classes=3, image_size=64)
+            >>> traced = detector.to_torchscript("detector.pt")  # doctest: +SKIP
+        """
+        path = export_detector_torchscript(self, file_path, check_images=_check_tensors(check_images), **kwargs)
+        return torch.jit.load(path, map_location="cpu")
 
 
-_NO_EXPORT = (
-    "ObjectDetector.{method}() is not supported: torchvision's detection post-processing (letterbox, NMS with "
-    "data-dependent output sizes, one dict per image) passes neither torch.export (ONNX) nor TorchScript. "
-    "Deploy with PyTorch instead: `model = ObjectDetector.load_from_checkpoint(path).eval()`, then "
-    "`model(images)` with images in [0, 1]; only ImageClassifier exports to ONNX and TorchScript."
-)
+def _check_tensors(source: Any) -> list[torch.Tensor] | None:
+    """The images of a `predict` source as `[3, H, W]` float tensors in [0, 1]; `None` stays `None`."""
+    if source is None:
+        return None
+    return [to_tensor(image) for _, images in iter_batches(collect_images(source), 32) for image in images]
 
 
 def _is_detection_batch(batch: Any) -> bool:
@@ -549,29 +596,6 @@ def _mirror(detections: dict[str, torch.Tensor], image: torch.Tensor) -> torch.T
     width = image.shape[-1]
     boxes = detections["boxes"]
     return torch.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], dim=1)
-
-
-def _select(
-    detections: dict[str, torch.Tensor],
-    score_thresh: float,
-    nms_thresh: float | None,
-    class_agnostic: bool,
-    limit: int,
-) -> dict[str, torch.Tensor]:
-    """The detections scoring at least `score_thresh`, after NMS when `nms_thresh` is given (across classes
-    with `class_agnostic`), highest score first, at most `limit`."""
-    keep = detections["scores"] >= score_thresh
-    found = {k: v[keep] for k, v in detections.items()}
-    if nms_thresh is not None:
-        boxes, scores = found["boxes"].float(), found["scores"].float()
-        if class_agnostic:
-            order = nms(boxes, scores, nms_thresh)
-        else:
-            order = batched_nms(boxes, scores, found["labels"], nms_thresh)
-    else:
-        order = found["scores"].argsort(descending=True)
-    order = order[:limit]
-    return {k: v[order] for k, v in found.items()}
 
 
 def _without_crowd(target: dict[str, Any]) -> dict[str, Any]:

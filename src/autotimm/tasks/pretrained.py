@@ -20,6 +20,7 @@ from packaging.version import InvalidVersion, Version
 from autotimm._errors import closest
 from autotimm._version import __version__
 from autotimm.backbones import skip_pretrained_download
+from autotimm.inference import OnnxPredictor
 from autotimm.tasks.base import PRETRAINED_CONFIG, PRETRAINED_KEY, BaseTask
 from autotimm.tasks.classification import ImageClassifier
 from autotimm.tasks.detection import ObjectDetector
@@ -47,7 +48,7 @@ def best_device() -> torch.device:
     return torch.device("cpu")
 
 
-def load(path: str | os.PathLike[str], device: str | torch.device | None = None) -> BaseTask:
+def load(path: str | os.PathLike[str], device: str | torch.device | None = None) -> BaseTask | OnnxPredictor:
     """Load a trained model for inference: from a checkpoint, a run folder or a `save_pretrained` folder.
 
     Nothing is downloaded (the pretrained backbone weights the model started from are not
@@ -55,23 +56,28 @@ def load(path: str | os.PathLike[str], device: str | torch.device | None = None)
     the eval preprocessing come from the file. `model.predict(...)` is then ready to run.
 
     Args:
-        path: A `.ckpt` file; a folder written by `model.save_pretrained`; or a run folder, whose best
+        path: A `.ckpt` file; a folder written by `model.save_pretrained`; a run folder, whose best
             checkpoint is taken (`checkpoints/best.ckpt`, else the best one its `run.json` names, else
-            its last one).
+            its last one); or an `.onnx` file written by `to_onnx`, opened as an `OnnxPredictor`
+            (ONNX Runtime, no PyTorch model) with the same `predict`.
         device: Where to put the model; `None` takes the best one there is (see `best_device`).
 
     Returns:
-        The task (`ImageClassifier`, `ObjectDetector`) in eval mode on `device`.
+        The task (`ImageClassifier`, `ObjectDetector`) in eval mode on `device`; for an `.onnx` file,
+        an `OnnxPredictor` (on the CPU, or CUDA with `device="cuda"`).
 
     Raises:
         FileNotFoundError: If `path` does not exist, or a run folder holds no checkpoint.
-        ValueError: If the file is not an autotimm checkpoint or model folder (the message names it).
+        ValueError: If the file is not an autotimm checkpoint, model folder or ONNX export (the message names it).
 
     Examples:
         >>> model = autotimm.load("runs/20260105-101500-3fa2c1")  # doctest: +SKIP
         >>> model.predict("new_images/").to_csv("results.csv")  # doctest: +SKIP
     """
     path = Path(path)
+    if path.suffix.lower() == ".onnx" and path.is_file():
+        cuda = device is not None and torch.device(device).type == "cuda"
+        return OnnxPredictor(path, providers=["CUDAExecutionProvider", "CPUExecutionProvider"] if cuda else None)
     if path.is_dir():
         if (path / PRETRAINED_CONFIG).is_file():
             model = _load_folder(path)
