@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -121,8 +123,9 @@ def best_checkpoint(trainer: pl.Trainer) -> str | None:
 
 def best_confusion(trainer: pl.Trainer, model: pl.LightningModule) -> dict[str, Any] | None:
     """The validation confusion matrix of a finished `fit` made with the best checkpoint's weights, in the form
-    `RunPlots` draws (`split`, `class_names`, `counts`, `weights`); `None` without a best checkpoint, a
-    multi-class or binary classifier, or a validation set of the data module.
+    `RunPlots` draws (`split`, `class_names`, `counts`, `weights`), over the validation batches the fit
+    ran (`limit_val_batches`); `None` without a best checkpoint, a multi-class or binary classifier, or
+    a validation set of the data module.
 
     Examples:
         >>> best_confusion(trainer, model)["weights"]  # doctest: +SKIP
@@ -137,8 +140,10 @@ def best_confusion(trainer: pl.Trainer, model: pl.LightningModule) -> dict[str, 
     loader = datamodule.val_dataloader()
     if not isinstance(loader, DataLoader):
         return None
+    limits = trainer.num_val_batches  # the batches validation ran on (`limit_val_batches`)
+    batches = itertools.islice(loader, int(limits[0])) if limits and math.isfinite(limits[0]) else loader
     with checkpoint_weights(model, path) as weights:
-        counts = classifier_confusion(model, loader)
+        counts = classifier_confusion(model, batches)
     n = len(counts)
     return {
         "split": "val",
