@@ -88,11 +88,26 @@ def test_after_fit_and_test_the_run_folder_holds_the_best_checkpoints_analysis(
 ) -> None:
     root = make_image_folder(classes={"cat": 6, "dog": 6, "fox": 6}, splits=("train", "val", "test"), size=32)
     data = ImageDataModule(root, image_size=32, batch_size=4, num_workers=0, augmentation_preset="none")
+    torch.manual_seed(0)
     model = ImageClassifier(backbone, num_classes=3)
-    trainer = cpu_trainer(tmp_path, max_epochs=2, limit_train_batches=2, checkpoint_monitor="val/accuracy",
-                          num_sanity_val_steps=0, analysis=True)  # fmt: skip
+    # On noise, with these seeds, validation accuracy is highest at epoch 0: the best checkpoint is not the last.
+    trainer = cpu_trainer(tmp_path, max_epochs=3, limit_train_batches=2, checkpoint_monitor="val/accuracy",
+                          num_sanity_val_steps=0, plots=True, analysis=True, seed=0)  # fmt: skip
     trainer.fit(model, datamodule=data)
     assert not (trainer.run_dir / "analysis").exists()  # written by `test`
+    run = json.loads((trainer.run_dir / "run.json").read_text())
+    best = torch.load(run["checkpoints"]["best"], weights_only=False)
+    last = torch.load(run["checkpoints"]["last"], weights_only=False)
+    assert best["epoch"] < last["epoch"] == 2
+
+    # The fit's confusion matrix is the best checkpoint's: its accuracy is the best score in run.json.
+    drawn = json.loads((trainer.run_dir / "plots" / "confusion_matrix.json").read_text())
+    assert drawn["weights"].startswith(f"checkpoint best.ckpt (epoch {best['epoch']}, ")
+    counts = torch.tensor(drawn["counts"])
+    assert counts.trace().item() / counts.sum().item() == pytest.approx(run["metrics"]["best"]["value"])
+    # ... and the model kept its last weights.
+    assert all(torch.equal(value, model.state_dict()[key]) for key, value in last["state_dict"].items())
+
     results = trainer.test(model, datamodule=data)
 
     run = json.loads((trainer.run_dir / "run.json").read_text())
