@@ -7,7 +7,15 @@ Examples:
     >>> from autotimm.analysis import analyze
 """
 
-from autotimm.analysis.api import analyze, best_checkpoint, best_confusion
+from autotimm.analysis.api import analyze, batch_limit, best_checkpoint, best_confusion
 from autotimm.analysis.base import Analysis, checkpoint_weights, sample_names
 
-__all__ = ["Analysis", "analyze", "best_checkpoint", "best_confusion", "checkpoint_weights", "sample_names"]
+__all__ = [
+    "Analysis",
+    "analyze",
+    "batch_limit",
+    "best_checkpoint",
+    "best_confusion",
+    "checkpoint_weights",
+    "sample_names",
+]

@@ -21,7 +21,7 @@ from autotimm.tasks import BaseTask, ImageClassifier, ObjectDetector, load
 from autotimm.tasks.base import PRETRAINED_CONFIG
 from autotimm.tasks.pretrained import run_checkpoint
 
-__all__ = ["analyze", "best_checkpoint", "best_confusion"]
+__all__ = ["analyze", "batch_limit", "best_checkpoint", "best_confusion"]
 
 
 def analyze(
@@ -33,6 +33,7 @@ def analyze(
     checkpoint: str | os.PathLike[str] | None = None,
     gallery_size: int = 16,
     score_thresh: float = 0.3,
+    limit_batches: int | None = None,
 ) -> Analysis:
     """Analyse a trained model's errors on labelled data, with the model's own forward pass.
 
@@ -66,6 +67,7 @@ def analyze(
             weights are put back afterwards); `None` analyses the model's weights as they are.
         gallery_size: How many images the gallery shows (0: none).
         score_thresh: The score from which a detection counts as made (detectors only).
+        limit_batches: Analyse only the first this many batches (as a trainer's `limit_test_batches`); `None`: all.
 
     Returns:
         An `Analysis` with the tables, the summary and the paths of the files written.
@@ -81,6 +83,10 @@ def analyze(
         >>> analysis.errors[0]  # doctest: +SKIP
         {'path': 'data/test/fox/03.jpg', 'true': 'fox', 'predicted': 'dog', 'score': 0.91, 'loss': 3.2}
     """
+    gallery_size = int(check_number("gallery_size", gallery_size, low=0, integer=True))
+    score_thresh = float(check_number("score_thresh", score_thresh, low=0, high=1, high_inclusive=True))
+    if limit_batches is not None:
+        check_number("limit_batches", limit_batches, low=1, integer=True)
     weights = "the model's weights"
     if isinstance(model, (str, os.PathLike)):
         source = Path(model)
@@ -94,9 +100,9 @@ def analyze(
             f"Expected `model` to be an ImageClassifier, an ObjectDetector or the path of one, but got "
             f"{type(model).__name__}."
         )
-    gallery_size = int(check_number("gallery_size", gallery_size, low=0, integer=True))
-    score_thresh = float(check_number("score_thresh", score_thresh, low=0, high=1, high_inclusive=True))
     batches, split_name, names = labelled_loader(data, split)
+    if limit_batches is not None:
+        batches = itertools.islice(batches, limit_batches)
     out = None if out_dir is None else Path(out_dir)
     held = contextlib.nullcontext(weights) if checkpoint is None else checkpoint_weights(model, checkpoint)
     with held as weights:
@@ -106,6 +112,22 @@ def analyze(
             analysis = analyze_detector(model, batches, names, out, split_name, weights, gallery_size, score_thresh)
     analysis.out_dir = out
     return analysis
+
+
+def batch_limit(trainer: pl.Trainer, counts: list[int | float]) -> int | None:
+    """How many batches of a split's unsharded loader a loop of `trainer` ran on (`counts`: its
+    `num_val_batches` or `num_test_batches`, per process), or `None` for all of them.
+
+    With `limit_*_batches` each process runs the first batches of its interleaved shard of the
+    unshuffled set: together, the first `limit x world_size` batches of the whole set.
+
+    Examples:
+        >>> batch_limit(trainer, trainer.num_test_batches)  # doctest: +SKIP
+        4
+    """
+    if not counts or not math.isfinite(counts[0]):
+        return None
+    return int(counts[0]) * trainer.world_size
 
 
 def best_checkpoint(trainer: pl.Trainer) -> str | None:
@@ -140,8 +162,8 @@ def best_confusion(trainer: pl.Trainer, model: pl.LightningModule) -> dict[str, 
     loader = datamodule.val_dataloader()
     if not isinstance(loader, DataLoader):
         return None
-    limits = trainer.num_val_batches  # the batches validation ran on (`limit_val_batches`)
-    batches = itertools.islice(loader, int(limits[0])) if limits and math.isfinite(limits[0]) else loader
+    limit = batch_limit(trainer, trainer.num_val_batches)
+    batches = loader if limit is None else itertools.islice(loader, limit)
     with checkpoint_weights(model, path) as weights:
         counts = classifier_confusion(model, batches)
     n = len(counts)

@@ -127,7 +127,7 @@ def analyze_classifier(
     scores, losses = torch.cat(outcome.scores).tolist(), torch.cat(outcome.losses).tolist()
     n = _num_outputs(model)
     classes = [model.class_name(i) for i in range(n)]
-    names = names if names is not None and len(names) == len(true) else [f"#{i}" for i in range(len(true))]
+    names = names[: len(true)] if names is not None and len(names) >= len(true) else [f"#{i}" for i in range(len(true))]
     multi_label = model.multi_label and model.num_classes != 1
     per_class = _per_class_table(true, predicted, classes, multi_label)
     summary: dict[str, Any] = {"num_images": len(true)}

@@ -111,7 +111,11 @@ def analyze_detector(
     """The analysis of `model` over `(images, targets)` batches (see `autotimm.analyze`); files into `out_dir`."""
     images, ap, ap_50 = _run(model, batches, score_thresh)
     classes = [model.class_name(c) for c in range(int(model.num_classes))]
-    names = names if names is not None and len(names) == len(images) else [f"#{i}" for i in range(len(images))]
+    names = (
+        names[: len(images)]
+        if names is not None and len(names) >= len(images)
+        else [f"#{i}" for i in range(len(images))]
+    )
     per_class = []
     for c, name in enumerate(classes):
         gt = [int((im.gt_labels == c).sum()) for im in images]

@@ -11,7 +11,7 @@ from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 
 from autotimm._warnings import warn
-from autotimm.analysis import Analysis, analyze
+from autotimm.analysis import Analysis, analyze, batch_limit
 from autotimm.callbacks.run_record import RunRecord
 from autotimm.tasks import ImageClassifier, ObjectDetector
 
@@ -31,7 +31,8 @@ class RunAnalysis(Callback):
     checkpoint (file, epoch, monitored score). A `RunRecord` of the run lists the files and the
     summary in `run.json` under `analysis.test`.
 
-    The analysis runs the model once more over the test set, on global rank 0 only, outside
+    The analysis runs the model once more over the test batches (`limit_test_batches` applies), on
+    global rank 0 only (over the whole set when given a data module, else the loader it tested), outside
     Lightning's loop; a failure gives a warning and never fails the test. AutoTrainer adds this
     callback unless `analysis=False`.
 
@@ -74,7 +75,10 @@ class RunAnalysis(Callback):
                 return
         # The tested checkpoint's weights are in the model already; naming it describes them (epoch, score).
         tested = trainer.ckpt_path if trainer.ckpt_path and Path(trainer.ckpt_path).is_file() else None
-        analysis = analyze(pl_module, data, out, split="test", checkpoint=tested, gallery_size=self.gallery_size)
+        limit = batch_limit(trainer, trainer.num_test_batches)  # the batches the test ran on
+        analysis = analyze(
+            pl_module, data, out, split="test", checkpoint=tested, gallery_size=self.gallery_size, limit_batches=limit
+        )
         self.analysis = analysis
         if record is not None:
             record.record_analysis(trainer, "test", analysis.to_dict())
