@@ -161,7 +161,7 @@ def checkpoint_weights(model: torch.nn.Module, path: str | os.PathLike[str]) -> 
         ValueError: If the checkpoint's weights do not fit `model` (the missing and unexpected keys named).
     """
     checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    own = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    own = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}  # no second copy on a GPU
     missing, unexpected = model.load_state_dict(checkpoint["state_dict"], strict=False)
     missing = [k for k in missing if not k.startswith("loss_fn.")]  # checkpoints leave the loss out
     try:
