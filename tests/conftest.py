@@ -87,6 +87,22 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(scope="session")
+def classifier_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The best checkpoint of a 3-colour classifier (classes blue, green, red); see `helpers.trained_classifier`."""
+    from helpers import trained_classifier
+
+    return trained_classifier(tmp_path_factory.mktemp("classifier"))
+
+
+@pytest.fixture(scope="session")
+def detector_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The best checkpoint of a detector of 64 px shapes, its data in `<root>/coco`; see `helpers.trained_detector`."""
+    from helpers import trained_detector
+
+    return trained_detector(tmp_path_factory.mktemp("detector"))
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Skip the tests marked `gpu`, saying why, where torch sees no CUDA device."""
     import torch

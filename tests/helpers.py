@@ -23,6 +23,7 @@ def cpu_trainer(root: Path, **kwargs: Any) -> AutoTrainer:
         "enable_progress_bar": False,
         "enable_model_summary": False,
         "plots": False,  # drawn and checked in test_plots.py; elsewhere they only cost time
+        "analysis": False,  # written and checked in tests/analysis/
     }
     return AutoTrainer(**{**defaults, **kwargs})
 

@@ -17,6 +17,7 @@ LAYERS = [
     ["export", "inference"],
     ["tasks"],
     ["runs"],
+    ["analysis"],
     ["callbacks", "tuner"],
     ["trainer"],
     ["cli"],

@@ -8,6 +8,7 @@ Examples:
 """
 
 from autotimm._version import __version__ as __version__
+from autotimm.analysis import Analysis, analyze
 from autotimm.backbones import BackboneConfig, PretrainedWeightsError, list_backbones
 from autotimm.callbacks import FineTune, ModelEMA
 from autotimm.data import DetectionDataModule, ImageDataModule, MultiLabelImageDataModule
@@ -20,6 +21,7 @@ from autotimm.tasks import ImageClassifier, ObjectDetector, load
 from autotimm.trainer import AutoTrainer, NonFiniteLossError, TunerConfig, TuningError
 
 __all__ = [
+    "Analysis",
     "AutoTrainer",
     "BackboneConfig",
     "DetectionDataModule",
@@ -37,6 +39,7 @@ __all__ = [
     "PretrainedWeightsError",
     "TunerConfig",
     "TuningError",
+    "analyze",
     "create_loss",
     "list_backbones",
     "list_losses",

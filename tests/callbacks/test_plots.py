@@ -23,16 +23,24 @@ def test_fit_leaves_loss_metric_and_confusion_plots(make_image_folder, backbone,
     for png in plots.glob("*.png"):
         assert_png(png)
 
-    # The counts cover the whole validation set and match a prediction pass with the final weights.
+    # The counts cover the whole validation set and match a prediction pass with the best checkpoint's
+    # weights, whose accuracy is the best score in run.json (tests/analysis checks a run whose best is not its last).
     confusion = json.loads((plots / "confusion_matrix.json").read_text())
     assert confusion["class_names"] == sorted(PLOT_CLASSES)
+    assert confusion["weights"].startswith("checkpoint best.ckpt (epoch ")
     counts = torch.tensor(confusion["counts"])
     assert counts.shape == (3, 3) and counts.sum().item() == len(data.val_dataset) == sum(PLOT_CLASSES.values())
     assert counts.sum(dim=1).tolist() == [PLOT_CLASSES[c] for c in sorted(PLOT_CLASSES)]
-    probabilities = torch.cat(trainer.predict(model, dataloaders=data.val_dataloader()))
     labels = torch.cat([y for _, y in data.val_dataloader()])
-    expected = torch.bincount(labels * 3 + probabilities.argmax(-1), minlength=9).reshape(3, 3)
-    assert torch.equal(counts, expected)
+
+    def confusion_of(weights: ImageClassifier) -> torch.Tensor:
+        probabilities = torch.cat(trainer.predict(weights, dataloaders=data.val_dataloader()))
+        return torch.bincount(labels * 3 + probabilities.argmax(-1), minlength=9).reshape(3, 3)
+
+    best = ImageClassifier.load_from_checkpoint(trainer.checkpoint_callback.best_model_path)
+    assert torch.equal(counts, confusion_of(best))
+    best_score = json.loads((trainer.run_dir / "run.json").read_text())["metrics"]["best"]["value"]
+    assert counts.trace().item() / counts.sum().item() == pytest.approx(best_score)
 
     # plot_run redraws the same pictures from the folder alone.
     redrawn = plot_run(trainer.run_dir, out_dir=tmp_path / "redrawn")
@@ -148,8 +156,10 @@ def test_confusion_matrix_drawn_is_the_one_counted_by_hand_over_the_validation_s
 
     plots = trainer.run_dir / "plots"
     drawn = json.loads((plots / "confusion_matrix.json").read_text())
-    assert drawn == {"split": "val", "class_names": sorted(classes), "counts": by_hand}
-    assert model.epoch_summaries() == {"confusion_matrix": drawn}
+    # No best checkpoint (no `checkpoint_monitor`): the last validation epoch's counts.
+    weights = "the last validation epoch's weights"
+    assert drawn == {"split": "val", "class_names": sorted(classes), "counts": by_hand, "weights": weights}
+    assert model.epoch_summaries() == {"confusion_matrix": {k: v for k, v in drawn.items() if k != "weights"}}
     assert_png(plots / "confusion_matrix.png")
 
     # A later fit without validation draws no confusion matrix (not the earlier fit's).

@@ -1,5 +1,6 @@
 """Callbacks (and the checkpoint plugin) that AutoTrainer adds to a run; each also works with a plain `pl.Trainer`."""
 
+from autotimm.callbacks.analysis import RunAnalysis
 from autotimm.callbacks.checkpoint_io import AtomicCheckpointIO
 from autotimm.callbacks.checkpoints import find_checkpoint
 from autotimm.callbacks.ema import ModelEMA
@@ -18,6 +19,7 @@ __all__ = [
     "ModelEMA",
     "NonFiniteLossError",
     "OOMBackoff",
+    "RunAnalysis",
     "RunPlots",
     "RunRecord",
     "StopOnNonFiniteLoss",

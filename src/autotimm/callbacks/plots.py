@@ -15,6 +15,7 @@ from pytorch_lightning.utilities import rank_zero_info
 
 from autotimm._atomic import write_json_atomic
 from autotimm._warnings import warn
+from autotimm.analysis import best_confusion
 from autotimm.callbacks.run_record import RunRecord, scalar_metrics
 from autotimm.runs.plots import CONFUSION_DATA, LR_FINDER_DATA, PLOT_FILES, plot_jobs
 
@@ -33,12 +34,14 @@ class RunPlots(Callback):
     - `metrics.png`: one panel per logged metric, its train/val/test curves together;
     - `lr_finder.png`: loss against learning rate, the suggestion marked, when the
       tuner's LR finder ran (its data is copied to `lr_finder.json`);
-    - `confusion_matrix.png`: the counts of the last validation epoch, shaded by row (its data
-      in `confusion_matrix.json`), for a model whose `epoch_summaries()` holds a
-      `"confusion_matrix"` (a multi-class or binary `ImageClassifier`). Not drawn after a failure.
+    - `confusion_matrix.png`: validation counts, shaded by row (its data in
+      `confusion_matrix.json`), for a multi-class or binary `ImageClassifier`: made with the best
+      checkpoint's weights when the run kept one (`checkpoint_monitor`; the validation set is run
+      through them once more, see `autotimm.analysis.best_confusion`), else the counts of the last
+      validation epoch (the model's `epoch_summaries()`). Its title names the weights. Not drawn
+      after a failure.
 
-    The callback only draws: the model counts the confusion matrix during validation. Only
-    global rank 0 draws. A picture that cannot be drawn or written gives a warning and never
+    Only global rank 0 draws. A picture that cannot be drawn or written gives a warning and never
     fails the run. AutoTrainer adds this callback unless `plots=False`.
 
     Attributes:
@@ -93,7 +96,7 @@ class RunPlots(Callback):
         if curve is not None and Path(curve).is_file() and Path(curve).resolve() != (out / LR_FINDER_DATA).resolve():
             _guarded(LR_FINDER_DATA, lambda: shutil.copyfile(curve, out / LR_FINDER_DATA))
         if not failed:
-            _guarded(CONFUSION_DATA, lambda: _save_confusion(pl_module, out / CONFUSION_DATA))
+            _guarded(CONFUSION_DATA, lambda: _save_confusion(trainer, pl_module, out / CONFUSION_DATA))
         written = [path for name, draw in plot_jobs(epochs, out, data_dir=out) if (path := _guarded(name, draw))]
         if written:  # the run's folder was named when it started; a folder without a run record was not
             say = log.debug if record is not None else rank_zero_info
@@ -113,9 +116,14 @@ def _guarded(what: str, action: Callable[[], Any]) -> Any:
         return None
 
 
-def _save_confusion(pl_module: pl.LightningModule, path: Path) -> None:
-    """Write the model's last validation confusion matrix to `path` as JSON, if it keeps one."""
-    summaries = pl_module.epoch_summaries() if callable(getattr(pl_module, "epoch_summaries", None)) else {}
-    confusion = summaries.get("confusion_matrix")
+def _save_confusion(trainer: pl.Trainer, pl_module: pl.LightningModule, path: Path) -> None:
+    """Write the validation confusion matrix to `path` as JSON: the best checkpoint's, else the model's last
+    validation epoch's, if it keeps one."""
+    confusion = best_confusion(trainer, pl_module)
+    if confusion is None:
+        summaries = pl_module.epoch_summaries() if callable(getattr(pl_module, "epoch_summaries", None)) else {}
+        confusion = summaries.get("confusion_matrix")
+        if confusion is not None:
+            confusion = {**confusion, "weights": "the last validation epoch's weights"}
     if confusion is not None:
         write_json_atomic(path, confusion)

@@ -98,7 +98,8 @@ class RunRecord(Callback):
       (`read_run` reports a running record whose process died as `lost`), the resolved
       configuration of trainer, model and data, the library versions, the tuner's outcome,
       the final and best metrics, the best and last checkpoint paths, the results of
-      `trainer.test`, and the error (type, message, stage, traceback) when the run failed;
+      `trainer.test` and their error analysis (`analysis.test`: weights, summary, files; see
+      `RunAnalysis`), and the error (type, message, stage, traceback) when the run failed;
     - `metrics.json`: one entry per epoch with every logged scalar, the training throughput
       `images_per_s` and the process's `peak_memory_mb` (GPU memory on CUDA, else resident memory);
     - `config.yaml`: trainer, model and data arguments in the form `autotimm fit --config` reads.
@@ -203,6 +204,15 @@ class RunRecord(Callback):
         if trainer.is_global_zero and self._record:
             self._record["tuning"] = _jsonable(outcome)
             self._write(trainer)
+
+    def record_analysis(self, trainer: pl.Trainer, split: str, outcome: dict[str, Any]) -> None:
+        """Add an error analysis (`Analysis.to_dict()`: weights, summary, files) under `analysis.<split>`."""
+        if not trainer.is_global_zero or self.run_dir is None:
+            return
+        if not self._record:
+            self.create()
+        self._record.setdefault("analysis", {})[split] = _jsonable(outcome)
+        self._write(trainer)
 
     def set_phase(self, phase: str) -> None:
         """Name what the run is doing (`"tuning"`, ...), recorded with an error as its `stage`."""

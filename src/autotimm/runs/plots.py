@@ -19,7 +19,16 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["CONFUSION_DATA", "LR_FINDER_DATA", "PLOT_FILES", "plot_jobs", "plot_run"]
+__all__ = [
+    "CONFUSION_DATA",
+    "LR_FINDER_DATA",
+    "PLOT_FILES",
+    "draw_confusion",
+    "new_figure",
+    "plot_jobs",
+    "plot_run",
+    "save_figure",
+]
 
 _STAGES = ("train", "val", "test")
 _STAGE_COLORS = {"train": "tab:blue", "val": "tab:orange", "test": "tab:green"}
@@ -95,7 +104,7 @@ def plot_jobs(
     if (data_dir / CONFUSION_DATA).is_file():
         yield (
             "confusion_matrix.png",
-            lambda: _draw_confusion(_read(data_dir / CONFUSION_DATA), out / "confusion_matrix.png"),
+            lambda: draw_confusion(_read(data_dir / CONFUSION_DATA), out / "confusion_matrix.png"),
         )
 
 
@@ -146,8 +155,8 @@ def _number(value: Any) -> float | None:
 
 
 # ---- drawing ---------------------------------------------------------------------------------
-def _figure(width: float, height: float) -> Figure:
-    """A figure on its own Agg canvas: pyplot, its global backend and its windows are never touched."""
+def new_figure(width: float, height: float) -> Figure:
+    """A new figure (inches) on its own Agg canvas: pyplot, its global backend and its windows are never touched."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -156,7 +165,8 @@ def _figure(width: float, height: float) -> Figure:
     return figure
 
 
-def _save(figure: Figure, path: Path) -> Path:
+def save_figure(figure: Figure, path: Path) -> Path:
+    """Write `figure` to `path` as PNG and free its artists; return the path."""
     figure.savefig(path, dpi=_DPI)
     figure.clear()  # the figure is no pyplot figure, so nothing stays registered; free its artists now
     return path
@@ -215,12 +225,12 @@ def _draw_loss(series: Series, path: Path) -> Path | None:
     if not stages:
         rank_zero_info("autotimm: no train or val loss was logged per epoch; loss.png not drawn.")
         return None
-    figure = _figure(6, 4)
+    figure = new_figure(6, 4)
     ax = figure.add_subplot()
     _plot_stages(ax, stages, "loss")
     ax.set_ylabel("loss")
     ax.set_title("Loss per epoch")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def _draw_metrics(series: Series, path: Path) -> Path | None:
@@ -234,7 +244,7 @@ def _draw_metrics(series: Series, path: Path) -> Path | None:
         names = names[:_MAX_PANELS]
     cols = min(3, len(names))
     rows = math.ceil(len(names) / cols)
-    figure = _figure(4.2 * cols, 3.2 * rows)
+    figure = new_figure(4.2 * cols, 3.2 * rows)
     for i, prefix in enumerate(names):
         ax = figure.add_subplot(rows, cols, i + 1)
         family = families[prefix]
@@ -245,14 +255,14 @@ def _draw_metrics(series: Series, path: Path) -> Path | None:
         else:
             _plot_family(ax, family)
             ax.set_title(f"{prefix}_*")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def _draw_lr_finder(curve: dict[str, Any], path: Path) -> Path:
     lrs = [float(lr) for lr in curve["lr"]]
     losses = [float("nan") if loss is None else float(loss) for loss in curve["loss"]]
     smoothed = _smoothed(losses, span=max(3, len(lrs) // 10))
-    figure = _figure(6, 4)
+    figure = new_figure(6, 4)
     ax = figure.add_subplot()
     ax.plot(lrs, losses, color="tab:blue", alpha=0.3, linewidth=1, label="loss")
     ax.plot(lrs, smoothed, color="tab:blue", linewidth=2, label="smoothed")
@@ -271,7 +281,7 @@ def _draw_lr_finder(curve: dict[str, Any], path: Path) -> Path:
     ax.set_title("Learning-rate finder")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize="small")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def _smoothed(values: Sequence[float], span: int) -> list[float]:
@@ -292,7 +302,18 @@ def _smoothed(values: Sequence[float], span: int) -> list[float]:
     return out
 
 
-def _draw_confusion(data: dict[str, Any], path: Path) -> Path:
+def draw_confusion(data: dict[str, Any], path: Path) -> Path:
+    """Draw a confusion matrix: counts in the cells, shaded by the share of each true class (row).
+
+    Args:
+        data: `{"class_names": [...], "counts": [[...], ...]}` (rows: true class, columns: predicted),
+            with optional `"split"` and `"weights"` (which weights made it), both shown in the title.
+        path: The PNG to write.
+
+    Examples:
+        >>> draw_confusion({"class_names": ["a", "b"], "counts": [[3, 1], [0, 4]]}, Path("cm.png"))  # doctest: +SKIP
+        PosixPath('cm.png')
+    """
     counts = data["counts"]
     names = data["class_names"]
     n = len(counts)
@@ -301,7 +322,7 @@ def _draw_confusion(data: dict[str, Any], path: Path) -> Path:
     total = sum(totals)
     correct = sum(counts[i][i] for i in range(n))
     side = min(max(4.0, 0.45 * n + 2.5), 16.0)
-    figure = _figure(side + 1.2, side)
+    figure = new_figure(side + 1.2, side)
     ax = figure.add_subplot()
     image = ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
     figure.colorbar(image, ax=ax, label="share of the true class")
@@ -317,5 +338,6 @@ def _draw_confusion(data: dict[str, Any], path: Path) -> Path:
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     accuracy = f", accuracy {correct / total:.1%}" if total else ""
-    ax.set_title(f"Confusion matrix ({data.get('split', 'val')}, {total} images{accuracy})")
-    return _save(figure, path)
+    weights = f"\n{data['weights']}" if data.get("weights") else ""
+    ax.set_title(f"Confusion matrix ({data.get('split', 'val')}, {total} images{accuracy}){weights}")
+    return save_figure(figure, path)

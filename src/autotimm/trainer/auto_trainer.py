@@ -30,6 +30,7 @@ from pytorch_lightning.utilities import rank_zero_info
 
 from autotimm._errors import check_bool, check_choice, check_number, check_seed, closest
 from autotimm._warnings import warn
+from autotimm.callbacks.analysis import RunAnalysis
 from autotimm.callbacks.checkpoint_io import AtomicCheckpointIO
 from autotimm.callbacks.checkpoints import checkpoint_callbacks, find_checkpoint
 from autotimm.callbacks.ema import ema_callback
@@ -73,7 +74,8 @@ class AutoTrainer(pl.Trainer):
       with a `pending` record that `fit` starts): `checkpoints/best.ckpt` and `last.ckpt`,
       `run.json` (status, heartbeat, config, results), `metrics.json` (per epoch),
       `config.yaml` (for `autotimm fit --config`), `train.log`, `plots/`, `logs/` (loggers
-      without a `save_dir`) and `profiler/` (with a profiler); see the "Runs" guide;
+      without a `save_dir`), `profiler/` (with a profiler) and `analysis/test/` (after `test`);
+      see the "Runs" guide;
     - reliability: checkpoints and records are written atomically (a crash never leaves half a
       file), training stops at the first NaN/Inf loss, and on CUDA a trial step before the run
       halves the data module's `batch_size` until it fits (`OOMBackoff`).
@@ -114,7 +116,11 @@ class AutoTrainer(pl.Trainer):
             `autotimm.callbacks.OOMBackoff`). `None` turns it on for CUDA runs on one device.
         plots: At the end of each `fit`, draw `loss.png`, `metrics.png`, `lr_finder.png` (after
             tuning) and `confusion_matrix.png` (classifiers) into `<run_dir>/plots/` (see
-            `RunPlots`).
+            `RunPlots`); a run with a best checkpoint (`checkpoint_monitor`) makes the confusion
+            matrix with its weights.
+        analysis: After each `test`, write the error analysis of the tested weights (per-class table,
+            confusion matrix, misclassified files, the worst images; AP per class for a detector) into
+            `<run_dir>/analysis/test/` (see `RunAnalysis` and `autotimm.analyze`).
         channels_last: Channels-last memory format for the model. `None` (the default) turns it
             on where it pays: CUDA runs of a model whose weights are mostly 2-D convolutions.
         compile: `torch.compile` the model when a run starts: `True`, or a dict of
@@ -179,6 +185,7 @@ class AutoTrainer(pl.Trainer):
         stop_on_nonfinite_loss: bool = True,
         oom_backoff: bool | None = None,
         plots: bool = True,
+        analysis: bool = True,
         channels_last: bool | None = None,
         compile: bool | dict[str, Any] = False,
         fine_tune: int | None = None,
@@ -228,6 +235,7 @@ class AutoTrainer(pl.Trainer):
         check_bool("enable_checkpointing", enable_checkpointing)
         check_bool("run_record", run_record)
         check_bool("plots", plots)
+        check_bool("analysis", analysis)
         if channels_last is not None:
             check_bool("channels_last", channels_last)
         compile_options = check_compile_options(compile)
@@ -320,6 +328,8 @@ class AutoTrainer(pl.Trainer):
             callbacks.append(record)
         if plots and not fast_dev_run:
             callbacks.append(RunPlots())
+        if analysis and not fast_dev_run:
+            callbacks.append(RunAnalysis())
         if channels_last is not False or compile_options is not None:
             callbacks.append(FastPath(channels_last, compile_options))
         # Lightning's summary without its FLOPs column of zeros, unless the user brought a summary.
