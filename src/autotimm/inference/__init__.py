@@ -2,13 +2,21 @@
 
 Below the tasks in the package tree: `predict` on `ImageClassifier` and `ObjectDetector` reads its
 images with `collect_images` / `iter_batches` and returns `Predictions` of `ClassificationResult`
-or `DetectionResult`.
+or `DetectionResult`; `explain` returns `Explanation`s, maps made by `grad_cam` (captum, an extra).
 
 Examples:
     >>> from autotimm.inference import Predictions, collect_images
 """
 
-from autotimm.inference.results import ClassificationResult, DetectionResult, Predictions
+from autotimm.inference.explain import (
+    EXPLAIN_METHODS,
+    check_layer,
+    default_layer,
+    grad_cam,
+    require_captum,
+    to_image_size,
+)
+from autotimm.inference.results import ClassificationResult, DetectionResult, Explanation, Predictions
 from autotimm.inference.sources import (
     IMAGE_EXTENSIONS,
     ImageSource,
@@ -20,14 +28,21 @@ from autotimm.inference.sources import (
 )
 
 __all__ = [
+    "EXPLAIN_METHODS",
     "IMAGE_EXTENSIONS",
     "ClassificationResult",
     "DetectionResult",
+    "Explanation",
     "ImageSource",
     "NotAnImageError",
     "OnBadFile",
     "Predictions",
+    "check_layer",
     "collect_images",
+    "default_layer",
+    "grad_cam",
     "iter_batches",
+    "require_captum",
+    "to_image_size",
     "to_rgb",
 ]

@@ -31,6 +31,7 @@ from autotimm.backbones import BackboneConfig, skip_pretrained_download
 from autotimm.inference import (
     ClassificationResult,
     DetectionResult,
+    Explanation,
     ImageSource,
     Predictions,
     collect_images,
@@ -57,7 +58,9 @@ _CHECKPOINT_KEY = "autotimm"  # what the model was trained on: class names, data
 PRETRAINED_CONFIG = "config.json"
 PRETRAINED_WEIGHTS = "model.safetensors"
 PRETRAINED_KEY = "autotimm"
-PredictBatch = Callable[[list[ImageSource], list[Image.Image]], list[ClassificationResult] | list[DetectionResult]]
+PredictBatch = Callable[
+    [list[ImageSource], list[Image.Image]], list[ClassificationResult] | list[DetectionResult] | list[Explanation]
+]
 
 
 class BaseTask(pl.LightningModule):
@@ -471,9 +474,16 @@ class BaseTask(pl.LightningModule):
 
     # ---- prediction on new images ----------------------------------------------------------
     def _predict_images(
-        self, source: Any, batch_size: int, on_bad_file: str, progress: bool, run_batch: PredictBatch
+        self,
+        source: Any,
+        batch_size: int,
+        on_bad_file: str,
+        progress: bool,
+        run_batch: PredictBatch,
+        gradients: bool = False,
     ) -> Predictions:
-        """Run `run_batch` over the images of `source`, `batch_size` at a time, in eval mode without gradients.
+        """Run `run_batch` over the images of `source`, `batch_size` at a time, in eval mode without gradients
+        (with them for `gradients=True`, as class-activation maps need).
 
         The model's training mode is restored afterwards. Files that cannot be read are skipped
         (named in a warning and in `Predictions.skipped`) or raise, as `on_bad_file` says.
@@ -485,7 +495,10 @@ class BaseTask(pl.LightningModule):
         training = self.training
         self.eval()
         try:
-            with torch.inference_mode(), tqdm(total=len(sources), unit="image", disable=not progress) as bar:
+            with (
+                torch.enable_grad() if gradients else torch.inference_mode(),
+                tqdm(total=len(sources), unit="image", disable=not progress) as bar,
+            ):
                 for entries, images in iter_batches(sources, batch_size, on_bad_file, skipped):  # type: ignore[arg-type]
                     results.extend(run_batch(entries, images))
                     bar.update(len(entries))
