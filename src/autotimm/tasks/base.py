@@ -51,7 +51,15 @@ from autotimm.optim import (
     step_scheduler,
 )
 
-__all__ = ["PRETRAINED_CONFIG", "PRETRAINED_KEY", "PRETRAINED_WEIGHTS", "BaseTask", "data_value", "labels_outside"]
+__all__ = [
+    "PRETRAINED_CONFIG",
+    "PRETRAINED_KEY",
+    "PRETRAINED_WEIGHTS",
+    "BaseTask",
+    "checkpoint_task",
+    "data_value",
+    "labels_outside",
+]
 
 _CHECKPOINT_KEY = "autotimm"  # what the model was trained on: class names, data config, task extras
 #: The files of a `save_pretrained` folder, and the key of autotimm's part of its config.
@@ -582,6 +590,7 @@ class BaseTask(pl.LightningModule):
         Examples:
             >>> model = ImageClassifier.load_from_checkpoint("best.ckpt")  # doctest: +SKIP
         """
+        _check_checkpoint_task(cls, checkpoint_path)
         with skip_pretrained_download():
             return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
 
@@ -600,6 +609,52 @@ class BaseTask(pl.LightningModule):
             {'confusion_matrix': {'split': 'val', 'class_names': ['cat', 'dog'], 'counts': [[6, 0], [1, 5]]}}
         """
         return {}
+
+
+def checkpoint_task(checkpoint: Any) -> str | None:
+    """The name of the task class a loaded checkpoint holds: as autotimm wrote it, else recognised by the
+    hyperparameters of older checkpoints; `None` when neither tells.
+
+    Examples:
+        >>> checkpoint_task({"autotimm": {"task": "ObjectDetector"}})
+        'ObjectDetector'
+    """
+    if not isinstance(checkpoint, Mapping):
+        return None
+    saved = checkpoint.get(_CHECKPOINT_KEY)
+    name = saved.get("task") if isinstance(saved, Mapping) else None
+    if isinstance(name, str):
+        return name
+    hparams = checkpoint.get("hyper_parameters")
+    if not isinstance(hparams, Mapping):
+        return None
+    return "ObjectDetector" if "architecture" in hparams else "ImageClassifier" if "multi_label" in hparams else None
+
+
+def _check_checkpoint_task(cls: type[BaseTask], path: Any) -> None:
+    """Refuse a checkpoint file of another autotimm task, naming the file, its task and the call that loads it.
+
+    Files that cannot be read here are left to Lightning, which says what is wrong with them.
+    """
+    if not isinstance(path, (str, os.PathLike)) or not Path(path).is_file():
+        return
+    try:  # memory-mapped: the weights are not read
+        checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+    except Exception:  # noqa: BLE001 (not a checkpoint this can peek into: Lightning's load reports it)
+        return
+    held = checkpoint_task(checkpoint)
+    tasks = {task.__name__: task for task in _subclasses(BaseTask)}
+    other = tasks.get(held) if held is not None else None
+    if other is None or issubclass(cls, other) or issubclass(other, cls):
+        return
+    raise ValueError(
+        f"{str(path)!r} holds a checkpoint of {held}, not of {cls.__name__}: load it with "
+        f"`{held}.load_from_checkpoint({str(path)!r})`, or with `autotimm.load({str(path)!r})`, which finds the task."
+    )
+
+
+def _subclasses(cls: type) -> list[type]:
+    return [sub for direct in cls.__subclasses__() for sub in (direct, *_subclasses(direct))]
 
 
 def labels_outside(labels: torch.Tensor, high: float, *, high_inclusive: bool = False) -> list[Any]:
