@@ -368,7 +368,7 @@ def _explain_parser() -> ArgumentParser:
     parser = _model_parser(
         "autotimm explain",
         "Class-activation maps (Grad-CAM) of a trained classifier: each image with the map laid over it, into "
-        "--out, and explanations.csv there (the class explained and its score). Needs pip install autotimm[explain].",
+        "--out, and explanations.csv there (the class explained and its score). Needs captum, the `explain` extra.",
         batch_size=8,
     )
     parser.add_argument("--out", required=True, help="The folder to write the overlays and explanations.csv into.")

@@ -103,7 +103,7 @@ def test_explanations_draw_save_and_write_csv(cnn: ImageClassifier, tmp_path: Pa
 def test_without_captum_the_error_names_the_extra(cnn: ImageClassifier, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setitem(sys.modules, "captum", None)  # as if it were not installed
     monkeypatch.setitem(sys.modules, "captum.attr", None)
-    with pytest.raises(ImportError, match=r"pip install autotimm\[explain\]"):
+    with pytest.raises(ImportError, match=r"captum, the `autotimm\[explain\]` extra: `pip install -e '.\[explain\]'`"):
         cnn.explain(_noise(64, 64))
 
 

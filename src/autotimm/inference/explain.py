@@ -4,7 +4,7 @@
 or `[B, h, w, C]` for backbones whose `output_fmt` is `"NHWC"`) or a transformer block's tokens
 (`[B, N, C]`: the prefix tokens, class and register tokens, are left out and the patch tokens laid
 out on the patch grid). `to_image_size` maps a map of the model's input back onto the image it was
-cut from. captum is an optional dependency: `pip install autotimm[explain]`.
+cut from. captum is an optional dependency, the `explain` extra.
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ def require_captum() -> ModuleType:
         import captum.attr
     except ImportError as error:
         raise ImportError(
-            "Explaining a model needs captum, an optional dependency: pip install autotimm[explain] "
-            '(in a clone of the repository: pip install -e ".[explain]").'
+            "Explaining a model needs captum, the `autotimm[explain]` extra: `pip install -e '.[explain]'` in a clone "
+            "of autotimm, or `pip install captum` (the `autotimm` on PyPI is another project)."
         ) from error
     return captum.attr
 

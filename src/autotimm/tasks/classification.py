@@ -752,9 +752,9 @@ class ImageClassifier(BaseTask):
     ) -> Predictions:
         """Class-activation maps: where in each image the evidence for a class lies (Grad-CAM, by captum).
 
-        Needs the `explain` extra (`pip install autotimm[explain]`). Takes the same sources as `predict`;
-        each map is computed on the model's input (after `eval_transform()`) and laid back onto the
-        image as read, so that it has the image's size.
+        Needs the `explain` extra (captum): `pip install -e '.[explain]'` in a clone of autotimm. Takes the
+        same sources as `predict`; each map is computed on the model's input (after `eval_transform()`)
+        and laid back onto the image as read, so that it has the image's size.
 
         Args:
             source: A file, a folder, a glob pattern, a PIL image, a numpy array, a `[B, 3, H, W]` tensor
@@ -773,7 +773,7 @@ class ImageClassifier(BaseTask):
             writing the overlay and `.save_images(folder)` / `.to_csv(path)` on the list.
 
         Raises:
-            ImportError: Without captum installed; the message says `pip install autotimm[explain]`.
+            ImportError: Without captum installed; the message says how to install it.
             ValueError: For an unknown class name or layer (the message lists the closest ones), or an
                 index outside the classes.
 
