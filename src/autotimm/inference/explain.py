@@ -43,7 +43,8 @@ def require_captum() -> ModuleType:
 
 
 def _is_token_model(backbone: nn.Module) -> bool:
-    return isinstance(getattr(backbone, "blocks", None), nn.Sequential) and hasattr(backbone, "num_prefix_tokens")
+    blocks = getattr(backbone, "blocks", None)
+    return isinstance(blocks, (nn.Sequential, nn.ModuleList)) and hasattr(backbone, "num_prefix_tokens")
 
 
 def default_layer(backbone: nn.Module) -> str:
