@@ -9,12 +9,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
+from PIL import Image
 
 import autotimm
-from autotimm import ImageClassifier, list_optimizers, read_run
+from autotimm import BackboneConfig, ImageClassifier, list_optimizers, read_run
 from autotimm.cli import AutoTimmCLI, main
 
 # `main(args)` in-process while pytest's own arguments are in `sys.argv`: Lightning warns about the mix.
@@ -305,3 +307,28 @@ def test_predict_errors_name_the_file(tmp_path: Path, capsys: pytest.CaptureFixt
     with pytest.raises(SystemExit):
         main(["predict", str(tmp_path / "model.ckpt"), "--help"])
     assert "--save-images" in capsys.readouterr().out
+
+
+# ---- `autotimm explain CHECKPOINT SOURCE --out DIR` ----
+@pytest.mark.slow
+def test_explain_writes_overlays_and_a_csv(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    model = ImageClassifier(BackboneConfig("test_resnet", pretrained=False), num_classes=3)
+    model.class_names = ["cat", "dog", "fox"]
+    model.trained_data_config = {**model.data_config, "input_size": (3, 64, 64)}
+    folder = model.save_pretrained(tmp_path / "model")
+    images = tmp_path / "images"
+    images.mkdir()
+    for i, size in enumerate([(80, 60), (64, 96)]):
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, (*size[::-1], 3), dtype=np.uint8)).save(
+            images / f"{i}.png"
+        )
+    main(["explain", str(folder), str(images), "--out", str(tmp_path / "maps"), "--target", "dog"])
+    assert "2 images, overlays and explanations.csv in" in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "maps").iterdir()) == ["0.png", "1.png", "explanations.csv"]
+    assert Image.open(tmp_path / "maps" / "1.png").size == (64, 96)
+    rows = (tmp_path / "maps" / "explanations.csv").read_text().splitlines()
+    assert rows[0] == "path,label,label_id,score,method" and all(",dog,1," in row for row in rows[1:])
+    with pytest.raises(SystemExit, match=r"autotimm explain: .*`target`.*\['cat', 'dog', 'fox'\].*'dgo'"):
+        main(["explain", str(folder), str(images), "--out", str(tmp_path / "maps"), "--target", "dgo"])
+    with pytest.raises(SystemExit, match="autotimm explain: .*missing.ckpt"):
+        main(["explain", str(tmp_path / "missing.ckpt"), str(images), "--out", str(tmp_path / "maps")])

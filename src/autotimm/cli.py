@@ -1,5 +1,5 @@
-"""The `autotimm` command line: `fit`, `validate`, `test`, `predict` from a YAML config, `list`, and
-`predict CHECKPOINT SOURCE` on new images.
+"""The `autotimm` command line: `fit`, `validate`, `test`, `predict` from a YAML config, `list`,
+`predict CHECKPOINT SOURCE` on new images, and `explain CHECKPOINT SOURCE --out DIR` (class-activation maps).
 
 `fit`/`validate`/`test`/`predict` are Lightning's `LightningCLI` (jsonargparse) with
 `AutoTrainer` as the trainer, any `LightningModule` as `model` and any `LightningDataModule`
@@ -16,6 +16,7 @@ Examples:
     autotimm predict runs/<run_name> new_images/ --out results.csv --save-images drawn/
     autotimm export runs/<run_name> --format onnx --out model.onnx   # checked; prints the check's figures
     autotimm predict model.onnx new_images/ --out results.csv       # ONNX Runtime, no PyTorch model
+    autotimm explain runs/<run_name> new_images/ --out maps/ --target cat
     autotimm runs list runs                                  # one row per run, at any depth
     autotimm runs show 2026-12-05_14-03-22                  # one run: status, best, checkpoints, epochs
     ```
@@ -60,7 +61,8 @@ _DESCRIPTION = (
     "`autotimm list {backbones,optimizers,schedulers} [PATTERN]` prints the registries; "
     "`autotimm runs {list [DIR],show RUN}` the runs on disk; "
     "`autotimm predict CHECKPOINT SOURCE [--out results.csv]` predicts on new images (see `autotimm predict "
-    "CHECKPOINT --help`); `autotimm export CHECKPOINT --format onnx|torchscript` exports a model."
+    "CHECKPOINT --help`); `autotimm export CHECKPOINT --format onnx|torchscript` exports a model; "
+    "`autotimm explain CHECKPOINT SOURCE --out DIR` draws class-activation maps."
 )
 _USAGE = (
     "autotimm {} [-h] [-c CONFIG] [--print_config] [--trainer.ARG VALUE] [--model.init_args.ARG VALUE] "
@@ -305,30 +307,35 @@ def _run_list(args: Sequence[str]) -> None:
     print("\n".join(names))
 
 
-def _predict_parser() -> ArgumentParser:
-    parser = ArgumentParser(
-        prog="autotimm predict",
-        description=(
-            "Predict on new images with a trained model: one line per image, or a CSV / JSON file with --out. "
-            "(`autotimm predict --config run.yaml --ckpt_path ...` predicts a data module's test split instead.)"
-        ),
-    )
+def _model_parser(prog: str, description: str, batch_size: int) -> ArgumentParser:
+    """A parser of `CHECKPOINT SOURCE...` and the options `predict` and `explain` share."""
+    parser = ArgumentParser(prog=prog, description=description)
     parser.add_argument(
         "checkpoint",
         help="A .ckpt file, a run folder (its best checkpoint), a save_pretrained folder or an exported .onnx file.",
     )
     parser.add_argument("source", nargs="+", help="Image files, folders (searched recursively) or glob patterns.")
+    parser.add_argument("--batch-size", type=int, default=batch_size, help="Images per forward pass.")
+    parser.add_argument("--on-bad-file", choices=["skip", "raise"], default="skip", help="Files that are not images.")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps; the best one there is by default.")
+    return parser
+
+
+def _predict_parser() -> ArgumentParser:
+    parser = _model_parser(
+        "autotimm predict",
+        "Predict on new images with a trained model: one line per image, or a CSV / JSON file with --out. "
+        "(`autotimm predict --config run.yaml --ckpt_path ...` predicts a data module's test split instead.)",
+        batch_size=16,
+    )
     parser.add_argument("--out", default=None, help="Write the results to this .csv or .json file.")
     parser.add_argument("--save-images", default=None, help="Draw each prediction onto its image, into this folder.")
-    parser.add_argument("--batch-size", type=int, default=16, help="Images per forward pass.")
     parser.add_argument("--tta", action="store_true", help="Test-time augmentation with the mirror image.")
     parser.add_argument("--top-k", type=int, default=5, help="Classifiers: how many classes each result lists.")
     parser.add_argument(
         "--score-thresh", type=float, default=None, help="Detectors: leave out boxes scoring below this."
     )
     parser.add_argument("--class-agnostic-nms", action="store_true", help="Detectors: one box per object.")
-    parser.add_argument("--on-bad-file", choices=["skip", "raise"], default="skip", help="Files that are not images.")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps; the best one there is by default.")
     return parser
 
 
@@ -387,6 +394,23 @@ def _export_parser() -> ArgumentParser:
     return parser
 
 
+def _explain_parser() -> ArgumentParser:
+    parser = _model_parser(
+        "autotimm explain",
+        "Class-activation maps (Grad-CAM) of a trained classifier: each image with the map laid over it, into "
+        "--out, and explanations.csv there (the class explained and its score). Needs captum, the `explain` extra.",
+        batch_size=8,
+    )
+    parser.add_argument("--out", required=True, help="The folder to write the overlays and explanations.csv into.")
+    parser.add_argument(
+        "--target", default=None, help="The class to explain (a name); each image's prediction by default."
+    )
+    parser.add_argument(
+        "--layer", default=None, help="The backbone layer (a module name); the last stage or block by default."
+    )
+    return parser
+
+
 def _run_export(args: Sequence[str]) -> None:
     """`autotimm export CHECKPOINT --format onnx|torchscript --out PATH`: export, check, print the figures."""
     config = _export_parser().parse_args(list(args))
@@ -425,6 +449,30 @@ def _check_line(path: Path, file_format: str) -> str:
     return str(DetectionCheck(**fields)) if len(fields) == len(DetectionCheck.__dataclass_fields__) else "no check"
 
 
+def _run_explain(args: Sequence[str]) -> None:
+    """`autotimm explain CHECKPOINT SOURCE... --out DIR`: `autotimm.load` then `explain`; no trainer."""
+    config = _explain_parser().parse_args(list(args))
+    try:
+        model = load(config.checkpoint, device=config.device)
+        if not isinstance(model, ImageClassifier):
+            raise ValueError(f"{config.checkpoint!r} holds a {type(model).__name__}; explain works on classifiers.")
+        results = model.explain(
+            config.source,
+            target=config.target,
+            layer=config.layer,
+            batch_size=config.batch_size,
+            on_bad_file=config.on_bad_file,
+            progress=True,
+        )
+    except (FileNotFoundError, ImportError, NotAnImageError, ValueError) as error:
+        sys.exit(f"autotimm explain: {error}")
+    results.save_images(config.out)
+    written = results.to_csv(Path(config.out) / "explanations.csv")
+    print(f"autotimm explain: {len(results)} images, overlays and {written.name} in {config.out}")
+    if results.skipped:
+        print(f"autotimm explain: skipped {len(results.skipped)} files that are not readable images", file=sys.stderr)
+
+
 def main(args: Sequence[str] | None = None) -> None:
     """Run the `autotimm` command line (the console script and `python -m autotimm`).
 
@@ -448,6 +496,9 @@ def main(args: Sequence[str] | None = None) -> None:
         return
     if argv[:1] == ["export"]:
         _run_export(argv[1:])
+        return
+    if argv[:1] == ["explain"]:
+        _run_explain(argv[1:])
         return
     if argv[:1] == ["runs"]:
         runs_command(argv[1:])

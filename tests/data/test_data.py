@@ -22,6 +22,7 @@ from autotimm.data import (
     ImageDataModule,
     create_eval_transform,
     create_train_transform,
+    eval_input_box,
     list_augmentations,
     make_digits_folder,
     resolve_data_config,
@@ -647,3 +648,34 @@ def test_digits_folder_without_val_works_with_split(tmp_path: Path) -> None:
     data = ImageDataModule(root, image_size=32, num_workers=0, val_split=0.2)
     data.setup("fit")
     assert (len(data.train_dataset), len(data.val_dataset)) == (80, 20)
+
+
+@pytest.mark.parametrize(
+    ("config", "size"),
+    [
+        ({"input_size": (3, 72, 72), "crop_pct": 0.875}, (150, 100)),  # shorter side resized, centre crop
+        ({"input_size": (3, 80, 80), "crop_pct": 0.9}, (97, 241)),
+        ({"input_size": (3, 96, 72), "crop_pct": 0.875}, (160, 200)),  # a non-square input: timm's ResizeKeepRatio
+        ({"input_size": (3, 72, 72), "crop_pct": 0.8, "crop_mode": "squash"}, (100, 240)),
+        ({"input_size": (3, 72, 72), "crop_pct": 1.0, "crop_mode": "border"}, (80, 160)),  # padded top and bottom
+    ],
+)
+def test_eval_input_box_is_where_the_eval_transform_takes_its_pixels(config: dict, size: tuple[int, int]) -> None:
+    rng = np.random.default_rng(0)
+    # Waves of a 12 px period: a box a few pixels off cuts other pixels, while interpolation differences stay small.
+    ys, xs = np.meshgrid(np.arange(size[0]), np.arange(size[1]), indexing="ij")
+    waves = [np.sin(xs * np.pi / 6), np.sin(ys * np.pi / 6), np.sin((xs + ys) * np.pi / 12)]
+    pixels = (np.stack(waves, axis=-1) + 1) * 100 + rng.uniform(0, 1, size=(*size, 3))
+    image = Image.fromarray(pixels.astype(np.uint8))
+    cfg = resolve_data_config(config)
+    mean, std = torch.tensor(cfg["mean"])[:, None, None], torch.tensor(cfg["std"])[:, None, None]
+    seen = create_eval_transform(cfg)(image) * std + mean  # the input, un-normalised, in [0, 1]
+    left, top, right, bottom = eval_input_box(cfg, size)
+    height, width = cfg["input_size"][1:]
+    # The same pixels cut from the image with the box (beyond the image: the mean colour the transform pads with).
+    padded = Image.new("RGB", (size[1] * 3, size[0] * 3), tuple(round(255 * m) for m in cfg["mean"]))
+    padded.paste(image, (size[1], size[0]))
+    box = (left + size[1], top + size[0], right + size[1], bottom + size[0])
+    resample = Image.BICUBIC if cfg["interpolation"] == "bicubic" else Image.BILINEAR
+    cut = torch.from_numpy(np.array(padded.resize((width, height), resample, box=box))).permute(2, 0, 1)
+    assert (seen - cut / 255).abs()[:, 2:-2, 2:-2].mean() < 0.02  # the edges mix in padding differently

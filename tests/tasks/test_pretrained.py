@@ -94,6 +94,26 @@ def test_bad_files_and_folders_are_named(classifier_ckpt: Path, tmp_path: Path, 
         autotimm.load(tmp_path / "timm_folder")
 
 
+def test_a_checkpoint_of_another_task_is_refused_naming_the_file_its_task_and_the_call(
+    classifier_ckpt: Path, detector_ckpt: Path, tmp_path: Path
+):
+    with pytest.raises(ValueError, match=r"best.ckpt' holds a checkpoint of ImageClassifier, not of ObjectDetector"):
+        ObjectDetector.load_from_checkpoint(classifier_ckpt)
+    with pytest.raises(ValueError, match=r"of ObjectDetector, not of ImageClassifier.*ObjectDetector.load_from_check"):
+        ImageClassifier.load_from_checkpoint(detector_ckpt)
+    checkpoint = torch.load(classifier_ckpt, weights_only=False)
+    del checkpoint["autotimm"]  # an older checkpoint: the task is recognised by its hyperparameters
+    torch.save(checkpoint, tmp_path / "old.ckpt")
+    with pytest.raises(ValueError, match=r"old.ckpt' holds a checkpoint of ImageClassifier.*autotimm.load\("):
+        ObjectDetector.load_from_checkpoint(tmp_path / "old.ckpt")
+    assert isinstance(ImageClassifier.load_from_checkpoint(tmp_path / "old.ckpt"), ImageClassifier)
+
+    class MyClassifier(ImageClassifier):  # a user's subclass loads its parent's checkpoints
+        pass
+
+    assert isinstance(MyClassifier.load_from_checkpoint(classifier_ckpt), MyClassifier)
+
+
 def test_save_pretrained_classifier_is_a_timm_model_folder(classifier_ckpt: Path, tmp_path: Path):
     model = autotimm.load(classifier_ckpt, device="cpu")
     folder = model.save_pretrained(tmp_path / "colours")

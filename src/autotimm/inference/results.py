@@ -21,7 +21,14 @@ from autotimm._atomic import atomic_path
 from autotimm._errors import check_bool, check_number
 from autotimm.inference.sources import ImageSource, OnBadFile, collect_images, iter_batches
 
-__all__ = ["ClassificationResult", "DetectionResult", "Predictions", "predict_images", "select_detections"]
+__all__ = [
+    "ClassificationResult",
+    "DetectionResult",
+    "Explanation",
+    "Predictions",
+    "predict_images",
+    "select_detections",
+]
 
 _LINE_WIDTH = 2
 
@@ -104,24 +111,68 @@ class ClassificationResult(_Drawable):
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data: `path`, `label`, `label_id`, `score`, `top_k` (a list of `{label, score}`)."""
-        return {
-            "path": self.path,
-            "label": self.label,
-            "label_id": self.label_id,
-            "score": self.score,
-            "top_k": [{"label": name, "score": score} for name, score in self.top_k],
-        }
+        return {**_label_fields(self), "top_k": [{"label": name, "score": score} for name, score in self.top_k]}
 
     def plot(self) -> Image.Image:
         """The image with its `top_k` labels and scores written at the top left."""
-        image = self._image().copy()
-        draw = ImageDraw.Draw(image)
-        size = max(10, image.height // 16)
-        text = "\n".join(f"{name} {score:.2f}" for name, score in self.top_k[:3])
-        box = draw.multiline_textbbox((4, 4), text, font_size=size)
-        draw.rectangle((box[0] - 2, box[1] - 2, box[2] + 2, box[3] + 2), fill=(0, 0, 0))
-        draw.multiline_text((4, 4), text, fill=(255, 255, 255), font_size=size)
-        return image
+        return _write_lines(self._image().copy(), [f"{name} {score:.2f}" for name, score in self.top_k[:3]])
+
+
+def _label_fields(result: ClassificationResult | Explanation) -> dict[str, Any]:
+    return {"path": result.path, "label": result.label, "label_id": result.label_id, "score": result.score}
+
+
+def _write_lines(image: Image.Image, lines: list[str]) -> Image.Image:
+    """`image` with `lines` written at its top left, white on black; drawn in place and returned."""
+    draw = ImageDraw.Draw(image)
+    size = max(10, image.height // 16)
+    text = "\n".join(lines)
+    box = draw.multiline_textbbox((4, 4), text, font_size=size)
+    draw.rectangle((box[0] - 2, box[1] - 2, box[2] + 2, box[3] + 2), fill=(0, 0, 0))
+    draw.multiline_text((4, 4), text, fill=(255, 255, 255), font_size=size)
+    return image
+
+
+@dataclass
+class Explanation(_Drawable):
+    """A class-activation map of one image: where the evidence for one class lies, at the image's size.
+
+    Attributes:
+        path: The image file, or a name such as `"image_0"` for an in-memory image.
+        label: The name of the class explained (the predicted one unless another was asked for).
+        label_id: Its index.
+        score: Its probability for this image.
+        heatmap: `[height, width]` of the image as read, values in [0, 1] (1: the strongest evidence;
+            0 also where the model's centre crop left the image out).
+        method: How the map was made (`"gradcam"`).
+
+    Examples:
+        >>> explanation = model.explain("cat.jpg")[0]  # doctest: +SKIP
+        >>> explanation.label, explanation.heatmap.shape  # doctest: +SKIP
+        ('cat', torch.Size([480, 640]))
+    """
+
+    path: str
+    label: str
+    label_id: int
+    score: float
+    heatmap: torch.Tensor = field(repr=False)
+    method: str
+    source: ImageSource = field(repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data: `path`, `label`, `label_id`, `score`, `method` (the map itself is left out)."""
+        return {**_label_fields(self), "method": self.method}
+
+    def plot(self, alpha: float = 0.5) -> Image.Image:
+        """The image with the heatmap laid over it (matplotlib's `jet` colours, `alpha` of the map) and the
+        class and score written at the top left."""
+        from matplotlib import colormaps
+
+        colours = colormaps["jet"](self.heatmap.float().cpu().numpy())[..., :3]
+        overlay = Image.fromarray((colours * 255 + 0.5).astype("uint8"))
+        blended = Image.blend(self._image(), overlay, alpha)
+        return _write_lines(blended, [f"{self.label} {self.score:.2f}"])
 
 
 @dataclass
@@ -183,7 +234,8 @@ class DetectionResult(_Drawable):
 
 
 class Predictions(list):  # type: ignore[type-arg]
-    """The results of `predict`, one per image in order, plus the files it skipped; writes CSV and JSON.
+    """The results of `predict` (or `explain`), one per image in order, plus the files it skipped; writes CSV and
+    JSON.
 
     Attributes:
         skipped: The files that were left out because they could not be read as images.
@@ -194,7 +246,11 @@ class Predictions(list):  # type: ignore[type-arg]
         PosixPath('results.csv')
     """
 
-    def __init__(self, results: Iterable[ClassificationResult | DetectionResult] = (), skipped: Sequence[str] = ()):
+    def __init__(
+        self,
+        results: Iterable[ClassificationResult | DetectionResult | Explanation] = (),
+        skipped: Sequence[str] = (),
+    ):
         super().__init__(results)
         self.skipped = list(skipped)
 
@@ -213,9 +269,12 @@ class Predictions(list):  # type: ignore[type-arg]
     def rows(self) -> list[dict[str, Any]]:
         """The CSV rows: one per image for a classifier (`path, label, label_id, score, top_k`), one per
         box for a detector (`path, label, label_id, score, x1, y1, x2, y2`; an image without boxes
-        gets one row with empty fields)."""
+        gets one row with empty fields), one per image for `explain` (`path, label, label_id, score, method`)."""
         rows: list[dict[str, Any]] = []
         for result in self:
+            if isinstance(result, Explanation):
+                rows.append({**result.to_dict(), "score": f"{result.score:.6f}"})
+                continue
             if isinstance(result, ClassificationResult):
                 top = "; ".join(f"{name}:{score:.4f}" for name, score in result.top_k)
                 rows.append(

@@ -27,7 +27,14 @@ from autotimm._compat import attached_trainer, step_is_logged
 from autotimm._errors import check_bool, check_mapping, check_number
 from autotimm._version import __version__
 from autotimm.backbones import BackboneConfig, skip_pretrained_download
-from autotimm.inference import ClassificationResult, DetectionResult, ImageSource, Predictions, predict_images
+from autotimm.inference import (
+    ClassificationResult,
+    DetectionResult,
+    Explanation,
+    ImageSource,
+    Predictions,
+    predict_images,
+)
 from autotimm.loggers import LoggingConfig
 from autotimm.metrics import STAGES, MetricConfig, create_metrics
 from autotimm.optim import (
@@ -42,14 +49,24 @@ from autotimm.optim import (
     step_scheduler,
 )
 
-__all__ = ["PRETRAINED_CONFIG", "PRETRAINED_KEY", "PRETRAINED_WEIGHTS", "BaseTask", "data_value", "labels_outside"]
+__all__ = [
+    "PRETRAINED_CONFIG",
+    "PRETRAINED_KEY",
+    "PRETRAINED_WEIGHTS",
+    "BaseTask",
+    "checkpoint_task",
+    "data_value",
+    "labels_outside",
+]
 
 _CHECKPOINT_KEY = "autotimm"  # what the model was trained on: class names, data config, task extras
 #: The files of a `save_pretrained` folder, and the key of autotimm's part of its config.
 PRETRAINED_CONFIG = "config.json"
 PRETRAINED_WEIGHTS = "model.safetensors"
 PRETRAINED_KEY = "autotimm"
-PredictBatch = Callable[[list[ImageSource], list[Image.Image]], list[ClassificationResult] | list[DetectionResult]]
+PredictBatch = Callable[
+    [list[ImageSource], list[Image.Image]], list[ClassificationResult] | list[DetectionResult] | list[Explanation]
+]
 
 
 class BaseTask(pl.LightningModule):
@@ -463,9 +480,16 @@ class BaseTask(pl.LightningModule):
 
     # ---- prediction on new images ----------------------------------------------------------
     def _predict_images(
-        self, source: Any, batch_size: int, on_bad_file: str, progress: bool, run_batch: PredictBatch
+        self,
+        source: Any,
+        batch_size: int,
+        on_bad_file: str,
+        progress: bool,
+        run_batch: PredictBatch,
+        gradients: bool = False,
     ) -> Predictions:
-        """Run `run_batch` over the images of `source`, `batch_size` at a time, in eval mode without gradients.
+        """Run `run_batch` over the images of `source`, `batch_size` at a time, in eval mode without gradients
+        (with them for `gradients=True`, as class-activation maps need).
 
         The model's training mode is restored afterwards. Files that cannot be read are skipped
         (named in a warning and in `Predictions.skipped`) or raise, as `on_bad_file` says.
@@ -473,7 +497,7 @@ class BaseTask(pl.LightningModule):
         training = self.training
         self.eval()
         try:
-            with torch.inference_mode():
+            with torch.enable_grad() if gradients else torch.inference_mode():
                 return predict_images(source, batch_size, on_bad_file, progress, run_batch)  # type: ignore[arg-type]
         finally:
             self.train(training)
@@ -551,6 +575,7 @@ class BaseTask(pl.LightningModule):
         Examples:
             >>> model = ImageClassifier.load_from_checkpoint("best.ckpt")  # doctest: +SKIP
         """
+        _check_checkpoint_task(cls, checkpoint_path)
         with skip_pretrained_download():
             return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
 
@@ -569,6 +594,52 @@ class BaseTask(pl.LightningModule):
             {'confusion_matrix': {'split': 'val', 'class_names': ['cat', 'dog'], 'counts': [[6, 0], [1, 5]]}}
         """
         return {}
+
+
+def checkpoint_task(checkpoint: Any) -> str | None:
+    """The name of the task class a loaded checkpoint holds: as autotimm wrote it, else recognised by the
+    hyperparameters of older checkpoints; `None` when neither tells.
+
+    Examples:
+        >>> checkpoint_task({"autotimm": {"task": "ObjectDetector"}})
+        'ObjectDetector'
+    """
+    if not isinstance(checkpoint, Mapping):
+        return None
+    saved = checkpoint.get(_CHECKPOINT_KEY)
+    name = saved.get("task") if isinstance(saved, Mapping) else None
+    if isinstance(name, str):
+        return name
+    hparams = checkpoint.get("hyper_parameters")
+    if not isinstance(hparams, Mapping):
+        return None
+    return "ObjectDetector" if "architecture" in hparams else "ImageClassifier" if "multi_label" in hparams else None
+
+
+def _check_checkpoint_task(cls: type[BaseTask], path: Any) -> None:
+    """Refuse a checkpoint file of another autotimm task, naming the file, its task and the call that loads it.
+
+    Files that cannot be read here are left to Lightning, which says what is wrong with them.
+    """
+    if not isinstance(path, (str, os.PathLike)) or not Path(path).is_file():
+        return
+    try:  # memory-mapped: the weights are not read
+        checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+    except Exception:  # noqa: BLE001 (not a checkpoint this can peek into: Lightning's load reports it)
+        return
+    held = checkpoint_task(checkpoint)
+    tasks = {task.__name__: task for task in _subclasses(BaseTask)}
+    other = tasks.get(held) if held is not None else None
+    if other is None or issubclass(cls, other) or issubclass(other, cls):
+        return
+    raise ValueError(
+        f"{str(path)!r} holds a checkpoint of {held}, not of {cls.__name__}: load it with "
+        f"`{held}.load_from_checkpoint({str(path)!r})`, or with `autotimm.load({str(path)!r})`, which finds the task."
+    )
+
+
+def _subclasses(cls: type) -> list[type]:
+    return [sub for direct in cls.__subclasses__() for sub in (direct, *_subclasses(direct))]
 
 
 def labels_outside(labels: torch.Tensor, high: float, *, high_inclusive: bool = False) -> list[Any]:

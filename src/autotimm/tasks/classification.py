@@ -23,9 +23,21 @@ from torchmetrics.classification import BinaryConfusionMatrix, MulticlassConfusi
 
 from autotimm._errors import check_bool, check_choice, check_mapping, check_number
 from autotimm.backbones import BackboneConfig, create_backbone, pooled_width
-from autotimm.data import create_eval_transform, resolve_data_config
+from autotimm.data import create_eval_transform, eval_input_box, resolve_data_config
 from autotimm.export import TorchScriptMethod, export_onnx, export_torchscript
-from autotimm.inference import ClassificationResult, ImageSource, OnBadFile, Predictions
+from autotimm.inference import (
+    EXPLAIN_METHODS,
+    ClassificationResult,
+    Explanation,
+    ImageSource,
+    OnBadFile,
+    Predictions,
+    check_layer,
+    default_layer,
+    grad_cam,
+    require_captum,
+    to_image_size,
+)
 from autotimm.loggers import LoggingConfig
 from autotimm.losses import balanced_class_weights, check_loss_kwargs, create_loss, resolve_loss
 from autotimm.metrics import MetricConfig
@@ -727,6 +739,89 @@ class ImageClassifier(BaseTask):
 
     def _classification_result(self, entry: ImageSource, probs: torch.Tensor, top_k: int) -> ClassificationResult:
         return ClassificationResult.from_probs(entry, probs, top_k, self.class_name)
+
+    # ---- explanations ----------------------------------------------------------------------
+    def explain(
+        self,
+        source: Any,
+        target: str | int | None = None,
+        method: str = "gradcam",
+        layer: str | None = None,
+        batch_size: int = 8,
+        on_bad_file: OnBadFile = "skip",
+        progress: bool = False,
+    ) -> Predictions:
+        """Class-activation maps: where in each image the evidence for a class lies (Grad-CAM, by captum).
+
+        Needs the `explain` extra (captum): `pip install -e '.[explain]'` in a clone of autotimm. Takes the
+        same sources as `predict`; each map is computed on the model's input (after `eval_transform()`)
+        and laid back onto the image as read, so that it has the image's size.
+
+        Args:
+            source: A file, a folder, a glob pattern, a PIL image, a numpy array, a `[B, 3, H, W]` tensor
+                in [0, 1], or a list of these; see `predict`.
+            target: The class to explain: `None` for each image's predicted class, a class name, or an index.
+            method: `"gradcam"`.
+            layer: The backbone module whose activations are weighed (a name from
+                `model.backbone.named_modules()`); `None` takes the last stage of a CNN (`layer4` of a
+                ResNet) or the last block of a vision transformer (its tokens laid out on the patch grid).
+            batch_size: Images per forward and backward pass.
+            on_bad_file: `"skip"` or `"raise"` for files that are not readable images, as in `predict`.
+            progress: Show a progress bar.
+
+        Returns:
+            One `Explanation` per image (`heatmap` `[H, W]` in [0, 1], `label`, `score`), with `.save(path)`
+            writing the overlay and `.save_images(folder)` / `.to_csv(path)` on the list.
+
+        Raises:
+            ImportError: Without captum installed; the message says how to install it.
+            ValueError: For an unknown class name or layer (the message lists the closest ones), or an
+                index outside the classes.
+
+        Examples:
+            >>> model = ImageClassifier(BackboneConfig("test_resnet", pretrained=False), num_classes=3)
+            >>> explanation = model.explain(Image.new("RGB", (64, 48)))[0]
+            >>> tuple(explanation.heatmap.shape)
+            (48, 64)
+        """
+        require_captum()
+        check_choice("method", method, EXPLAIN_METHODS)
+        chosen = self._target_index(target)
+        layer = default_layer(self.backbone) if layer is None else layer
+        check_layer(self.backbone, layer)
+        transform, config = self.eval_transform(), self.eval_data_config
+
+        def logits(x: torch.Tensor) -> torch.Tensor:
+            out = self(x)
+            return torch.cat([-out, out], dim=1) if self.multi_label and self.num_classes == 1 else out
+
+        def run(entries: list[ImageSource], images: list[Image.Image]) -> list[Explanation]:
+            dtype = next(self.parameters()).dtype
+            x = torch.stack([transform(image) for image in images]).to(self.device, dtype)
+            with torch.no_grad():
+                probs = self._class_probabilities(x).float().cpu()
+            ids = probs.argmax(dim=1) if chosen is None else torch.full((len(images),), chosen)
+            cams = grad_cam(logits, self.backbone, layer, x, ids.to(self.device)).cpu()
+            results = []
+            for entry, image, cam, p, i in zip(entries, images, cams, probs, ids.tolist(), strict=True):
+                size = (image.height, image.width)
+                heatmap = to_image_size(cam, eval_input_box(config, size), size)
+                results.append(Explanation(entry.name, self.class_name(i), i, float(p[i]), heatmap, method, entry))
+            return results
+
+        return self._predict_images(source, batch_size, on_bad_file, progress, run, gradients=True)
+
+    def _target_index(self, target: str | int | None) -> int | None:
+        """The class index `explain` is asked for: `None` (each image's prediction), a class name or an index."""
+        count = 2 if self.multi_label and self.num_classes == 1 else self._built_head()[-1].out_features
+        if target is None:
+            return None
+        if isinstance(target, str):
+            names = self.class_names or [str(i) for i in range(count)]
+            check_choice("target", target, names)
+            return names.index(target)
+        check_number("target", target, low=0, high=count, high_inclusive=False, integer=True)
+        return int(target)
 
     # ---- a portable model folder, in timm's layout ----------------------------------------------
     # `save_pretrained` (BaseTask) writes a classifier in timm's own layout: `timm.create_model("local-dir:" +

@@ -21,7 +21,7 @@ from autotimm._errors import closest
 from autotimm._version import __version__
 from autotimm.backbones import skip_pretrained_download
 from autotimm.inference import OnnxPredictor
-from autotimm.tasks.base import PRETRAINED_CONFIG, PRETRAINED_KEY, BaseTask
+from autotimm.tasks.base import PRETRAINED_CONFIG, PRETRAINED_KEY, BaseTask, checkpoint_task
 from autotimm.tasks.classification import ImageClassifier
 from autotimm.tasks.detection import ObjectDetector
 
@@ -159,12 +159,7 @@ def _task_of(checkpoint: Any, path: Path) -> type[BaseTask]:
         raise ValueError(
             f"{str(path)!r} is not a Lightning checkpoint of an autotimm task (it has no hyperparameters)."
         )
-    name = (checkpoint.get(_CHECKPOINT_KEY) or {}).get("task")
-    if name is None:
-        name = (
-            "ObjectDetector" if "architecture" in hparams else "ImageClassifier" if "multi_label" in hparams else None
-        )
-    return _task_class(name, path)
+    return _task_class(checkpoint_task(checkpoint), path)
 
 
 def _task_class(name: object, path: Path) -> type[BaseTask]:

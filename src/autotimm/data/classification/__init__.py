@@ -16,6 +16,7 @@ from autotimm.data.classification.transforms import (
     create_eval_transform,
     create_train_transform,
     default_data_config,
+    eval_input_box,
     list_augmentations,
     resolve_data_config,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "create_eval_transform",
     "create_train_transform",
     "default_data_config",
+    "eval_input_box",
     "iterative_split",
     "list_augmentations",
     "resolve_data_config",

@@ -7,6 +7,7 @@ the augmentation preset decides how much randomness the training transform adds.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
@@ -28,6 +29,7 @@ __all__ = [
     "create_eval_transform",
     "create_train_transform",
     "default_data_config",
+    "eval_input_box",
     "list_augmentations",
     "resolve_data_config",
 ]
@@ -178,6 +180,41 @@ def create_eval_transform(data_config: Mapping[str, Any] | None = None) -> Calla
         crop_pct=cfg["crop_pct"],
         crop_mode=cfg["crop_mode"],
     )
+
+
+def eval_input_box(data_config: Mapping[str, Any] | None, image_size: tuple[int, int]) -> tuple[float, ...]:
+    """Where the eval transform's output lies in an image of `image_size` (`(height, width)`).
+
+    The inverse of the resize and crop (or pad) of `create_eval_transform`, timm's for each `crop_mode`:
+    the model's input covers `(left, top, right, bottom)` of the image, in image pixels (beyond the
+    image where `crop_mode="border"` pads). Maps drawn on the input (class-activation maps) go back onto
+    the image with it.
+
+    Examples:
+        >>> eval_input_box({"input_size": (3, 32, 32), "crop_pct": 1.0}, (64, 128))
+        (32.0, 0.0, 96.0, 64.0)
+    """
+    cfg = resolve_data_config(data_config)
+    target_h, target_w = cfg["input_size"][1:]
+    height, width = image_size
+    scale_h, scale_w = (math.floor(s / cfg["crop_pct"]) for s in (target_h, target_w))
+    if cfg["crop_mode"] == "squash":
+        new_h, new_w = scale_h, scale_w
+    elif cfg["crop_mode"] != "border" and scale_h == scale_w:  # torchvision's Resize of the shorter side
+        short, long = sorted((height, width))
+        new_short, new_long = scale_h, int(scale_h * long / short)
+        new_h, new_w = (new_short, new_long) if height <= width else (new_long, new_short)
+    else:  # timm's ResizeKeepRatio: the shorter side fits (centre), or the longer side (border)
+        ratios = (height / scale_h, width / scale_w)
+        ratio = max(ratios) if cfg["crop_mode"] == "border" else min(ratios)
+        new_h, new_w = round(height / ratio), round(width / ratio)
+    if cfg["crop_mode"] == "border":  # timm's CenterCropOrPad pads first (left/top get the smaller half)
+        top = -((target_h - new_h) // 2) if new_h < target_h else int(round((new_h - target_h) / 2))
+        left = -((target_w - new_w) // 2) if new_w < target_w else int(round((new_w - target_w) / 2))
+    else:  # torchvision's CenterCrop
+        top, left = int(round((new_h - target_h) / 2)), int(round((new_w - target_w) / 2))
+    sy, sx = height / new_h, width / new_w
+    return (left * sx, top * sy, (left + target_w) * sx, (top + target_h) * sy)
 
 
 def create_train_transform(
