@@ -66,7 +66,13 @@ def _assert_same_detections(want: dict, have: dict, atol: float = 1e-3, thresh: 
         rows = list(zip(found["scores"].tolist(), found["labels"].tolist(), found["boxes"].tolist(), strict=True))
         rows = [r for r in rows if r[0] > floor + 1e-4]
         found["rows"] = sorted(rows, key=lambda r: (-round(r[0], 4), r[1], [round(v, 1) for v in r[2]]))
-    assert len(want["rows"]) == len(have["rows"])
+    assert len(want["rows"]) == len(have["rows"]), (
+        floor,
+        want["rows"],
+        have["rows"],
+        len(want["scores"]),
+        len(have["scores"]),
+    )
     for (ws, wl, wb), (hs, hl, hb) in zip(want["rows"], have["rows"], strict=True):
         assert wl == hl and abs(ws - hs) <= 1e-4
         assert max(abs(a - b) for a, b in zip(wb, hb, strict=True)) <= atol
