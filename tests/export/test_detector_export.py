@@ -72,7 +72,9 @@ def _assert_same_detections(want: dict, have: dict, atol: float = 1e-3, thresh: 
         same = [
             r
             for r in unmatched
-            if r[1] == label and abs(r[0] - score) <= 1e-4 and max(abs(a - b) for a, b in zip(r[2], box, strict=True)) <= atol
+            if r[1] == label
+            and abs(r[0] - score) <= 1e-4
+            and max(abs(a - b) for a, b in zip(r[2], box, strict=True)) <= atol
         ]
         assert same, f"no match for {label} {score:.4f} {box}"
         unmatched.remove(same[0])
