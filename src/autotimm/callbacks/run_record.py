@@ -447,11 +447,13 @@ def _write_config_yaml(
 
 def _class_config(obj: Any) -> dict[str, Any]:
     """`{"class_path": ..., "init_args": ...}`: the `__init__` arguments an object saved as hyperparameters, or
-    keeps as attributes of the same name (such as a data module's `data_dir`)."""
+    keeps as plain attributes of the same name (such as a data module's `data_dir`; not properties)."""
     hparams = dict(getattr(obj, "hparams", {}))
     init_args = {}
     for name in inspect.signature(type(obj).__init__).parameters:
-        value = hparams[name] if name in hparams else getattr(obj, name, inspect.Parameter.empty)
+        # A property is derived (a folder data module's `class_names`), not an argument it was given.
+        derived = isinstance(inspect.getattr_static(type(obj), name, None), property)
+        value = hparams.get(name, inspect.Parameter.empty if derived else getattr(obj, name, inspect.Parameter.empty))
         if value is not inspect.Parameter.empty and _plain(value):
             init_args[name] = _jsonable(value)
     return {"class_path": _qualname(obj), "init_args": init_args}

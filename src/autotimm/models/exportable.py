@@ -179,8 +179,8 @@ def to_image_pixels(
 
     Examples:
         >>> outputs = (torch.tensor([[0.0, 0, 32, 16]]), torch.tensor([0.9]), torch.tensor([1]), torch.tensor([0]))
-        >>> to_image_pixels(outputs, torch.tensor([[32, 64]]), [(60, 120)])[0]["boxes"]
-        tensor([[ 0.,  0., 60., 30.]])
+        >>> to_image_pixels(outputs, torch.tensor([[32, 64]]), [(60, 120)])[0]["boxes"].round(decimals=3).tolist()
+        [[0.0, 0.0, 60.0, 30.0]]
     """
     boxes, scores, labels, batch_index = (torch.as_tensor(o) for o in outputs)
     found = []

@@ -227,12 +227,6 @@ class ImageDataModule(BaseDataModule):
             self._class_names = list(self._builtin.classes)
         else:
             self._class_names = check_folder_layout(self.data_dir)
-        if train_csv is None and class_names is not None and list(class_names) != self._class_names:
-            # Folders and built-ins name their classes; a saved config repeats them, and must agree.
-            raise ValueError(
-                f"`class_names` {list(class_names)} differ from the classes of the data, {self._class_names} "
-                f"(sorted class folders or the built-in's); leave `class_names` out for folders."
-            )
         # Primitives only, so that checkpoints load with `torch.load(weights_only=True)`; no
         # `data_dir` or tables: a path is machine-specific and often holds the user's name.
         self.save_hyperparameters(

@@ -86,7 +86,7 @@ class TableColumns:
         """
         if not has_table:
             table_only = {"label_columns": self.label_columns, "label_delim": self.label_delim}
-            table_only.update(split_column=self.split_column, group_column=self.group_column)
+            table_only.update(split_column=self.split_column, group_column=self.group_column, class_names=class_names)
             given = [name for name, value in table_only.items() if value is not None]
             if given:
                 raise TypeError(f"{given} describe a table: give it as `train_csv=...` too.")
