@@ -14,7 +14,12 @@ After a short training run on the digits demo folder:
    folder of image files (the same accuracy as step 2), writes a CSV and draws the top labels;
 6. a detector trained briefly on synthetic shapes is loaded the same way and predicts boxes on unseen
    images of other sizes (in their own pixels), with class-agnostic NMS, into a CSV and drawings;
-   both models are saved as portable folders with `save_pretrained`.
+   both models are saved as portable folders with `save_pretrained`;
+7. `autotimm.analyze` lists what the classifier gets wrong on the test split (per-class table,
+   confusion matrix, misclassified files, a gallery of the highest losses), and `explain` draws
+   Grad-CAM maps of four new images (with captum, the `explain` extra);
+8. the detector is exported to ONNX (decoding and NMS inside, checked box by box) and
+   `autotimm.load("shapes.onnx")` predicts the same boxes with ONNX Runtime alone.
 
 A model loaded from a checkpoint has no data module attached, so the export is given the
 size it was trained at (`image_size=32`) and the class names. ONNX export needs the `export`
@@ -27,6 +32,7 @@ Set `AUTOTIMM_SMOKE=1` for a quick check that everything is wired up.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -150,6 +156,24 @@ def main() -> None:
     boxes = sum(len(result) for result in found)
     print(f"detector: {len(found)} unseen images, {boxes} boxes scoring >= 0.3, drawings in {OUT / 'shapes_drawn'}")
     print(f"saved {detector.save_pretrained(OUT / 'shapes_model')}")
+
+    # 7. What the classifier gets wrong, and where it looks.
+    analysis = autotimm.analyze(classifier, data, OUT / "digits_analysis")
+    print(f"analysis: accuracy {analysis.summary['accuracy']:.3f}, {len(analysis.errors)} misclassified files ", end="")
+    print(f"({analysis.weights}); gallery {analysis.files.get('top_losses_png')}")
+    if importlib.util.find_spec("captum") is not None:
+        maps = classifier.explain(sorted(new_images.iterdir())[:4])
+        maps.save_images(OUT / "digits_gradcam")
+        print(f"explain: {len(maps)} Grad-CAM overlays in {OUT / 'digits_gradcam'}")
+    else:
+        print("explain: skipped (captum, the `explain` extra, is not installed)")
+
+    # 8. The detector as one ONNX file, run with ONNX Runtime alone.
+    onnx_detector = detector.to_onnx(OUT / "shapes.onnx", check_images=unseen)
+    runtime = autotimm.load(onnx_detector)
+    found_onnx = runtime.predict(unseen, score_thresh=0.3, class_agnostic_nms=True)
+    print(f"ONNX detector: export check {runtime.export_check['passed']}, ", end="")
+    print(f"{sum(len(result) for result in found_onnx)} boxes scoring >= 0.3 (PyTorch: {boxes})")
     print(f"wall time: {time.perf_counter() - start:.1f} s")
 
 

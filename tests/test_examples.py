@@ -164,6 +164,12 @@ def test_inference_and_export_matches_pytorch_in_onnx_runtime(tmp_path):
     assert (root / "digits_predictions.csv").read_text().startswith("path,label,label_id,score,top_k")
     assert "detector: 4 unseen images" in out and (root / "shapes_boxes.csv").is_file()
     assert (root / "digits_model" / "model.safetensors").is_file() and (root / "shapes_model" / "config.json").is_file()
+    # The error analysis of the best weights agrees with `predict`; the ONNX detector finds the same boxes.
+    predicted = _number(r"predict\(\): \d+ new images, accuracy ([\d.]+)", out)
+    assert _number(r"analysis: accuracy ([\d.]+)", out) == predicted
+    assert (root / "digits_analysis" / "misclassified.csv").is_file()
+    onnx_boxes = re.search(r"ONNX detector: export check True, (\d+) boxes scoring >= 0.3 \(PyTorch: (\d+)\)", out)
+    assert onnx_boxes and onnx_boxes[1] == onnx_boxes[2]
 
 
 def test_real_vs_fake_ends_with_the_run_summary(tmp_path):
